@@ -1,0 +1,69 @@
+"""What every partner client returns, and how its failures are classified.
+
+The classification is the whole point: whether a failed create may be sent again decides between a
+safe retry and a double charge. Clients classify by what they know about the request's fate; the
+actor combines that with the provider's idempotency to decide (retry, fail, or in_doubt).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from worker.status import Status
+
+
+@dataclass(frozen=True)
+class PartnerOrder:
+    """A normalised snapshot of one partner order, as seen at one moment.
+
+    ``order`` holds the normalised order for events: amounts as strings (0trace decimals as sent, itrx
+    sun as decimal integers), addresses, tx ids and expiry. It never holds a token.
+    ``updated_at`` is the partner's own change time (unix seconds) when it reports one, used to ignore
+    observations older than what the ledger already holds.
+    ``status`` is None for a raw status this version does not know; the raw value is kept either way.
+    """
+
+    order_id: str
+    provider_status: str
+    status: Status | None
+    order: dict[str, Any]
+    updated_at: float | None = None
+
+
+@dataclass(frozen=True)
+class CreateResult:
+    order: PartnerOrder
+    token: str | None = field(repr=False)
+    """0trace's one-time order token (None on an idempotent replay, and always None for itrx)."""
+    replayed: bool = False
+
+
+class Fate(StrEnum):
+    """What is known about whether the partner acted on a request that failed."""
+
+    NOT_SENT = "not_sent"
+    """No byte reached the partner (connection refused, DNS, connect timeout): always safe to send again."""
+    REFUSED = "refused"
+    """The partner answered and did not act (rate limit, upstream down, bad input...)."""
+    UNKNOWN = "unknown"
+    """The request may have been acted on: timeout after sending, reset, 5xx, unreadable answer."""
+
+
+@dataclass(frozen=True)
+class PartnerError(Exception):
+    """A failed partner call. ``reason`` is safe to publish: it never contains secrets or tokens."""
+
+    fate: Fate
+    code: str
+    """The partner's own code where there is one ('5', 'RATE_LIMIT' -> '5'; itrx errno), else a transport
+    code such as 'timeout', 'connection_reset', 'http_503'."""
+    reason: str
+    retryable: bool
+    """True when sending the same request again later can succeed (rate limit, 5xx, network)."""
+    retry_after: float | None = None
+    http_status: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.reason}"
