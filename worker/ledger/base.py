@@ -1,0 +1,250 @@
+"""The ledger contract. Two backends implement it (SQLite for one node, PostgreSQL for many replicas).
+
+Why a ledger at all: the queue is transport and may lose, repeat or reorder messages; the ledger decides.
+Every method below is one database transaction, so a crash between two calls leaves a state the next
+call (or the scheduler) can continue from. Events are written to the outbox in the same transaction as
+the state change they describe, and each carries the deterministic id of that transition.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from worker.messages import CreateOrderCommand, EventError, OrderEvent, Source
+from worker.providers.base import PartnerOrder
+
+
+@dataclass(frozen=True)
+class OrderRecord:
+    """One row of the ``orders`` table (one per command_id)."""
+
+    command_id: str
+    provider: str
+    fingerprint: str
+    command: dict[str, Any]
+    """The validated create command as JSON (``CreateOrderCommand.model_dump(mode="json")``)."""
+    partner_ref: str
+    """The deterministic Idempotency-Key (0trace) / out_trade_no (itrx) derived from command_id."""
+    status: str
+    provider_status: str | None
+    order_id: str | None
+    order: dict[str, Any] | None
+    sealed_token: bytes | None = field(repr=False)
+    token_key_id: str | None
+    untrackable: bool
+    attempts: int
+    attempt_open: bool
+    """A create attempt began (intent committed) and no outcome was recorded for it."""
+    lease_until: float | None
+    next_action_at: float | None
+    partner_updated_at: float | None
+    last_push_at: float | None
+    last_error: EventError | None
+    event_seq: int
+    created_at: float
+    updated_at: float
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return dict(self.command.get("metadata") or {})
+
+
+class ClaimOutcome(StrEnum):
+    NEW = "new"
+    DUPLICATE = "duplicate"
+    CONFLICT = "conflict"
+
+
+@dataclass(frozen=True)
+class Claim:
+    outcome: ClaimOutcome
+    record: OrderRecord
+    """The stored row: the new one, the existing one for DUPLICATE, the other request's one for CONFLICT."""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    record: OrderRecord
+    """The row after the attempt began (attempts already incremented, lease taken, attempt_open True)."""
+    previous_unresolved: bool
+    """An earlier attempt began and never recorded an outcome (the worker died mid-call): the request may
+    have reached the partner. A non-idempotent partner must not be called again."""
+
+
+@dataclass(frozen=True)
+class DueOrder:
+    command_id: str
+    provider: str
+    status: str
+    command: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    event_id: str
+    routing_key: str
+    event_type: str
+    body: bytes
+    created_at: float
+
+
+class Ledger(ABC):
+    """All timestamps are unix seconds (float) passed in by the caller, which keeps tests deterministic."""
+
+    # --- lifecycle -----------------------------------------------------------------------------
+    @abstractmethod
+    def migrate(self) -> None:
+        """Apply pending versioned schema migrations (idempotent, safe to race from several processes)."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise if the database cannot answer a trivial query (used by /readyz)."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    # --- create path ---------------------------------------------------------------------------
+    @abstractmethod
+    def claim(self, command: CreateOrderCommand, partner_ref: str, now: float) -> Claim:
+        """Insert the row for ``command.command_id`` (status submitting, attempts 0, next_action_at now)
+        unless it exists. Existing with the same fingerprint -> DUPLICATE; with another -> CONFLICT.
+        The insert races safely: two workers claiming the same id get one NEW and one DUPLICATE."""
+
+    @abstractmethod
+    def begin_attempt(self, command_id: str, now: float, lease_seconds: float) -> Attempt | None:
+        """Commit the intent to call the partner: only when status is submitting and no live lease is held
+        (lease_until NULL or <= now). Sets lease_until = now + lease_seconds, attempts += 1,
+        attempt_open True, next_action_at = now + lease_seconds (so the scheduler re-drives it if this
+        worker dies). Returns None when another worker holds the lease or the order has moved on."""
+
+    @abstractmethod
+    def end_attempt_unsent(self, command_id: str, next_action_at: float, error: EventError) -> None:
+        """The attempt provably never reached the partner: attempt_open False, attempts -= 1, lease
+        cleared, last_error set, still submitting, next_action_at as given."""
+
+    @abstractmethod
+    def schedule_retry(self, command_id: str, next_action_at: float, error: EventError) -> None:
+        """A failure that is safe to retry with the same idempotency key: attempt_open False, lease
+        cleared, last_error set, still submitting, next_action_at as given (the scheduler re-drives)."""
+
+    @abstractmethod
+    def record_created(
+        self,
+        command_id: str,
+        result: PartnerOrder,
+        sealed_token: bytes | None,
+        token_key_id: str | None,
+        untrackable: bool,
+        next_action_at: float | None,
+        now: float,
+    ) -> list[OrderEvent]:
+        """The partner created the order. One transaction: order_id, status, provider_status, order
+        snapshot, sealed token, untrackable flag, attempt_open False, lease cleared, next_action_at;
+        outbox event ``created`` (``untrackable`` when untrackable), source create, previous_status the
+        stored status. Applies only while status is submitting or in_doubt; otherwise returns [] and
+        changes nothing (a redelivered create after completion must not rewind anything)."""
+
+    @abstractmethod
+    def record_failed(self, command_id: str, error: EventError, source: Source, now: float) -> list[OrderEvent]:
+        """submitting/in_doubt -> failed with event ``failed`` carrying ``error``; no-op ([]) otherwise."""
+
+    @abstractmethod
+    def mark_in_doubt(self, command_id: str, error: EventError, now: float) -> list[OrderEvent]:
+        """submitting -> in_doubt with event ``in_doubt``: the create may or may not exist at the partner.
+        Lease cleared, next_action_at NULL (nothing automatic may re-send it). No-op otherwise."""
+
+    # --- tracking ------------------------------------------------------------------------------
+    @abstractmethod
+    def apply_observation(
+        self,
+        command_id: str,
+        observation: PartnerOrder,
+        source: Source,
+        now: float,
+        next_action_at: float | None,
+        push: bool = False,
+    ) -> list[OrderEvent]:
+        """Record what the partner says the order looks like now.
+
+        Rules, in order: a terminal order never changes (returns []); an observation whose updated_at is
+        older than the stored partner_updated_at is ignored; an observation with status None (unknown raw
+        status) only refreshes provider_status/snapshot; the same status refreshes the snapshot without an
+        event; a different status with the same updated_at but lower progress (worker.status.progress) is
+        ignored; otherwise the transition is written with one ``status_changed`` event. An in_doubt order
+        observed this way (a callback naming its out_trade_no) takes the observed status and order_id.
+        Whatever happens, next_action_at is set as given (NULL once terminal) and, when ``push``,
+        last_push_at = now. Concurrent calls for the same order serialise (row lock / BEGIN IMMEDIATE), so
+        a poll and a webhook seeing the same change produce exactly one event."""
+
+    @abstractmethod
+    def resolve_in_doubt(
+        self, command_id: str, observation: PartnerOrder | None, operator_note: str, now: float
+    ) -> list[OrderEvent]:
+        """Operator decision on an in_doubt order. With an observation (the partner order was found):
+        in_doubt -> observed status, order_id set, ``status_changed`` event, source reconcile. Without
+        (abandon): in_doubt -> failed, ``failed`` event with error code ``abandoned`` and the note as
+        reason, source reconcile. Raises ValueError when the order is not in_doubt."""
+
+    @abstractmethod
+    def get(self, command_id: str) -> OrderRecord | None: ...
+
+    @abstractmethod
+    def find_by_order_id(self, provider: str, order_id: str) -> OrderRecord | None: ...
+
+    @abstractmethod
+    def find_by_partner_ref(self, provider: str, partner_ref: str) -> OrderRecord | None: ...
+
+    @abstractmethod
+    def take_due(self, now: float, limit: int, hold_seconds: float) -> list[DueOrder]:
+        """Orders whose next_action_at <= now and whose status is neither terminal nor in_doubt, oldest
+        first, at most ``limit``. Each returned row's next_action_at moves to now + hold_seconds in the
+        same transaction, so concurrent schedulers (SKIP LOCKED on PostgreSQL) never hand out one twice."""
+
+    @abstractmethod
+    def record_push(self, dedupe_key: str, now: float) -> bool:
+        """Remember a verified push by its documented dedupe key; True the first time only."""
+
+    # --- bad input -----------------------------------------------------------------------------
+    @abstractmethod
+    def record_rejection(
+        self,
+        rejection_key: str,
+        command_id: str | None,
+        provider: str | None,
+        error: EventError,
+        metadata: dict[str, str],
+        detail: dict[str, Any],
+        now: float,
+    ) -> list[OrderEvent]:
+        """Write a dead-letter record and a ``rejected`` event (id from messages.rejection_event_id).
+        Idempotent on rejection_key: a redelivered bad message returns [] and writes nothing. ``detail``
+        (queue, actor, message id, body size/sha256) is stored with the record, never the body itself."""
+
+    @abstractmethod
+    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Newest dead-letter records first (for `order-worker dead-letters` and tests)."""
+
+    # --- outbox --------------------------------------------------------------------------------
+    @abstractmethod
+    def claim_outbox(self, now: float, limit: int, lease_seconds: float) -> list[OutboxRow]:
+        """Unpublished rows whose lease is free or expired, oldest first; leased until now+lease_seconds
+        in the same transaction (SKIP LOCKED on PostgreSQL) so relays in every replica share the work."""
+
+    @abstractmethod
+    def mark_published(self, event_ids: list[str], now: float) -> None: ...
+
+    @abstractmethod
+    def release_outbox(self, event_ids: list[str]) -> None:
+        """Clear the lease of rows a relay could not publish, so another pass takes them at once."""
+
+    # --- gauges --------------------------------------------------------------------------------
+    @abstractmethod
+    def outbox_backlog(self) -> int: ...
+
+    @abstractmethod
+    def count_by_status(self) -> dict[tuple[str, str], int]:
+        """{(provider, status): count} over all orders, plus untrackable counted under status
+        'untrackable' (in addition to its real status)."""
