@@ -1,0 +1,50 @@
+"""Dramatiq actors: thin adapters from messages to the pipeline.
+
+Validation failures are answered inside the actor (a ``rejected`` event) and the message is acked, so
+bad input is never retried. Only infrastructure failures (ledger or network down) raise, and those are
+retried by Dramatiq's Retries middleware and, past that, dead-lettered.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import dramatiq
+from dramatiq.middleware import CurrentMessage
+
+from worker import metrics
+from worker.broker import REJECT_ACTOR, build_broker
+from worker.runtime import get_runtime
+from worker.settings import get_settings
+
+_settings = get_settings()
+broker = build_broker(_settings)
+
+
+def _message_id_and_wait(actor: str) -> str:
+    message = CurrentMessage.get_current_message()
+    if message is None:
+        return "direct"
+    metrics.COMMAND_WAIT.labels(actor).observe(max(0.0, time.time() - message.message_timestamp / 1000))
+    return str(message.message_id)
+
+
+@dramatiq.actor(actor_name="create_order", queue_name=_settings.create_queue, max_retries=5)
+def create_order(*args: Any, **kwargs: Any) -> None:
+    outcome = get_runtime().pipeline.handle_create(kwargs, _message_id_and_wait("create_order"))
+    metrics.COMMANDS.labels("create_order", outcome.name).inc()
+
+
+@dramatiq.actor(actor_name="poll_order", queue_name=_settings.poll_queue, max_retries=3)
+def poll_order(*args: Any, **kwargs: Any) -> None:
+    outcome = get_runtime().pipeline.handle_poll(kwargs, _message_id_and_wait("poll_order"))
+    metrics.COMMANDS.labels("poll_order", outcome.name).inc()
+
+
+@dramatiq.actor(actor_name=REJECT_ACTOR, queue_name=_settings.create_queue, max_retries=5)
+def reject_malformed(code: str, reason: str, body_sha256: str, body_bytes: int) -> None:
+    outcome = get_runtime().pipeline.handle_malformed(
+        code, reason, {"body_sha256": body_sha256, "body_bytes": body_bytes}
+    )
+    metrics.COMMANDS.labels(REJECT_ACTOR, outcome.name).inc()

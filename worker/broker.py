@@ -1,0 +1,120 @@
+"""The Dramatiq broker: quorum queues with a delivery limit, and a decoder that never loses bad input.
+
+Two things Dramatiq does not do out of the box, and why they matter here:
+
+* Quorum queues with ``x-delivery-limit``: a message that kills the worker every time (so it can never be
+  nacked by code) is dead-lettered by RabbitMQ after N deliveries instead of looping forever.
+* Dramatiq's own decoder nacks a body it cannot parse, which silently dead-letters it with no reason. The
+  :class:`CommandEncoder` instead turns any undecodable or unknown message into a call of the
+  ``reject_malformed`` actor, which writes a dead-letter record and a ``rejected`` event saying why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from typing import Any
+
+import dramatiq
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.encoder import JSONEncoder, MessageData
+from dramatiq.middleware import (
+    AgeLimit,
+    Callbacks,
+    CurrentMessage,
+    Pipelines,
+    Retries,
+    ShutdownNotifications,
+    TimeLimit,
+)
+
+from worker.messages import MAX_COMMAND_BYTES
+from worker.settings import Settings
+
+REJECT_ACTOR = "reject_malformed"
+KNOWN_ACTORS = frozenset({"create_order", "poll_order", REJECT_ACTOR})
+ACTOR_TIME_LIMIT_MS = 60_000
+_ENVELOPE_FIELDS = ("queue_name", "actor_name", "args", "kwargs", "options", "message_id", "message_timestamp")
+
+
+class QuorumRabbitmqBroker(RabbitmqBroker):  # type: ignore[misc]
+    """Declares the work queues (and their delay queues) as quorum queues with a delivery limit."""
+
+    def __init__(self, *, delivery_limit: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.delivery_limit = delivery_limit
+
+    def _build_queue_arguments(self, queue_name: str) -> dict[str, Any]:
+        arguments: dict[str, Any] = super()._build_queue_arguments(queue_name)
+        arguments["x-queue-type"] = "quorum"
+        arguments["x-delivery-limit"] = self.delivery_limit
+        return arguments
+
+
+def malformed_reason(data: bytes) -> tuple[str, str] | None:
+    """(reason code, explanation) when ``data`` is not a usable Dramatiq envelope, else None."""
+    if len(data) > MAX_COMMAND_BYTES:
+        return "oversized", f"message body is {len(data)} bytes; the limit is {MAX_COMMAND_BYTES}"
+    try:
+        fields = json.loads(data)
+    except (UnicodeDecodeError, ValueError):
+        return "not_json", "message body is not UTF-8 JSON"
+    if not isinstance(fields, dict):
+        return "bad_envelope", "message body must be a JSON object (the Dramatiq envelope)"
+    missing = [name for name in _ENVELOPE_FIELDS if name not in fields]
+    if missing:
+        return "bad_envelope", f"envelope lacks {', '.join(missing)}"
+    if not isinstance(fields["kwargs"], dict) or not isinstance(fields["args"], list):
+        return "bad_envelope", "envelope 'kwargs' must be an object and 'args' a list"
+    if not isinstance(fields["options"], dict) or not isinstance(fields["message_id"], str):
+        return "bad_envelope", "envelope 'options' must be an object and 'message_id' a string"
+    if fields["actor_name"] not in KNOWN_ACTORS or fields["actor_name"] == REJECT_ACTOR:
+        return "unknown_actor", "actor_name must be create_order or poll_order"
+    if fields["args"]:
+        return "bad_envelope", "commands take keyword arguments only ('args' must be empty)"
+    return None
+
+
+class CommandEncoder(JSONEncoder):  # type: ignore[misc]
+    """Decodes every body into *some* message: the real one, or a rejection of it."""
+
+    def decode(self, data: bytes) -> MessageData:
+        problem = malformed_reason(data)
+        if problem is None:
+            decoded: MessageData = json.loads(data)
+            return decoded
+        code, explanation = problem
+        digest = hashlib.sha256(data).hexdigest()
+        return {
+            "queue_name": "orders.create",
+            "actor_name": REJECT_ACTOR,
+            "args": [],
+            "kwargs": {"code": code, "reason": explanation, "body_sha256": digest, "body_bytes": len(data)},
+            "options": {},
+            "message_id": str(uuid.uuid5(uuid.NAMESPACE_OID, digest)),
+            "message_timestamp": int(time.time() * 1000),
+        }
+
+
+def build_broker(settings: Settings) -> QuorumRabbitmqBroker:
+    """The broker every role uses; actors are declared on it by ``worker.actors``."""
+    middleware = [
+        AgeLimit(),
+        TimeLimit(time_limit=ACTOR_TIME_LIMIT_MS),
+        ShutdownNotifications(),
+        Callbacks(),
+        Pipelines(),
+        Retries(max_retries=5, min_backoff=1_000, max_backoff=60_000),
+        CurrentMessage(),
+    ]
+    broker = QuorumRabbitmqBroker(
+        url=settings.broker_url.get_secret_value(),
+        confirm_delivery=True,
+        delivery_limit=settings.delivery_limit,
+        middleware=middleware,
+    )
+    dramatiq.set_encoder(CommandEncoder())
+    dramatiq.set_broker(broker)
+    return broker

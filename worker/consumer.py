@@ -1,0 +1,46 @@
+"""Reading events from ``orders.events``: the demo's printer and the tests' witness.
+
+Consumers must dedupe on ``message_id`` (= event_id): delivery is at-least-once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pika
+
+from worker.relay import declare_topology
+
+
+class EventWatcher:
+    """Binds a queue to the events exchange; an exclusive auto-deleted one unless ``queue`` is named."""
+
+    def __init__(self, broker_url: str, exchange: str = "orders.events", binding: str = "#", queue: str = "") -> None:
+        self.connection = pika.BlockingConnection(pika.URLParameters(broker_url))
+        self.channel = self.connection.channel()
+        declare_topology(self.channel, exchange)
+        durable = bool(queue)
+        result = self.channel.queue_declare(queue, durable=durable, exclusive=not durable, auto_delete=not durable)
+        self.queue = result.method.queue
+        self.channel.queue_bind(self.queue, exchange, routing_key=binding)
+
+    def __enter__(self) -> EventWatcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.connection.is_open:
+            self.connection.close()
+
+    def events(self, inactivity_timeout: float = 1.0) -> Iterator[tuple[str, dict[str, Any]] | None]:
+        """Yields (routing_key, body) per event, or None after ``inactivity_timeout`` seconds of silence."""
+        for method, _properties, body in self.channel.consume(self.queue, inactivity_timeout=inactivity_timeout):
+            if method is None:
+                yield None
+                continue
+            self.channel.basic_ack(method.delivery_tag)
+            yield method.routing_key, json.loads(body)

@@ -1,0 +1,214 @@
+"""``order-worker run`` / ``demo``: the whole service on one machine, for a newcomer's first five minutes.
+
+Starts the sandbox, a worker, the scheduler/relay and the webhook receiver as child processes on the
+embedded defaults (SQLite ledger, local RabbitMQ), with short poll intervals and a fast sandbox clock so a
+30-minute order lifecycle takes seconds. ``demo`` then submits orders and prints their events as they arrive.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from worker.settings import get_settings
+
+SANDBOX_PORT = 8090
+WEBHOOKS_PORT = 8091
+WORKER_METRICS_PORT = 9191
+SCHEDULER_METRICS_PORT = 9192
+DEMO_TRON_ADDRESS = "TExWKszFWYTKZH8LYiovAPKzS3L9MLZ4kw"
+DEMO_BTC_REFUND = "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq"
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _wait_http(url: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - local URL we built
+                if response.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def demo_commands(count: int) -> list[dict[str, Any]]:
+    """Alternating 0trace swaps and itrx energy rentals with valid, sandbox-accepted fields."""
+    commands = []
+    for index in range(count):
+        command_id = f"demo-{uuid.uuid4().hex[:12]}"
+        if index % 2 == 0:
+            commands.append(
+                {
+                    "command_id": command_id,
+                    "provider": "0trace",
+                    "params": {
+                        "fromCcy": "btc",
+                        "toCcy": "usdt_trc20",
+                        "direction": "from",
+                        "amount": "0.01",
+                        "toAddress": DEMO_TRON_ADDRESS,
+                        "refundAddress": DEMO_BTC_REFUND,
+                    },
+                    "metadata": {"demo": "true", "index": str(index)},
+                }
+            )
+        else:
+            commands.append(
+                {
+                    "command_id": command_id,
+                    "provider": "itrx",
+                    "params": {"energy_amount": 65000, "period": "1H", "receive_address": DEMO_TRON_ADDRESS},
+                    "metadata": {"demo": "true", "index": str(index)},
+                }
+            )
+    return commands
+
+
+class Stack:
+    def __init__(self, speed: float) -> None:
+        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.speed = speed
+        self.log_dir = Path(".run")
+        self.log_dir.mkdir(exist_ok=True)
+
+    def start(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        log_file = (self.log_dir / f"{name}.log").open("ab")
+        process = subprocess.Popen(  # noqa: S603 - our own console entry point
+            [sys.executable, "-m", "worker.cli", *args],
+            env={**os.environ, **env},
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        self.children.append((name, process))
+
+    def check_alive(self) -> str | None:
+        for name, process in self.children:
+            if process.poll() is not None:
+                return f"{name} exited with code {process.returncode} (see .run/{name}.log)"
+        return None
+
+    def stop(self) -> None:
+        for _, process in reversed(self.children):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for _, process in self.children:
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def run_stack(demo_orders: int, speed: float) -> int:
+    settings = get_settings()
+    broker = urlsplit(settings.broker_url.get_secret_value())
+    if not _port_open(broker.hostname or "127.0.0.1", broker.port or 5672):
+        print(
+            f"order-worker: RabbitMQ is not reachable at {broker.hostname}:{broker.port or 5672}.\n"
+            "  Start it with 'bash deploy/dev.sh broker' (installs rabbitmq-server if needed),\n"
+            "  or point ORDER_WORKER_BROKER_URL at a running broker.",
+            file=sys.stderr,
+        )
+        return 2
+    for port in (SANDBOX_PORT, WEBHOOKS_PORT, WORKER_METRICS_PORT, SCHEDULER_METRICS_PORT):
+        if _port_open("127.0.0.1", port):
+            print(f"order-worker: port {port} is already in use (another 'order-worker run'?)", file=sys.stderr)
+            return 2
+    fast = {
+        "ORDER_WORKER_POLL_AWAITING_DEPOSIT": "2",
+        "ORDER_WORKER_POLL_CONFIRMING": "2",
+        "ORDER_WORKER_POLL_PROCESSING": "2",
+        "ORDER_WORKER_POLL_ACTION_REQUIRED": "2",
+        "ORDER_WORKER_POLL_SAFETY_INTERVAL": "10",
+        "ORDER_WORKER_ITRX_CALLBACK_URL": f"http://127.0.0.1:{WEBHOOKS_PORT}/webhooks/itrx",
+    }
+    stack = Stack(speed)
+    print(f"starting the stack (logs in {stack.log_dir}/): sandbox :{SANDBOX_PORT}, webhooks :{WEBHOOKS_PORT}, "
+          f"worker metrics :{WORKER_METRICS_PORT}, scheduler metrics :{SCHEDULER_METRICS_PORT}")
+    try:
+        stack.start(
+            "sandbox",
+            ["sandbox", "--host", "127.0.0.1", "--port", str(SANDBOX_PORT), "--speed", str(speed),
+             "--webhook-url", f"http://127.0.0.1:{WEBHOOKS_PORT}/webhooks/0trace"],
+            {},
+        )
+        stack.start("worker", ["worker", "--processes", "1", "--threads", "8"], {**fast, "ORDER_WORKER_METRICS_PORT": str(WORKER_METRICS_PORT)})
+        stack.start("scheduler", ["scheduler"], {**fast, "ORDER_WORKER_METRICS_PORT": str(SCHEDULER_METRICS_PORT)})
+        stack.start("webhooks", ["webhooks", "--port", str(WEBHOOKS_PORT)], fast)
+        for url in (
+            f"http://127.0.0.1:{WORKER_METRICS_PORT}/readyz",
+            f"http://127.0.0.1:{SCHEDULER_METRICS_PORT}/readyz",
+            f"http://127.0.0.1:{WEBHOOKS_PORT}/readyz",
+        ):
+            if not _wait_http(url, 60):
+                print(f"order-worker: {url} did not become ready; {stack.check_alive() or 'see .run/*.log'}", file=sys.stderr)
+                return 1
+        print("ready. metrics: curl http://127.0.0.1:9191/metrics   events: order-worker events")
+        if demo_orders:
+            return _demo(settings, demo_orders, stack)
+        while (problem := stack.check_alive()) is None:
+            time.sleep(1)
+        print(f"order-worker: {problem}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stack.stop()
+
+
+def _demo(settings: Any, count: int, stack: Stack, timeout: float = 180.0) -> int:
+    from worker.consumer import EventWatcher
+    from worker.producer import CommandProducer
+    from worker.status import TERMINAL
+
+    url = settings.broker_url.get_secret_value()
+    commands = demo_commands(count)
+    final: dict[str, str] = {}
+    seen: set[str] = set()
+    with EventWatcher(url, settings.events_exchange) as watcher, CommandProducer(url) as producer:
+        for command in commands:
+            producer.create_order(command)
+            print(f"submitted {command['command_id']} ({command['provider']})")
+        deadline = time.monotonic() + timeout
+        for item in watcher.events():
+            if item is not None:
+                routing_key, event = item
+                if event["event_id"] in seen:
+                    continue
+                seen.add(event["event_id"])
+                print(
+                    f"event {routing_key:<28} {event['command_id']:<18} "
+                    f"{event.get('previous_status') or '-':>16} -> {event.get('status')!s:<16} "
+                    f"({event['source']}, id {event['event_id'][:8]})"
+                )
+                if event.get("status") in TERMINAL:
+                    final[event["command_id"]] = event["status"]
+            if len(final) == len(commands) or time.monotonic() > deadline:
+                break
+            if (problem := stack.check_alive()) is not None:
+                print(f"order-worker: {problem}", file=sys.stderr)
+                return 1
+    summary = {"orders": len(commands), "finished": len(final), "statuses": final, "events": len(seen)}
+    print(json.dumps(summary))
+    return 0 if len(final) == len(commands) else 1

@@ -1,0 +1,73 @@
+"""Prometheus metrics of every role.
+
+Label values are closed vocabularies only (provider, endpoint, status, partner result code, reason code):
+never a command id, order id, address or anything secret, so cardinality stays bounded and nothing leaks.
+The Dramatiq worker forks several processes, so ``order-worker worker`` sets PROMETHEUS_MULTIPROC_DIR
+before anything imports prometheus_client; gauges therefore declare how processes combine.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+COMMANDS = Counter(
+    "order_worker_commands", "Commands handled, by actor and outcome.", ["actor", "outcome"]
+)
+COMMAND_WAIT = Histogram(
+    "order_worker_command_wait_seconds",
+    "Time from a command's enqueue to the start of its processing.",
+    ["actor"],
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900),
+)
+PARTNER_REQUESTS = Counter(
+    "order_worker_partner_requests",
+    "Partner HTTP calls by provider, endpoint and result ('ok' or the partner/transport code).",
+    ["provider", "endpoint", "result"],
+)
+PARTNER_LATENCY = Histogram(
+    "order_worker_partner_request_seconds",
+    "Partner HTTP call latency.",
+    ["provider", "endpoint"],
+    buckets=_LATENCY_BUCKETS,
+)
+PARTNER_WEIGHT = Counter(
+    "order_worker_partner_weight", "0trace rate-limit weight spent (budget: 2,500 per minute).", ["provider"]
+)
+CREATE_RETRIES = Counter(
+    "order_worker_create_retries", "Create attempts scheduled again, by reason code.", ["provider", "reason"]
+)
+EVENTS_PUBLISHED = Counter("order_worker_events_published", "Events confirmed by the broker.", ["type"])
+OUTBOX_BACKLOG = Gauge(
+    "order_worker_outbox_backlog", "Events committed but not yet confirmed.", multiprocess_mode="mostrecent"
+)
+ORDERS = Gauge(
+    "order_worker_orders",
+    "Orders in the ledger by provider and status ('untrackable' counted besides its status).",
+    ["provider", "status"],
+    multiprocess_mode="mostrecent",
+)
+REJECTIONS = Counter("order_worker_rejections", "Commands rejected as malformed, by reason.", ["reason"])
+DEAD_LETTERS = Counter("order_worker_dead_letters", "Dead-letter records written, by reason.", ["reason"])
+IN_DOUBT = Counter("order_worker_in_doubt", "Orders that became in_doubt.", ["provider"])
+UNTRACKABLE = Counter("order_worker_untrackable", "Orders created without a usable token.", ["provider"])
+PUSHES = Counter(
+    "order_worker_pushes", "Webhooks/callbacks received, by provider and result.", ["provider", "result"]
+)
+PUSH_TO_EVENT = Histogram(
+    "order_worker_push_to_event_seconds",
+    "From a push's arrival to its event committed to the outbox.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+)
+ITRX_BALANCE = Gauge(
+    "order_worker_itrx_balance_sun", "itrx account balance last read, in sun.", multiprocess_mode="mostrecent"
+)
+
+
+def observe_partner_call(provider: str, endpoint: str, result: str, seconds: float, weight: int) -> None:
+    """The observer handed to partner clients, which know nothing of Prometheus."""
+    PARTNER_REQUESTS.labels(provider, endpoint, result).inc()
+    PARTNER_LATENCY.labels(provider, endpoint).observe(seconds)
+    if weight:
+        PARTNER_WEIGHT.labels(provider).inc(weight)

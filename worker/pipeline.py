@@ -1,0 +1,295 @@
+"""The order pipeline: what a create or poll command does, independent of how it was delivered.
+
+Actors (Dramatiq), the scheduler, the webhook receiver and tests all call this module; it knows the ledger,
+the partner clients and the token sealer, and nothing of the broker. Every decision about sending a create
+again lives here, and it follows one rule: send again only what cannot create a second order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from worker import metrics
+from worker.ledger.base import Attempt, ClaimOutcome, Ledger, OrderRecord
+from worker.messages import CreateOrderCommand, EventError, OrderEvent, PollOrderCommand, Provider, Source
+from worker.providers.base import CreateResult, Fate, PartnerError, PartnerOrder
+from worker.providers.itrx import ItrxClient
+from worker.providers.zerotrace import ZeroTraceClient
+from worker.sealing import SealError, TokenSealer
+from worker.settings import Settings
+from worker.status import Status, is_terminal
+
+log = logging.getLogger(__name__)
+
+CREATE_LEASE_SECONDS = 90.0
+"""Longer than the actor time limit (60 s), so a live attempt is never taken over by a re-drive."""
+
+
+def partner_ref(namespace: str, command_id: str) -> str:
+    """Idempotency-Key / out_trade_no: deterministic per command_id, ASCII, 44 characters (within 8..128).
+
+    Hashing with a namespace keeps producers' ids out of partner logs and lets two deployments share one
+    partner account without their keys colliding.
+    """
+    return "ow-" + hashlib.sha256(f"{namespace}\x00{command_id}".encode()).hexdigest()[:41]
+
+
+def validation_summary(error: ValidationError) -> str:
+    """Field paths and messages only: the offending input values are never echoed into events or logs."""
+    parts = []
+    for item in error.errors(include_input=False, include_url=False)[:8]:
+        location = ".".join(str(part) for part in item["loc"]) or "command"
+        parts.append(f"{location}: {item['msg']}")
+    return "; ".join(parts)
+
+
+@dataclass
+class Outcome:
+    """What handling one command did, for metrics and tests."""
+
+    name: str
+    events: list[OrderEvent]
+
+
+class OrderPipeline:
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: Ledger,
+        zerotrace: ZeroTraceClient,
+        itrx: ItrxClient,
+        sealer: TokenSealer,
+        clock: Callable[[], float] = time.time,
+        on_events: Callable[[list[OrderEvent]], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self.zerotrace = zerotrace
+        self.itrx = itrx
+        self.sealer = sealer
+        self.clock = clock
+        self.on_events = on_events or (lambda events: None)
+
+    # ------------------------------------------------------------------ commands
+    def handle_create(self, kwargs: dict[str, Any], message_id: str) -> Outcome:
+        try:
+            command = CreateOrderCommand.model_validate(kwargs).validated()
+        except ValidationError as error:
+            return self._reject(message_id, kwargs, "invalid_command", validation_summary(error))
+        except ValueError as error:
+            return self._reject(message_id, kwargs, "invalid_command", str(error))
+        now = self.clock()
+        claim = self.ledger.claim(command, partner_ref(self.settings.idempotency_namespace, command.command_id), now)
+        if claim.outcome is ClaimOutcome.CONFLICT:
+            return self._reject(
+                f"conflict:{message_id}",
+                kwargs,
+                "command_id_conflict",
+                "command_id was already used for a different order (params, provider or ref_code differ)",
+            )
+        return self._advance_create(command, claim.record)
+
+    def handle_poll(self, kwargs: dict[str, Any], message_id: str) -> Outcome:
+        try:
+            command = PollOrderCommand.model_validate(kwargs)
+        except ValidationError as error:
+            return self._reject(message_id, kwargs, "invalid_command", validation_summary(error))
+        record = self.ledger.get(command.command_id)
+        if record is None:
+            return self._reject(message_id, kwargs, "unknown_command", "no order was created for this command_id")
+        return self.refresh(record, Source.POLL)
+
+    def handle_malformed(self, code: str, reason: str, detail: dict[str, Any]) -> Outcome:
+        key = f"body:{detail.get('body_sha256', '')}"
+        events = self.ledger.record_rejection(
+            key, None, None, EventError(code=code, reason=reason), {}, detail, self.clock()
+        )
+        if events:
+            metrics.REJECTIONS.labels(code).inc()
+            metrics.DEAD_LETTERS.labels(code).inc()
+        return self._done("rejected", events)
+
+    # ------------------------------------------------------------------ create
+    def _advance_create(self, command: CreateOrderCommand, record: OrderRecord) -> Outcome:
+        if record.status != Status.SUBMITTING:
+            return self._done("duplicate", [])
+        if command.provider is Provider.ITRX and record.attempts == 0 and not record.attempt_open:
+            refused = self._itrx_balance_refusal(command)
+            if refused is not None:
+                return self._done("failed", self.ledger.record_failed(command.command_id, refused, Source.CREATE, self.clock()))
+        attempt = self.ledger.begin_attempt(command.command_id, self.clock(), CREATE_LEASE_SECONDS)
+        if attempt is None:
+            return self._done("busy", [])
+        if command.provider is Provider.ITRX and attempt.previous_unresolved:
+            return self._in_doubt(
+                attempt.record,
+                EventError(code="interrupted", reason="a create call was interrupted; it may have reached itrx"),
+            )
+        if command.provider is Provider.ZEROTRACE and attempt.record.attempts > self.settings.create_max_attempts:
+            return self._in_doubt(
+                attempt.record,
+                EventError(
+                    code="retries_exhausted",
+                    reason=f"no definite answer after {self.settings.create_max_attempts} create attempts",
+                ),
+            )
+        try:
+            result = self._call_create(command, attempt)
+        except PartnerError as error:
+            return self._create_failed(command, attempt.record, error)
+        return self._created(command, result)
+
+    def _call_create(self, command: CreateOrderCommand, attempt: Attempt) -> CreateResult:
+        if command.provider is Provider.ZEROTRACE:
+            return self.zerotrace.create(command.zerotrace_params(), attempt.record.partner_ref, command.ref_code)
+        return self.itrx.create(command.itrx_params(), attempt.record.partner_ref, self.settings.itrx_callback_url)
+
+    def _created(self, command: CreateOrderCommand, result: CreateResult) -> Outcome:
+        now = self.clock()
+        observed = result.order
+        sealed = self.sealer.seal(result.token, observed.order_id) if result.token else None
+        untrackable = command.provider is Provider.ZEROTRACE and sealed is None
+        next_at = None if untrackable else self._next_poll(observed.status, now, last_push_at=None)
+        events = self.ledger.record_created(
+            command.command_id,
+            observed,
+            sealed,
+            self.sealer.active_key_id if sealed else None,
+            untrackable,
+            next_at,
+            now,
+        )
+        if untrackable and events:
+            metrics.UNTRACKABLE.labels(command.provider.value).inc()
+            log.warning("order %s was created without a token (replay); it is tracked by webhooks only", command.command_id)
+        return self._done("untrackable" if untrackable else "created", events)
+
+    def _create_failed(self, command: CreateOrderCommand, record: OrderRecord, error: PartnerError) -> Outcome:
+        now = self.clock()
+        provider = command.provider.value
+        reason = EventError(code=error.code, reason=error.reason)
+        if error.fate is Fate.NOT_SENT:
+            metrics.CREATE_RETRIES.labels(provider, "not_sent").inc()
+            self.ledger.end_attempt_unsent(command.command_id, now + self._backoff(record.attempts), reason)
+            return self._done("retry", [])
+        safe_to_resend = error.fate is Fate.REFUSED or command.provider is Provider.ZEROTRACE
+        if error.retryable and safe_to_resend:
+            delay = max(self._backoff(record.attempts), error.retry_after or 0.0)
+            metrics.CREATE_RETRIES.labels(provider, error.code).inc()
+            self.ledger.schedule_retry(command.command_id, now + delay, reason)
+            return self._done("retry", [])
+        if error.fate is Fate.UNKNOWN and not safe_to_resend:
+            return self._in_doubt(record, reason)
+        return self._done("failed", self.ledger.record_failed(command.command_id, reason, Source.CREATE, now))
+
+    def _in_doubt(self, record: OrderRecord, error: EventError) -> Outcome:
+        events = self.ledger.mark_in_doubt(record.command_id, error, self.clock())
+        if events:
+            metrics.IN_DOUBT.labels(record.provider).inc()
+            log.warning("order %s is in_doubt (%s); it will not be sent again", record.command_id, error.code)
+        return self._done("in_doubt", events)
+
+    def _itrx_balance_refusal(self, command: CreateOrderCommand) -> EventError | None:
+        """Refuse an order the balance cannot cover; a failed read only skips the check (itrx refuses too)."""
+        if not self.settings.itrx_check_balance:
+            return None
+        params = command.itrx_params()
+        try:
+            balance = self.itrx.balance()
+            cost = self.itrx.price(params.energy_amount, params.period)
+        except PartnerError as error:
+            log.info("itrx balance check skipped for %s: %s", command.command_id, error.code)
+            return None
+        metrics.ITRX_BALANCE.set(balance)
+        if cost > balance:
+            return EventError(
+                code="insufficient_balance",
+                reason=f"order costs {cost} sun but the itrx balance is {balance} sun",
+            )
+        return None
+
+    def _backoff(self, attempts: int) -> float:
+        """Capped exponential backoff with up to 25% jitter, never below the base delay."""
+        base = min(self.settings.retry_max_seconds, self.settings.retry_base_seconds * 2 ** max(attempts - 1, 0))
+        return base * (1.0 + random.random() * 0.25)
+
+    # ------------------------------------------------------------------ tracking
+    def refresh(self, record: OrderRecord, source: Source) -> Outcome:
+        """Read the order from the partner and record what changed."""
+        if is_terminal(record.status) or record.status in (Status.SUBMITTING, Status.IN_DOUBT):
+            return self._done("not_open", [])
+        if record.order_id is None or record.untrackable:
+            return self._done("untrackable", [])
+        try:
+            observed = self._fetch(record)
+        except SealError as error:
+            log.error("cannot open the token of %s: %s", record.command_id, error)
+            return self._done("token_unreadable", [])
+        except PartnerError as error:
+            log.info("poll of %s failed: %s", record.command_id, error.code)
+            return self._done("poll_failed", [])
+        return self.observe(record, observed, source)
+
+    def observe(self, record: OrderRecord, observed: PartnerOrder, source: Source, push: bool = False) -> Outcome:
+        now = self.clock()
+        status = observed.status or Status(record.status)
+        last_push = now if push else record.last_push_at
+        events = self.ledger.apply_observation(
+            record.command_id, observed, source, now, self._next_poll(status, now, last_push), push=push
+        )
+        return self._done("changed" if events else "unchanged", events)
+
+    def _fetch(self, record: OrderRecord) -> PartnerOrder:
+        assert record.order_id is not None
+        if record.provider == Provider.ZEROTRACE.value:
+            if record.sealed_token is None:
+                raise SealError("no token stored")
+            token = self.sealer.open(record.sealed_token, record.order_id)
+            return self.zerotrace.fetch(record.order_id, token)
+        return self.itrx.fetch(record.order_id)
+
+    def _next_poll(self, status: Status | None, now: float, last_push_at: float | None) -> float | None:
+        if status is None or is_terminal(status) or not self.settings.polling_enabled:
+            return None
+        interval = self.settings.poll_interval(status)
+        if interval is None:
+            return None
+        if last_push_at is not None and now - last_push_at < self.settings.push_fresh_seconds:
+            interval = max(interval, self.settings.poll_safety_interval)
+        return now + interval
+
+    # ------------------------------------------------------------------ helpers
+    def _reject(self, key: str, kwargs: dict[str, Any], code: str, reason: str) -> Outcome:
+        command_id = kwargs.get("command_id") if isinstance(kwargs.get("command_id"), str) else None
+        provider = kwargs.get("provider") if kwargs.get("provider") in ("0trace", "itrx") else None
+        metadata = kwargs.get("metadata")
+        safe_metadata = (
+            {str(k)[:64]: str(v)[:256] for k, v in list(metadata.items())[:16]} if isinstance(metadata, dict) else {}
+        )
+        detail = {"fields": sorted(str(k)[:64] for k in kwargs)[:32]}
+        events = self.ledger.record_rejection(
+            key,
+            command_id[:128] if command_id else None,
+            provider,
+            EventError(code=code, reason=reason),
+            safe_metadata,
+            detail,
+            self.clock(),
+        )
+        if events:
+            metrics.REJECTIONS.labels(code).inc()
+            metrics.DEAD_LETTERS.labels(code).inc()
+        return self._done("rejected", events)
+
+    def _done(self, name: str, events: list[OrderEvent]) -> Outcome:
+        if events:
+            self.on_events(events)
+        return Outcome(name, events)

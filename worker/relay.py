@@ -1,0 +1,137 @@
+"""Outbox relay: moves committed events from the ledger to the ``orders.events`` exchange.
+
+An event is marked published only after RabbitMQ confirmed it (publisher confirms), so a crash or a broker
+restart at any moment means the event is sent again, never lost; consumers dedupe on ``message_id`` (the
+event id). ``mandatory`` plus an alternate exchange means an event nobody is bound for yet is parked in
+``orders.events.unrouted`` instead of silently vanishing. Any number of relays may run (one per replica):
+the ledger leases rows to one relay at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import pika
+from pika.adapters.blocking_connection import BlockingChannel
+from pika.exceptions import AMQPError, UnroutableError
+
+from worker import metrics
+from worker.ledger.base import Ledger, OutboxRow
+
+log = logging.getLogger(__name__)
+
+UNROUTED_SUFFIX = ".unrouted"
+OUTBOX_LEASE_SECONDS = 30.0
+
+
+def declare_topology(channel: BlockingChannel, exchange: str) -> None:
+    """The events exchange (durable topic) and the parking place for unroutable events."""
+    unrouted = exchange + UNROUTED_SUFFIX
+    channel.exchange_declare(unrouted, exchange_type="fanout", durable=True)
+    channel.queue_declare(unrouted, durable=True, arguments={"x-queue-type": "quorum"})
+    channel.queue_bind(unrouted, unrouted)
+    channel.exchange_declare(
+        exchange, exchange_type="topic", durable=True, arguments={"alternate-exchange": unrouted}
+    )
+
+
+class EventPublisher:
+    """One confirmed AMQP channel, reopened after any connection failure."""
+
+    def __init__(self, broker_url: str, exchange: str) -> None:
+        self._parameters = pika.URLParameters(broker_url)
+        self._exchange = exchange
+        self._connection: pika.BlockingConnection | None = None
+        self._channel: BlockingChannel | None = None
+
+    def _open(self) -> BlockingChannel:
+        if self._channel is None or not self._channel.is_open:
+            self.close()
+            self._connection = pika.BlockingConnection(self._parameters)
+            channel = self._connection.channel()
+            channel.confirm_delivery()
+            declare_topology(channel, self._exchange)
+            self._channel = channel
+        return self._channel
+
+    def publish(self, row: OutboxRow) -> None:
+        """Returns only once the broker confirmed the message; raises otherwise."""
+        channel = self._open()
+        channel.basic_publish(
+            exchange=self._exchange,
+            routing_key=row.routing_key,
+            body=row.body,
+            properties=pika.BasicProperties(
+                message_id=row.event_id,
+                type=row.event_type,
+                content_type="application/json",
+                delivery_mode=pika.DeliveryMode.Persistent,
+                timestamp=int(row.created_at),
+            ),
+            mandatory=True,
+        )
+
+    def close(self) -> None:
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None and connection.is_open:
+            try:
+                connection.close()
+            except AMQPError:
+                log.debug("closing a broken relay connection failed", exc_info=True)
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        ledger: Ledger,
+        publisher: EventPublisher,
+        batch: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.ledger = ledger
+        self.publisher = publisher
+        self.batch = batch
+        self.clock = clock
+        self.wakeup = threading.Event()
+
+    def pass_once(self) -> int:
+        """Publish one batch; returns how many events were confirmed."""
+        rows = self.ledger.claim_outbox(self.clock(), self.batch, OUTBOX_LEASE_SECONDS)
+        published: list[str] = []
+        try:
+            for row in rows:
+                self.publisher.publish(row)
+                published.append(row.event_id)
+                metrics.EVENTS_PUBLISHED.labels(row.event_type).inc()
+        except (AMQPError, OSError) as error:
+            kind = "unroutable" if isinstance(error, UnroutableError) else type(error).__name__
+            log.warning("event publishing interrupted (%s); %d events will be retried", kind, len(rows) - len(published))
+            self.publisher.close()
+            raise
+        finally:
+            if published:
+                self.ledger.mark_published(published, self.clock())
+            unpublished = [row.event_id for row in rows if row.event_id not in set(published)]
+            if unpublished:
+                self.ledger.release_outbox(unpublished)
+        return len(published)
+
+    def run(self, stop: threading.Event, idle_seconds: float = 0.05, error_backoff: float = 1.0) -> None:
+        """Drain continuously; sleep briefly when idle, longer after a broker failure."""
+        while not stop.is_set():
+            try:
+                count = self.pass_once()
+            except (AMQPError, OSError):
+                stop.wait(error_backoff)
+                continue
+            except Exception:
+                log.exception("outbox relay pass failed")
+                stop.wait(error_backoff)
+                continue
+            if count < self.batch:
+                self.wakeup.wait(idle_seconds)
+                self.wakeup.clear()
+        self.publisher.close()

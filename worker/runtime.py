@@ -1,0 +1,70 @@
+"""Per-process wiring: one settings object, one ledger, one pooled HTTP client per process.
+
+Built lazily on first use, after Dramatiq has forked its worker processes, so no connection or pool is
+ever shared across a fork.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from worker import metrics
+from worker.ledger import open_ledger
+from worker.ledger.base import Ledger
+from worker.pipeline import OrderPipeline
+from worker.providers.http import PartnerHttp
+from worker.providers.itrx import ItrxClient
+from worker.providers.zerotrace import ZeroTraceClient
+from worker.sealing import TokenSealer
+from worker.settings import Settings, get_settings
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    ledger: Ledger
+    pipeline: OrderPipeline
+    http: PartnerHttp
+
+    def close(self) -> None:
+        self.ledger.close()
+        self.http.close()
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    settings.check_production_safety()
+    ledger = open_ledger(settings.ledger_url.get_secret_value())
+    http = PartnerHttp(
+        connect_timeout=settings.http_connect_timeout,
+        read_timeout=settings.http_read_timeout,
+        pool_size=settings.http_pool_size,
+    )
+    zerotrace = ZeroTraceClient(
+        settings.zerotrace_base_url,
+        settings.zerotrace_api_key,
+        settings.zerotrace_api_secret,
+        http,
+        observer=metrics.observe_partner_call,
+    )
+    itrx = ItrxClient(
+        settings.itrx_base_url,
+        settings.itrx_api_key,
+        settings.itrx_api_secret,
+        http,
+        observer=metrics.observe_partner_call,
+    )
+    pipeline = OrderPipeline(settings, ledger, zerotrace, itrx, TokenSealer.from_settings(settings.token_keys))
+    return Runtime(settings, ledger, pipeline, http)
+
+
+_lock = threading.Lock()
+_runtime: Runtime | None = None
+
+
+def get_runtime() -> Runtime:
+    global _runtime
+    with _lock:
+        if _runtime is None:
+            _runtime = build_runtime(get_settings())
+        return _runtime

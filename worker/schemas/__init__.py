@@ -1,0 +1,43 @@
+"""JSON Schemas of the wire contracts, generated from the pydantic models so they cannot drift.
+
+``tests/test_contracts.py`` fails when a model changed and the shipped files were not regenerated
+(``order-worker schemas``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from worker.messages import CreateOrderCommand, ItrxParams, OrderEvent, PollOrderCommand, ZeroTraceParams
+
+SCHEMA_DIR = Path(__file__).parent
+
+MODELS = {
+    "create_order.json": CreateOrderCommand,
+    "create_order.params.0trace.json": ZeroTraceParams,
+    "create_order.params.itrx.json": ItrxParams,
+    "poll_order.json": PollOrderCommand,
+    "event.json": OrderEvent,
+}
+
+
+def render_schemas() -> dict[str, str]:
+    rendered: dict[str, str] = {}
+    for name, model in MODELS.items():
+        schema: dict[str, Any] = model.model_json_schema()
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        rendered[name] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
+    return rendered
+
+
+def write_schemas(out: Path | None = None) -> list[Path]:
+    target = out or SCHEMA_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in render_schemas().items():
+        path = target / name
+        path.write_text(text)
+        written.append(path)
+    return written
