@@ -90,7 +90,9 @@ def test_tron_checksum() -> None:
 
 def test_fingerprint_ignores_metadata_but_not_params() -> None:
     a = CreateOrderCommand(command_id="order-0001", provider="0trace", params=ZT_PARAMS, metadata={"x": "1"})
-    b = CreateOrderCommand(command_id="order-0001", provider="0trace", params=dict(ZT_PARAMS), metadata={"x": "2"})
+    b = CreateOrderCommand(
+        command_id="order-0001", provider="0trace", params=dict(ZT_PARAMS), metadata={"x": "2"}
+    )
     c = CreateOrderCommand(command_id="order-0001", provider="0trace", params={**ZT_PARAMS, "amount": "0.02"})
     assert a.fingerprint() == b.fingerprint() != c.fingerprint()
 

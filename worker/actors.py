@@ -13,7 +13,7 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 
-from worker import metrics
+from worker import failpoints, metrics
 from worker.broker import REJECT_ACTOR, build_broker
 from worker.runtime import get_runtime
 from worker.settings import get_settings
@@ -34,6 +34,7 @@ def _message_id_and_wait(actor: str) -> str:
 def create_order(*args: Any, **kwargs: Any) -> None:
     outcome = get_runtime().pipeline.handle_create(kwargs, _message_id_and_wait("create_order"))
     metrics.COMMANDS.labels("create_order", outcome.name).inc()
+    failpoints.hit("before_ack")
 
 
 @dramatiq.actor(actor_name="poll_order", queue_name=_settings.poll_queue, max_retries=3)

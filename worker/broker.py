@@ -36,7 +36,15 @@ from worker.settings import Settings
 REJECT_ACTOR = "reject_malformed"
 KNOWN_ACTORS = frozenset({"create_order", "poll_order", REJECT_ACTOR})
 ACTOR_TIME_LIMIT_MS = 60_000
-_ENVELOPE_FIELDS = ("queue_name", "actor_name", "args", "kwargs", "options", "message_id", "message_timestamp")
+_ENVELOPE_FIELDS = (
+    "queue_name",
+    "actor_name",
+    "args",
+    "kwargs",
+    "options",
+    "message_id",
+    "message_timestamp",
+)
 
 
 class QuorumRabbitmqBroker(RabbitmqBroker):  # type: ignore[misc]

@@ -13,11 +13,9 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -41,8 +39,13 @@ def _settings() -> Any:
     try:
         return get_settings()
     except ValidationError as error:
-        lines = [f"  {'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in error.errors(include_input=False)]
-        sys.exit("order-worker: invalid settings (environment variables ORDER_WORKER_*):\n" + "\n".join(lines))
+        lines = [
+            f"  {'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
+            for e in error.errors(include_input=False)
+        ]
+        sys.exit(
+            "order-worker: invalid settings (environment variables ORDER_WORKER_*):\n" + "\n".join(lines)
+        )
 
 
 def _migrate(settings: Any) -> None:
@@ -73,7 +76,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings.check_production_safety()
     if not args.no_migrate:
         _migrate(settings)
-    metrics_dir = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="order-worker-metrics-"))
+    metrics_dir = Path(
+        os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="order-worker-metrics-")
+    )
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "dramatiq_prom_db": str(metrics_dir)}
@@ -94,7 +99,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         "--fork-function",
         "worker.observability:serve_worker_http",
     ]
-    os.execve(sys.executable, command, env)
+    os.execve(sys.executable, command, env)  # noqa: S606 - our own interpreter
     return 0  # pragma: no cover - execve does not return
 
 
@@ -118,11 +123,19 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
         runtime.ledger.ping()
         return None
 
-    serve_http(settings.metrics_host, settings.metrics_port, all_of(ledger_ready, broker_check(settings.broker_url.get_secret_value())))
+    serve_http(
+        settings.metrics_host,
+        settings.metrics_port,
+        all_of(ledger_ready, broker_check(settings.broker_url.get_secret_value())),
+    )
     stop = _stop_on_signals()
     threads = []
     if not args.no_relay:
-        relay = OutboxRelay(runtime.ledger, EventPublisher(settings.broker_url.get_secret_value(), settings.events_exchange), settings.relay_batch)
+        relay = OutboxRelay(
+            runtime.ledger,
+            EventPublisher(settings.broker_url.get_secret_value(), settings.events_exchange),
+            settings.relay_batch,
+        )
         threads.append(threading.Thread(target=relay.run, args=(stop,), name="relay"))
     if not args.no_scheduler:
         scheduler = Scheduler(settings, runtime.ledger, send)
@@ -163,7 +176,11 @@ def _parse_params(pairs: list[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep:
             sys.exit(f"order-worker submit: --param takes KEY=VALUE, got {pair!r}")
-        params[key] = int(value) if value.isdigit() and key in {"energy_amount", "active", "exclusive", "afftax"} else value
+        params[key] = (
+            int(value)
+            if value.isdigit() and key in {"energy_amount", "active", "exclusive", "afftax"}
+            else value
+        )
     return params
 
 
@@ -190,7 +207,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
         reason = validation_summary(error) if isinstance(error, ValidationError) else str(error)
         print(f"order-worker submit: invalid command: {reason}", file=sys.stderr)
         return 2
-    with CommandProducer(settings.broker_url.get_secret_value(), settings.create_queue, settings.poll_queue) as producer:
+    with CommandProducer(
+        settings.broker_url.get_secret_value(), settings.create_queue, settings.poll_queue
+    ) as producer:
         for _ in range(args.times):
             producer.create_order(kwargs, validate=False)
     print(json.dumps({"submitted": kwargs["command_id"], "times": args.times}))
@@ -238,7 +257,9 @@ def cmd_events(args: argparse.Namespace) -> int:
     from worker.consumer import EventWatcher
 
     settings = _settings()
-    with EventWatcher(settings.broker_url.get_secret_value(), settings.events_exchange, args.binding) as watcher:
+    with EventWatcher(
+        settings.broker_url.get_secret_value(), settings.events_exchange, args.binding
+    ) as watcher:
         for item in watcher.events():
             if item is not None:
                 print(json.dumps(item[1]), flush=True)
@@ -279,7 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run the Dramatiq worker (create_order, poll_order)")
     p.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--threads", type=int, default=8, help="threads per process (default 8)")
-    p.add_argument("--shutdown-timeout", type=float, default=90.0, help="seconds to finish in-flight work on SIGTERM")
+    p.add_argument(
+        "--shutdown-timeout", type=float, default=90.0, help="seconds to finish in-flight work on SIGTERM"
+    )
     p.add_argument("--no-migrate", action="store_true", help="do not apply ledger migrations at start")
     p.set_defaults(func=cmd_worker)
 
@@ -289,11 +312,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-migrate", action="store_true", help="do not apply ledger migrations at start")
     p.set_defaults(func=cmd_scheduler)
 
-    p = sub.add_parser("webhooks", help="run the webhook/callback receiver (options: order-worker webhooks -- --help)")
+    p = sub.add_parser(
+        "webhooks", help="run the webhook/callback receiver (options: order-worker webhooks -- --help)"
+    )
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_webhooks)
 
-    p = sub.add_parser("sandbox", help="run the local 0trace + itrx simulator (options: order-worker sandbox --help)", add_help=False)
+    p = sub.add_parser(
+        "sandbox",
+        help="run the local 0trace + itrx simulator (options: order-worker sandbox --help)",
+        add_help=False,
+    )
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_sandbox)
 
@@ -303,10 +332,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("submit", help="publish a create_order command")
     p.add_argument("--provider", choices=["0trace", "itrx"], required=True)
     p.add_argument("--command-id", help="8..128 chars of [A-Za-z0-9._:-] (default: random)")
-    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a create field (repeatable)")
+    p.add_argument(
+        "--param", action="append", default=[], metavar="KEY=VALUE", help="a create field (repeatable)"
+    )
     p.add_argument("--params-json", help="all create fields as one JSON object")
     p.add_argument("--ref-code", help="0trace reference code")
-    p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE", help="metadata echoed in events")
+    p.add_argument(
+        "--meta", action="append", default=[], metavar="KEY=VALUE", help="metadata echoed in events"
+    )
     p.add_argument("--times", type=int, default=1, help="publish the same command N times (idempotency demo)")
     p.set_defaults(func=cmd_submit)
 
@@ -330,7 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=float, default=60.0, help="sandbox clock speed factor (default 60)")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("demo", help="development: 'run' plus a producer submitting orders and printing their events")
+    p = sub.add_parser(
+        "demo", help="development: 'run' plus a producer submitting orders and printing their events"
+    )
     p.add_argument("--orders", type=int, default=3, help="orders to submit (default 3)")
     p.add_argument("--speed", type=float, default=60.0, help="sandbox clock speed factor (default 60)")
     p.set_defaults(func=cmd_demo)

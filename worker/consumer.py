@@ -17,12 +17,16 @@ from worker.relay import declare_topology
 class EventWatcher:
     """Binds a queue to the events exchange; an exclusive auto-deleted one unless ``queue`` is named."""
 
-    def __init__(self, broker_url: str, exchange: str = "orders.events", binding: str = "#", queue: str = "") -> None:
+    def __init__(
+        self, broker_url: str, exchange: str = "orders.events", binding: str = "#", queue: str = ""
+    ) -> None:
         self.connection = pika.BlockingConnection(pika.URLParameters(broker_url))
         self.channel = self.connection.channel()
         declare_topology(self.channel, exchange)
         durable = bool(queue)
-        result = self.channel.queue_declare(queue, durable=durable, exclusive=not durable, auto_delete=not durable)
+        result = self.channel.queue_declare(
+            queue, durable=durable, exclusive=not durable, auto_delete=not durable
+        )
         self.queue = result.method.queue
         self.channel.queue_bind(self.queue, exchange, routing_key=binding)
 
@@ -38,7 +42,9 @@ class EventWatcher:
 
     def events(self, inactivity_timeout: float = 1.0) -> Iterator[tuple[str, dict[str, Any]] | None]:
         """Yields (routing_key, body) per event, or None after ``inactivity_timeout`` seconds of silence."""
-        for method, _properties, body in self.channel.consume(self.queue, inactivity_timeout=inactivity_timeout):
+        for method, _properties, body in self.channel.consume(
+            self.queue, inactivity_timeout=inactivity_timeout
+        ):
             if method is None:
                 yield None
                 continue

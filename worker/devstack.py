@@ -133,7 +133,9 @@ def run_stack(demo_orders: int, speed: float) -> int:
         return 2
     for port in (SANDBOX_PORT, WEBHOOKS_PORT, WORKER_METRICS_PORT, SCHEDULER_METRICS_PORT):
         if _port_open("127.0.0.1", port):
-            print(f"order-worker: port {port} is already in use (another 'order-worker run'?)", file=sys.stderr)
+            print(
+                f"order-worker: port {port} is already in use (another 'order-worker run'?)", file=sys.stderr
+            )
             return 2
     fast = {
         "ORDER_WORKER_POLL_AWAITING_DEPOSIT": "2",
@@ -144,17 +146,34 @@ def run_stack(demo_orders: int, speed: float) -> int:
         "ORDER_WORKER_ITRX_CALLBACK_URL": f"http://127.0.0.1:{WEBHOOKS_PORT}/webhooks/itrx",
     }
     stack = Stack(speed)
-    print(f"starting the stack (logs in {stack.log_dir}/): sandbox :{SANDBOX_PORT}, webhooks :{WEBHOOKS_PORT}, "
-          f"worker metrics :{WORKER_METRICS_PORT}, scheduler metrics :{SCHEDULER_METRICS_PORT}")
+    print(
+        f"starting the stack (logs in {stack.log_dir}/): sandbox :{SANDBOX_PORT}, webhooks :{WEBHOOKS_PORT}, "
+        f"worker metrics :{WORKER_METRICS_PORT}, scheduler metrics :{SCHEDULER_METRICS_PORT}"
+    )
     try:
         stack.start(
             "sandbox",
-            ["sandbox", "--host", "127.0.0.1", "--port", str(SANDBOX_PORT), "--speed", str(speed),
-             "--webhook-url", f"http://127.0.0.1:{WEBHOOKS_PORT}/webhooks/0trace"],
+            [
+                "sandbox",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(SANDBOX_PORT),
+                "--speed",
+                str(speed),
+                "--webhook-url",
+                f"http://127.0.0.1:{WEBHOOKS_PORT}/webhooks/0trace",
+            ],
             {},
         )
-        stack.start("worker", ["worker", "--processes", "1", "--threads", "8"], {**fast, "ORDER_WORKER_METRICS_PORT": str(WORKER_METRICS_PORT)})
-        stack.start("scheduler", ["scheduler"], {**fast, "ORDER_WORKER_METRICS_PORT": str(SCHEDULER_METRICS_PORT)})
+        stack.start(
+            "worker",
+            ["worker", "--processes", "1", "--threads", "8"],
+            {**fast, "ORDER_WORKER_METRICS_PORT": str(WORKER_METRICS_PORT)},
+        )
+        stack.start(
+            "scheduler", ["scheduler"], {**fast, "ORDER_WORKER_METRICS_PORT": str(SCHEDULER_METRICS_PORT)}
+        )
         stack.start("webhooks", ["webhooks", "--port", str(WEBHOOKS_PORT)], fast)
         for url in (
             f"http://127.0.0.1:{WORKER_METRICS_PORT}/readyz",
@@ -162,7 +181,10 @@ def run_stack(demo_orders: int, speed: float) -> int:
             f"http://127.0.0.1:{WEBHOOKS_PORT}/readyz",
         ):
             if not _wait_http(url, 60):
-                print(f"order-worker: {url} did not become ready; {stack.check_alive() or 'see .run/*.log'}", file=sys.stderr)
+                print(
+                    f"order-worker: {url} did not become ready; {stack.check_alive() or 'see .run/*.log'}",
+                    file=sys.stderr,
+                )
                 return 1
         print("ready. metrics: curl http://127.0.0.1:9191/metrics   events: order-worker events")
         if demo_orders:

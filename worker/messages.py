@@ -118,7 +118,10 @@ class ItrxParams(_Strict):
 
 
 Metadata = Annotated[
-    dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")], Annotated[str, Field(max_length=256)]],
+    dict[
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")],
+        Annotated[str, Field(max_length=256)],
+    ],
     Field(max_length=16),
 ]
 

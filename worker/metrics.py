@@ -12,9 +12,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
-COMMANDS = Counter(
-    "order_worker_commands", "Commands handled, by actor and outcome.", ["actor", "outcome"]
-)
+COMMANDS = Counter("order_worker_commands", "Commands handled, by actor and outcome.", ["actor", "outcome"])
 COMMAND_WAIT = Histogram(
     "order_worker_command_wait_seconds",
     "Time from a command's enqueue to the start of its processing.",

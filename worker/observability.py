@@ -36,7 +36,7 @@ class CachedReadiness:
             if time.monotonic() - self._at > self._ttl:
                 try:
                     self._value = self._check()
-                except Exception as error:
+                except Exception as error:  # noqa: BLE001 - any failure means "not ready"
                     self._value = f"{type(error).__name__}"
                 self._at = time.monotonic()
             return self._value

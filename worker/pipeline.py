@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from worker import metrics
+from worker import failpoints, metrics
 from worker.ledger.base import Attempt, ClaimOutcome, Ledger, OrderRecord
 from worker.messages import CreateOrderCommand, EventError, OrderEvent, PollOrderCommand, Provider, Source
 from worker.providers.base import CreateResult, Fate, PartnerError, PartnerOrder
@@ -87,7 +87,9 @@ class OrderPipeline:
         except ValueError as error:
             return self._reject(message_id, kwargs, "invalid_command", str(error))
         now = self.clock()
-        claim = self.ledger.claim(command, partner_ref(self.settings.idempotency_namespace, command.command_id), now)
+        claim = self.ledger.claim(
+            command, partner_ref(self.settings.idempotency_namespace, command.command_id), now
+        )
         if claim.outcome is ClaimOutcome.CONFLICT:
             return self._reject(
                 f"conflict:{message_id}",
@@ -104,7 +106,9 @@ class OrderPipeline:
             return self._reject(message_id, kwargs, "invalid_command", validation_summary(error))
         record = self.ledger.get(command.command_id)
         if record is None:
-            return self._reject(message_id, kwargs, "unknown_command", "no order was created for this command_id")
+            return self._reject(
+                message_id, kwargs, "unknown_command", "no order was created for this command_id"
+            )
         return self.refresh(record, Source.POLL)
 
     def handle_malformed(self, code: str, reason: str, detail: dict[str, Any]) -> Outcome:
@@ -124,16 +128,24 @@ class OrderPipeline:
         if command.provider is Provider.ITRX and record.attempts == 0 and not record.attempt_open:
             refused = self._itrx_balance_refusal(command)
             if refused is not None:
-                return self._done("failed", self.ledger.record_failed(command.command_id, refused, Source.CREATE, self.clock()))
+                return self._done(
+                    "failed",
+                    self.ledger.record_failed(command.command_id, refused, Source.CREATE, self.clock()),
+                )
         attempt = self.ledger.begin_attempt(command.command_id, self.clock(), CREATE_LEASE_SECONDS)
         if attempt is None:
             return self._done("busy", [])
         if command.provider is Provider.ITRX and attempt.previous_unresolved:
             return self._in_doubt(
                 attempt.record,
-                EventError(code="interrupted", reason="a create call was interrupted; it may have reached itrx"),
+                EventError(
+                    code="interrupted", reason="a create call was interrupted; it may have reached itrx"
+                ),
             )
-        if command.provider is Provider.ZEROTRACE and attempt.record.attempts > self.settings.create_max_attempts:
+        if (
+            command.provider is Provider.ZEROTRACE
+            and attempt.record.attempts > self.settings.create_max_attempts
+        ):
             return self._in_doubt(
                 attempt.record,
                 EventError(
@@ -141,16 +153,24 @@ class OrderPipeline:
                     reason=f"no definite answer after {self.settings.create_max_attempts} create attempts",
                 ),
             )
+        failpoints.hit("after_intent")
         try:
             result = self._call_create(command, attempt)
         except PartnerError as error:
             return self._create_failed(command, attempt.record, error)
-        return self._created(command, result)
+        failpoints.hit("after_partner")
+        outcome = self._created(command, result)
+        failpoints.hit("after_commit")
+        return outcome
 
     def _call_create(self, command: CreateOrderCommand, attempt: Attempt) -> CreateResult:
         if command.provider is Provider.ZEROTRACE:
-            return self.zerotrace.create(command.zerotrace_params(), attempt.record.partner_ref, command.ref_code)
-        return self.itrx.create(command.itrx_params(), attempt.record.partner_ref, self.settings.itrx_callback_url)
+            return self.zerotrace.create(
+                command.zerotrace_params(), attempt.record.partner_ref, command.ref_code
+            )
+        return self.itrx.create(
+            command.itrx_params(), attempt.record.partner_ref, self.settings.itrx_callback_url
+        )
 
     def _created(self, command: CreateOrderCommand, result: CreateResult) -> Outcome:
         now = self.clock()
@@ -169,10 +189,15 @@ class OrderPipeline:
         )
         if untrackable and events:
             metrics.UNTRACKABLE.labels(command.provider.value).inc()
-            log.warning("order %s was created without a token (replay); it is tracked by webhooks only", command.command_id)
+            log.warning(
+                "order %s was created without a token (replay); it is tracked by webhooks only",
+                command.command_id,
+            )
         return self._done("untrackable" if untrackable else "created", events)
 
-    def _create_failed(self, command: CreateOrderCommand, record: OrderRecord, error: PartnerError) -> Outcome:
+    def _create_failed(
+        self, command: CreateOrderCommand, record: OrderRecord, error: PartnerError
+    ) -> Outcome:
         now = self.clock()
         provider = command.provider.value
         reason = EventError(code=error.code, reason=error.reason)
@@ -218,7 +243,9 @@ class OrderPipeline:
 
     def _backoff(self, attempts: int) -> float:
         """Capped exponential backoff with up to 25% jitter, never below the base delay."""
-        base = min(self.settings.retry_max_seconds, self.settings.retry_base_seconds * 2 ** max(attempts - 1, 0))
+        base = min(
+            self.settings.retry_max_seconds, self.settings.retry_base_seconds * 2 ** max(attempts - 1, 0)
+        )
         return base * (1.0 + random.random() * 0.25)
 
     # ------------------------------------------------------------------ tracking
@@ -238,7 +265,9 @@ class OrderPipeline:
             return self._done("poll_failed", [])
         return self.observe(record, observed, source)
 
-    def observe(self, record: OrderRecord, observed: PartnerOrder, source: Source, push: bool = False) -> Outcome:
+    def observe(
+        self, record: OrderRecord, observed: PartnerOrder, source: Source, push: bool = False
+    ) -> Outcome:
         now = self.clock()
         status = observed.status or Status(record.status)
         last_push = now if push else record.last_push_at
@@ -246,6 +275,16 @@ class OrderPipeline:
             record.command_id, observed, source, now, self._next_poll(status, now, last_push), push=push
         )
         return self._done("changed" if events else "unchanged", events)
+
+    def follow_itrx_signal(self, record: OrderRecord, serial: str) -> Outcome:
+        """A verified itrx callback is a trigger, not a source: re-query by serial and record the answer.
+
+        This is also how an in_doubt itrx order resolves itself: its callback names the serial we never
+        saw. Raises PartnerError when the re-query fails, so the receiver can ask itrx to retry.
+        """
+        if is_terminal(record.status):
+            return self._done("not_open", [])
+        return self.observe(record, self.itrx.fetch(serial), Source.WEBHOOK, push=True)
 
     def _fetch(self, record: OrderRecord) -> PartnerOrder:
         assert record.order_id is not None
@@ -272,7 +311,9 @@ class OrderPipeline:
         provider = kwargs.get("provider") if kwargs.get("provider") in ("0trace", "itrx") else None
         metadata = kwargs.get("metadata")
         safe_metadata = (
-            {str(k)[:64]: str(v)[:256] for k, v in list(metadata.items())[:16]} if isinstance(metadata, dict) else {}
+            {str(k)[:64]: str(v)[:256] for k, v in list(metadata.items())[:16]}
+            if isinstance(metadata, dict)
+            else {}
         )
         detail = {"fields": sorted(str(k)[:64] for k in kwargs)[:32]}
         events = self.ledger.record_rejection(

@@ -17,7 +17,9 @@ import pika
 from worker.messages import CreateOrderCommand, PollOrderCommand
 
 
-def envelope(queue_name: str, actor_name: str, kwargs: dict[str, Any], message_id: str | None = None) -> bytes:
+def envelope(
+    queue_name: str, actor_name: str, kwargs: dict[str, Any], message_id: str | None = None
+) -> bytes:
     """The Dramatiq message format (version-stable since Dramatiq 1.0)."""
     return json.dumps(
         {
@@ -36,7 +38,9 @@ def envelope(queue_name: str, actor_name: str, kwargs: dict[str, Any], message_i
 class CommandProducer:
     """A confirmed channel for publishing commands; use as a context manager."""
 
-    def __init__(self, broker_url: str, create_queue: str = "orders.create", poll_queue: str = "orders.poll") -> None:
+    def __init__(
+        self, broker_url: str, create_queue: str = "orders.create", poll_queue: str = "orders.poll"
+    ) -> None:
         self.connection = pika.BlockingConnection(pika.URLParameters(broker_url))
         self.channel = self.connection.channel()
         self.channel.confirm_delivery()
@@ -59,7 +63,9 @@ class CommandProducer:
             exchange="",
             routing_key=queue_name,
             body=body,
-            properties=pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent, content_type="application/json"),
+            properties=pika.BasicProperties(
+                delivery_mode=pika.DeliveryMode.Persistent, content_type="application/json"
+            ),
             mandatory=True,
         )
 

@@ -108,7 +108,11 @@ class OutboxRelay:
                 metrics.EVENTS_PUBLISHED.labels(row.event_type).inc()
         except (AMQPError, OSError) as error:
             kind = "unroutable" if isinstance(error, UnroutableError) else type(error).__name__
-            log.warning("event publishing interrupted (%s); %d events will be retried", kind, len(rows) - len(published))
+            log.warning(
+                "event publishing interrupted (%s); %d events will be retried",
+                kind,
+                len(rows) - len(published),
+            )
             self.publisher.close()
             raise
         finally:

@@ -54,7 +54,9 @@ def build_runtime(settings: Settings) -> Runtime:
         http,
         observer=metrics.observe_partner_call,
     )
-    pipeline = OrderPipeline(settings, ledger, zerotrace, itrx, TokenSealer.from_settings(settings.token_keys))
+    pipeline = OrderPipeline(
+        settings, ledger, zerotrace, itrx, TokenSealer.from_settings(settings.token_keys)
+    )
     return Runtime(settings, ledger, pipeline, http)
 
 
@@ -63,7 +65,7 @@ _runtime: Runtime | None = None
 
 
 def get_runtime() -> Runtime:
-    global _runtime
+    global _runtime  # noqa: PLW0603 - one runtime per process, built after fork
     with _lock:
         if _runtime is None:
             _runtime = build_runtime(get_settings())

@@ -25,7 +25,9 @@ Send = Callable[[str, dict[str, Any]], None]
 
 
 class Scheduler:
-    def __init__(self, settings: Settings, ledger: Ledger, send: Send, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, settings: Settings, ledger: Ledger, send: Send, clock: Callable[[], float] = time.time
+    ) -> None:
         self.settings = settings
         self.ledger = ledger
         self.send = send

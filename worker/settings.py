@@ -27,10 +27,10 @@ ENV_PREFIX = "ORDER_WORKER_"
 
 # Development credentials shared by the sandbox and the worker's defaults. Public by design.
 SANDBOX_ZEROTRACE_API_KEY = "sandbox-0trace-key"
-SANDBOX_ZEROTRACE_API_SECRET = "sandbox-0trace-api-secret-0123456789abcdef"
-SANDBOX_ZEROTRACE_WEBHOOK_SECRET = "sandbox-0trace-webhook-secret-fedcba9876543210"
+SANDBOX_ZEROTRACE_API_SECRET = "sandbox-0trace-api-secret-0123456789abcdef"  # noqa: S105 - public dev value
+SANDBOX_ZEROTRACE_WEBHOOK_SECRET = "sandbox-0trace-webhook-secret-fedcba9876543210"  # noqa: S105 - public dev value
 SANDBOX_ITRX_API_KEY = "5A4DB0B0C1E24F1E9D3C2B1A09F8E7D6"
-SANDBOX_ITRX_API_SECRET = "A625BA0793D030795F36FE24964DCAA69F926A84D3BC610568121EAC1F2CF997"
+SANDBOX_ITRX_API_SECRET = "A625BA0793D030795F36FE24964DCAA69F926A84D3BC610568121EAC1F2CF997"  # noqa: S105 - public dev value
 # 32 zero-free bytes, base64; only for local development (see check_production_safety).
 SANDBOX_TOKEN_KEY = "dev1:" + base64.b64encode(b"order-worker-dev-token-key-32b!!").decode()
 
@@ -95,6 +95,15 @@ class Settings(BaseSettings):
     itrx_callback_url: str | None = Field(
         None, description="callback_url sent with itrx orders (the public URL of `order-worker webhooks`)."
     )
+    itrx_previous_api_secrets: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated earlier itrx secrets still accepted on callbacks during a key rotation.",
+    )
+    itrx_callback_max_age: float = Field(
+        300.0,
+        gt=0,
+        description="Oldest accepted itrx callback TIMESTAMP, seconds (60 s of future skew allowed).",
+    )
     itrx_check_balance: bool = Field(
         True, description="Read the itrx balance and refuse orders it cannot cover before calling create."
     )
@@ -149,7 +158,7 @@ class Settings(BaseSettings):
     webhook_max_body: int = Field(262144, ge=1024, description="Largest accepted push body, bytes.")
     log_level: str = Field("INFO", description="Python log level.")
 
-    @field_validator("zerotrace_webhook_secrets", "token_keys", mode="before")
+    @field_validator("zerotrace_webhook_secrets", "token_keys", "itrx_previous_api_secrets", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
         return _split_list(value)
