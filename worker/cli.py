@@ -16,6 +16,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -243,6 +244,32 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_resolve(args: argparse.Namespace) -> int:
+    """Operator decision on an in_doubt order, recorded as an event (source ``reconcile``)."""
+    from worker.runtime import get_runtime
+
+    runtime = get_runtime()
+    record = runtime.ledger.get(args.command_id)
+    if record is None or record.status != "in_doubt":
+        state = "unknown" if record is None else record.status
+        print(f"order-worker resolve: {args.command_id!r} is not in_doubt (it is {state})", file=sys.stderr)
+        return 1
+    observation = None
+    if args.serial:
+        if record.provider != "itrx":
+            print("order-worker resolve: --serial applies to itrx orders", file=sys.stderr)
+            return 2
+        observation = runtime.pipeline.itrx.fetch(args.serial)
+    note = args.note or (
+        "abandoned by operator" if args.abandon else f"operator matched serial {args.serial}"
+    )
+    events = runtime.ledger.resolve_in_doubt(args.command_id, observation, note, time.time())
+    for event in events:
+        print(event.model_dump_json())
+    runtime.close()
+    return 0
+
+
 def cmd_dead_letters(args: argparse.Namespace) -> int:
     from worker.ledger import open_ledger
 
@@ -346,6 +373,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="show one order from the ledger (never the token)")
     p.add_argument("command_id")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser(
+        "resolve", help="resolve an in_doubt order: the partner order found (--serial) or abandon"
+    )
+    p.add_argument("command_id")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--serial", help="the itrx serial this command created (it is queried, then recorded)")
+    group.add_argument(
+        "--abandon", action="store_true", help="no partner order exists: mark the order failed"
+    )
+    p.add_argument("--note", help="audit note carried in the event's error.reason (abandon) or logs")
+    p.set_defaults(func=cmd_resolve)
 
     p = sub.add_parser("dead-letters", help="list rejected commands with their reasons")
     p.add_argument("--limit", type=int, default=50)

@@ -1,0 +1,314 @@
+"""Real processes for end-to-end tests: the sandbox, workers, the scheduler/relay and the webhook receiver.
+
+Every stack gets its own queue names, events exchange and ledger (a temporary SQLite file or a throwaway
+PostgreSQL schema), so tests never see each other's messages, and everything is torn down afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pika
+
+from worker.consumer import EventWatcher
+from worker.ledger import open_ledger
+from worker.ledger.base import Ledger
+from worker.producer import CommandProducer
+
+RABBITMQ_URL = os.environ.get("ORDER_WORKER_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+POSTGRES_URL = os.environ.get("ORDER_WORKER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+TRON = "TExWKszFWYTKZH8LYiovAPKzS3L9MLZ4kw"
+BTC_REFUND = "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+    """Poll a condition with a deadline; the failure message says what never happened."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def http_json(url: str, body: Any = None, method: str | None = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method or ("POST" if data else "GET"))
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback test URL
+        return json.loads(response.read() or b"null")
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback test URL
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def zerotrace_command(command_id: str | None = None, **overrides: Any) -> dict[str, Any]:
+    params = {
+        "fromCcy": "btc",
+        "toCcy": "usdt_trc20",
+        "direction": "from",
+        "amount": "0.01",
+        "toAddress": TRON,
+        "refundAddress": BTC_REFUND,
+        **overrides,
+    }
+    return {"command_id": command_id or f"zt-{uuid.uuid4().hex}", "provider": "0trace", "params": params}
+
+
+def itrx_command(command_id: str | None = None, **overrides: Any) -> dict[str, Any]:
+    params = {"energy_amount": 65000, "period": "1H", "receive_address": TRON, **overrides}
+    return {"command_id": command_id or f"ix-{uuid.uuid4().hex}", "provider": "itrx", "params": params}
+
+
+class Process:
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log"
+        self.log = self.log_path.open("wb")
+        self.popen = subprocess.Popen(  # noqa: S603 - our own entry point
+            [sys.executable, *args], env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    @property
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def signal_group(self, signum: int) -> None:
+        if self.alive:
+            try:
+                os.killpg(self.popen.pid, signum)
+            except ProcessLookupError:
+                pass
+
+    def stop(self, timeout: float = 30) -> int | None:
+        self.signal_group(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.signal_group(signal.SIGKILL)
+            self.popen.wait(5)
+        self.log.close()
+        return self.popen.returncode
+
+    def output(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")
+
+
+@dataclass
+class Sandbox:
+    process: Process
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def orders(self) -> list[dict[str, Any]]:
+        answer = http_json(f"{self.url}/_sandbox/orders")
+        orders: list[dict[str, Any]] = answer["orders"] if isinstance(answer, dict) else answer
+        return orders
+
+    def orders_for(self, key: str) -> list[dict[str, Any]]:
+        """Partner orders created with this Idempotency-Key / out_trade_no."""
+        return [o for o in self.orders() if key in (o.get("idempotency_key"), o.get("out_trade_no"))]
+
+    def stats(self) -> dict[str, Any]:
+        stats: dict[str, Any] = http_json(f"{self.url}/_sandbox/stats")
+        return stats
+
+    def control(self, path: str, body: Any) -> Any:
+        return http_json(f"{self.url}/_sandbox/{path}", body)
+
+
+def start_sandbox(log_dir: Path, speed: float = 100.0, extra: list[str] | None = None) -> Sandbox:
+    port = free_port()
+    process = Process(
+        "sandbox",
+        ["-m", "worker.sandbox", "--host", "127.0.0.1", "--port", str(port), "--speed", str(speed), *(extra or [])],
+        dict(os.environ),
+        log_dir,
+    )
+    wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/_sandbox/stats") or not process.alive, 30, "sandbox start")
+    assert process.alive, process.output()
+    return Sandbox(process, port)
+
+
+@dataclass
+class Stack:
+    """One isolated order-worker deployment (any number of worker processes) against a sandbox."""
+
+    sandbox: Sandbox
+    ledger_url: str
+    log_dir: Path
+    settings: dict[str, str] = field(default_factory=dict)
+    uid: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
+    processes: list[Process] = field(default_factory=list)
+    webhooks_port: int = field(default_factory=free_port)
+
+    @property
+    def create_queue(self) -> str:
+        return f"t{self.uid}.create"
+
+    @property
+    def poll_queue(self) -> str:
+        return f"t{self.uid}.poll"
+
+    @property
+    def exchange(self) -> str:
+        return f"t{self.uid}.events"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ORDER_WORKER_")}
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        env.update(
+            {
+                "ORDER_WORKER_BROKER_URL": RABBITMQ_URL,
+                "ORDER_WORKER_LEDGER_URL": self.ledger_url,
+                "ORDER_WORKER_CREATE_QUEUE": self.create_queue,
+                "ORDER_WORKER_POLL_QUEUE": self.poll_queue,
+                "ORDER_WORKER_EVENTS_EXCHANGE": self.exchange,
+                "ORDER_WORKER_ZEROTRACE_BASE_URL": self.sandbox.url,
+                "ORDER_WORKER_ITRX_BASE_URL": self.sandbox.url,
+                "ORDER_WORKER_ITRX_CALLBACK_URL": f"http://127.0.0.1:{self.webhooks_port}/webhooks/itrx",
+                "ORDER_WORKER_WEBHOOKS_PORT": str(self.webhooks_port),
+                "ORDER_WORKER_POLL_AWAITING_DEPOSIT": "0.5",
+                "ORDER_WORKER_POLL_CONFIRMING": "0.5",
+                "ORDER_WORKER_POLL_PROCESSING": "0.5",
+                "ORDER_WORKER_POLL_ACTION_REQUIRED": "0.5",
+                "ORDER_WORKER_SCHEDULER_INTERVAL": "0.2",
+                "ORDER_WORKER_SUBMIT_STUCK_SECONDS": "5",
+                "ORDER_WORKER_RETRY_BASE_SECONDS": "0.2",
+                "ORDER_WORKER_RETRY_MAX_SECONDS": "2",
+                "ORDER_WORKER_LOG_LEVEL": "INFO",
+                **self.settings,
+                **extra,
+            }
+        )
+        return env
+
+    def start(self, role: str, *args: str, **extra_env: str) -> Process:
+        metrics_port = free_port()
+        process = Process(
+            role,
+            ["-m", "worker.cli", role, *args],
+            self.env(ORDER_WORKER_METRICS_PORT=str(metrics_port), **extra_env),
+            self.log_dir,
+        )
+        process.metrics_port = metrics_port  # type: ignore[attr-defined]
+        self.processes.append(process)
+        return process
+
+    def start_worker(self, processes: int = 1, threads: int = 4, **extra_env: str) -> Process:
+        process = self.start("worker", "--processes", str(processes), "--threads", str(threads), **extra_env)
+        self.wait_ready(process)
+        return process
+
+    def start_scheduler(self, *args: str, **extra_env: str) -> Process:
+        process = self.start("scheduler", *args, **extra_env)
+        self.wait_ready(process)
+        return process
+
+    def start_webhooks(self, **extra_env: str) -> Process:
+        process = self.start("webhooks", "--host", "127.0.0.1", "--port", str(self.webhooks_port), **extra_env)
+        wait_until(
+            lambda: http_ok(f"http://127.0.0.1:{self.webhooks_port}/readyz") or not process.alive, 60, "webhooks ready"
+        )
+        assert process.alive, process.output()
+        return process
+
+    def wait_ready(self, process: Process, timeout: float = 60) -> None:
+        port = process.metrics_port  # type: ignore[attr-defined]
+        wait_until(
+            lambda: http_ok(f"http://127.0.0.1:{port}/readyz") or not process.alive, timeout, f"{process.name} ready"
+        )
+        assert process.alive, process.output()
+
+    def metrics(self, process: Process) -> str:
+        port = process.metrics_port  # type: ignore[attr-defined]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:  # noqa: S310
+            return str(response.read().decode())
+
+    def producer(self) -> CommandProducer:
+        return CommandProducer(RABBITMQ_URL, self.create_queue, self.poll_queue)
+
+    def watcher(self) -> EventWatcher:
+        return EventWatcher(RABBITMQ_URL, self.exchange)
+
+    def ledger(self) -> Ledger:
+        return open_ledger(self.ledger_url)
+
+    def declare_queues(self) -> None:
+        """Producers publish with mandatory; the worker declares queues, so tests that publish before a
+        worker starts declare them the same way first."""
+        from worker.broker import QuorumRabbitmqBroker
+
+        broker = QuorumRabbitmqBroker(url=RABBITMQ_URL, delivery_limit=5)
+        for queue in (self.create_queue, self.poll_queue):
+            broker.declare_queue(queue, ensure=True)
+        broker.close()
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+        connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
+        channel = connection.channel()
+        for base in (self.create_queue, self.poll_queue):
+            for queue in (base, f"{base}.DQ", f"{base}.XQ"):
+                channel.queue_delete(queue)
+        channel.queue_delete(f"{self.exchange}.unrouted")
+        channel.exchange_delete(self.exchange)
+        channel.exchange_delete(f"{self.exchange}.unrouted")
+        connection.close()
+
+
+def collect_events(
+    watcher: EventWatcher, until: Callable[[list[dict[str, Any]]], bool], timeout: float
+) -> list[dict[str, Any]]:
+    """Events, deduplicated by event_id as a consumer must, until ``until(events)`` holds or the deadline."""
+    seen: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + timeout
+    for item in watcher.events(inactivity_timeout=0.5):
+        if item is not None and item[1]["event_id"] not in seen:
+            seen[item[1]["event_id"]] = item[1]
+        if until(list(seen.values())):
+            break
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s; {len(seen)} events: {list(seen.values())[-5:]}")
+    return list(seen.values())
+
+
+def terminal_for_all(command_ids: set[str]) -> Callable[[list[dict[str, Any]]], bool]:
+    from worker.status import TERMINAL
+
+    def check(events: list[dict[str, Any]]) -> bool:
+        done = {e["command_id"] for e in events if e.get("status") in TERMINAL or e["type"] in ("in_doubt", "rejected")}
+        return command_ids <= done
+
+    return check
