@@ -201,7 +201,7 @@ class OrderPipeline:
         now = self.clock()
         provider = command.provider.value
         reason = EventError(code=error.code, reason=error.reason)
-        if error.fate is Fate.NOT_SENT:
+        if error.fate is Fate.NOT_SENT and error.retryable:
             metrics.CREATE_RETRIES.labels(provider, "not_sent").inc()
             self.ledger.end_attempt_unsent(command.command_id, now + self._backoff(record.attempts), reason)
             return self._done("retry", [])

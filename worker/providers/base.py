@@ -51,19 +51,35 @@ class Fate(StrEnum):
     """The request may have been acted on: timeout after sending, reset, 5xx, unreadable answer."""
 
 
-@dataclass(frozen=True)
 class PartnerError(Exception):
-    """A failed partner call. ``reason`` is safe to publish: it never contains secrets or tokens."""
+    """A failed partner call. ``reason`` is safe to publish: it never contains secrets or tokens.
 
-    fate: Fate
-    code: str
-    """The partner's own code where there is one ('5', 'RATE_LIMIT' -> '5'; itrx errno), else a transport
-    code such as 'timeout', 'connection_reset', 'http_503'."""
-    reason: str
-    retryable: bool
-    """True when sending the same request again later can succeed (rate limit, 5xx, network)."""
-    retry_after: float | None = None
-    http_status: int | None = None
+    A plain exception class rather than a frozen dataclass: contextlib and pickling both need to set
+    attributes (``__traceback__``, ``args``) on exceptions in flight.
+    """
+
+    def __init__(
+        self,
+        fate: Fate,
+        code: str,
+        reason: str,
+        retryable: bool,
+        retry_after: float | None = None,
+        http_status: int | None = None,
+    ) -> None:
+        super().__init__(fate, code, reason, retryable, retry_after, http_status)
+        self.fate = fate
+        self.code = code
+        """The partner's own code where there is one ('5' for RATE_LIMIT; itrx 'errno_<n>'), else a
+        transport code such as 'timeout', 'connection_reset', 'http_503'."""
+        self.reason = reason
+        self.retryable = retryable
+        """True when sending the same request again later can succeed (rate limit, 5xx, network)."""
+        self.retry_after = retry_after
+        self.http_status = http_status
 
     def __str__(self) -> str:
         return f"{self.code}: {self.reason}"
+
+    def __repr__(self) -> str:
+        return f"PartnerError(fate={self.fate.value}, code={self.code!r}, retryable={self.retryable})"
