@@ -7,19 +7,31 @@ retried by Dramatiq's Retries middleware and, past that, dead-lettered.
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import dramatiq
 from dramatiq.middleware import CurrentMessage
+from dramatiq.middleware.prometheus import Prometheus
 
 from worker import failpoints, metrics
 from worker.broker import REJECT_ACTOR, build_broker
 from worker.runtime import get_runtime
 from worker.settings import get_settings
 
+class DramatiqMetrics(Prometheus):
+    @property
+    def forks(self) -> list[Callable[[], int]]:
+        return []
+
+
 _settings = get_settings()
 broker = build_broker(_settings)
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    # Dramatiq's own message metrics; their exposition is served by worker.observability, not its fork.
+    broker.add_middleware(DramatiqMetrics())
 
 
 def _message_id_and_wait(actor: str) -> str:

@@ -47,7 +47,7 @@ _ENVELOPE_FIELDS = (
 )
 
 
-class QuorumRabbitmqBroker(RabbitmqBroker):  # type: ignore[misc]
+class QuorumRabbitmqBroker(RabbitmqBroker):
     """Declares the work queues (and their delay queues) as quorum queues with a delivery limit."""
 
     def __init__(self, *, delivery_limit: int, **kwargs: Any) -> None:
@@ -55,7 +55,7 @@ class QuorumRabbitmqBroker(RabbitmqBroker):  # type: ignore[misc]
         self.delivery_limit = delivery_limit
 
     def _build_queue_arguments(self, queue_name: str) -> dict[str, Any]:
-        arguments: dict[str, Any] = super()._build_queue_arguments(queue_name)
+        arguments: dict[str, Any] = super()._build_queue_arguments(queue_name)  # type: ignore[no-untyped-call]
         arguments["x-queue-type"] = "quorum"
         arguments["x-delivery-limit"] = self.delivery_limit
         return arguments
@@ -85,7 +85,7 @@ def malformed_reason(data: bytes) -> tuple[str, str] | None:
     return None
 
 
-class CommandEncoder(JSONEncoder):  # type: ignore[misc]
+class CommandEncoder(JSONEncoder):
     """Decodes every body into *some* message: the real one, or a rejection of it."""
 
     def decode(self, data: bytes) -> MessageData:

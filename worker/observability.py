@@ -46,7 +46,7 @@ def metrics_registry() -> CollectorRegistry:
     """The multiprocess view when worker processes share a metrics directory, else this process's."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        prom_multiprocess.MultiProcessCollector(registry)
+        prom_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return registry
     return REGISTRY
 

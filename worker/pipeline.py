@@ -243,9 +243,8 @@ class OrderPipeline:
 
     def _backoff(self, attempts: int) -> float:
         """Capped exponential backoff with up to 25% jitter, never below the base delay."""
-        base = min(
-            self.settings.retry_max_seconds, self.settings.retry_base_seconds * 2 ** max(attempts - 1, 0)
-        )
+        doubled: float = self.settings.retry_base_seconds * 2.0 ** max(attempts - 1, 0)
+        base = min(self.settings.retry_max_seconds, doubled)
         return base * (1.0 + random.random() * 0.25)
 
     # ------------------------------------------------------------------ tracking

@@ -10,11 +10,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from worker.messages import CreateOrderCommand, ItrxParams, OrderEvent, PollOrderCommand, ZeroTraceParams
 
 SCHEMA_DIR = Path(__file__).parent
 
-MODELS = {
+MODELS: dict[str, type[BaseModel]] = {
     "create_order.json": CreateOrderCommand,
     "create_order.params.0trace.json": ZeroTraceParams,
     "create_order.params.itrx.json": ItrxParams,
