@@ -52,6 +52,10 @@ class OrderRecord:
         return dict(self.command.get("metadata") or {})
 
 
+class UnknownOrderError(LookupError):
+    """A write named a command_id the ledger has never claimed: a caller bug, never a state to paper over."""
+
+
 class ClaimOutcome(StrEnum):
     NEW = "new"
     DUPLICATE = "duplicate"
@@ -92,7 +96,12 @@ class OutboxRow:
 
 
 class Ledger(ABC):
-    """All timestamps are unix seconds (float) passed in by the caller, which keeps tests deterministic."""
+    """All timestamps are unix seconds (float) passed in by the caller, which keeps tests deterministic.
+
+    A write naming a command_id that was never claimed raises :class:`UnknownOrderError` (rows are never
+    deleted, so that is always a caller bug); ``resolve_in_doubt`` raises ValueError for it, as for any
+    order that is not in_doubt. Reads return None instead.
+    """
 
     # --- lifecycle -----------------------------------------------------------------------------
     @abstractmethod
@@ -148,7 +157,9 @@ class Ledger(ABC):
         changes nothing (a redelivered create after completion must not rewind anything)."""
 
     @abstractmethod
-    def record_failed(self, command_id: str, error: EventError, source: Source, now: float) -> list[OrderEvent]:
+    def record_failed(
+        self, command_id: str, error: EventError, source: Source, now: float
+    ) -> list[OrderEvent]:
         """submitting/in_doubt -> failed with event ``failed`` carrying ``error``; no-op ([]) otherwise."""
 
     @abstractmethod
@@ -218,10 +229,12 @@ class Ledger(ABC):
         metadata: dict[str, str],
         detail: dict[str, Any],
         now: float,
+        source: Source = Source.CREATE,
     ) -> list[OrderEvent]:
         """Write a dead-letter record and a ``rejected`` event (id from messages.rejection_event_id).
         Idempotent on rejection_key: a redelivered bad message returns [] and writes nothing. ``detail``
-        (queue, actor, message id, body size/sha256) is stored with the record, never the body itself."""
+        (queue, actor, message id, body size/sha256) is stored with the record, never the body itself.
+        ``source`` is the command kind that was refused (``poll`` for a bad poll_order message)."""
 
     @abstractmethod
     def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
@@ -239,6 +252,14 @@ class Ledger(ABC):
     @abstractmethod
     def release_outbox(self, event_ids: list[str]) -> None:
         """Clear the lease of rows a relay could not publish, so another pass takes them at once."""
+
+    def prune(self, before: float, limit: int = 10_000) -> int:
+        """Delete at most ``limit`` published outbox rows published before ``before`` and push dedupe keys
+        seen before it; returns how many rows went. Without it both tables grow with every order forever.
+        ``before`` must lie further back than the longest partner push retry ladder, or a late retry of a
+        push would be taken for new. Orders and dead letters are never pruned (they are the record).
+        The default keeps nothing to prune, for in-memory test doubles."""
+        return 0
 
     # --- gauges --------------------------------------------------------------------------------
     @abstractmethod

@@ -1,0 +1,86 @@
+"""Engine adapters: what the shared logic relies on from each backend."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.ledger.helpers import T0, command, ref
+from worker.ledger import open_ledger
+from worker.ledger.base import ClaimOutcome, Ledger
+from worker.ledger.sqlite import SqliteDatabase
+
+
+@pytest.mark.parametrize(
+    ("configured", "durable", "relaxed"), [("full", 2, 1), ("extra", 3, 1), ("normal", 1, 1), ("off", 0, 0)]
+)
+def test_sqlite_durability_per_transaction(
+    tmp_path: Path, configured: str, durable: int, relaxed: int
+) -> None:
+    db = SqliteDatabase(str(tmp_path / "d.db"), synchronous=configured)
+    try:
+        for _ in range(2):  # a pooled connection switches back and forth
+            with db.write() as tx:
+                assert tx.one("PRAGMA synchronous") == (durable,)
+            with db.write(durable=False) as tx:
+                assert tx.one("PRAGMA synchronous") == (relaxed,)
+            with db.single() as tx:
+                assert tx.one("PRAGMA synchronous") == (relaxed,)
+    finally:
+        db.close()
+
+
+def test_sqlite_writer_waits_for_another_process_lock(tmp_path: Path) -> None:
+    """A write lock held elsewhere (another process) is waited for (busy_timeout), not failed on."""
+    path = tmp_path / "busy.db"
+    ledger = open_ledger(f"sqlite:///{path}")
+    ledger.migrate()
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    threading.Timer(0.3, lambda: other.execute("COMMIT")).start()
+    started = time.monotonic()
+    try:
+        assert ledger.claim(command("cmd-00000001"), ref("cmd-00000001"), T0).outcome is ClaimOutcome.NEW
+        assert time.monotonic() - started >= 0.25
+    finally:
+        ledger.close()
+        other.close()
+
+
+def test_sqlite_rolls_back_and_reuses_the_connection_after_an_error(tmp_path: Path) -> None:
+    db = SqliteDatabase(str(tmp_path / "r.db"))
+    try:
+        with db.write() as tx:
+            tx.run("CREATE TABLE t (x INTEGER)")
+        with pytest.raises(RuntimeError), db.write() as tx:
+            tx.run("INSERT INTO t VALUES (1)")
+            raise RuntimeError("boom")
+        with db.read() as s:
+            assert s.one("SELECT COUNT(*) FROM t") == (0,)
+    finally:
+        db.close()
+    with pytest.raises(RuntimeError, match="closed"), db.read():
+        pass
+
+
+def _claim_in_child(ledger: Ledger, command_id: str) -> None:
+    outcome = ledger.claim(command(command_id), ref(command_id), T0).outcome
+    raise SystemExit(0 if outcome is ClaimOutcome.NEW else 1)
+
+
+def test_a_forked_child_opens_its_own_connections(ledger: Ledger) -> None:
+    """Dramatiq forks workers; a ledger opened before the fork must not share sockets or file locks."""
+    ledger.claim(command("cmd-parent-01"), ref("cmd-parent-01"), T0)  # the parent holds connections
+    child = multiprocessing.get_context("fork").Process(
+        target=_claim_in_child, args=(ledger, "cmd-child-001")
+    )
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    assert ledger.get("cmd-child-001") is not None  # the parent's connections still work
+    assert ledger.claim(command("cmd-parent-02"), ref("cmd-parent-02"), T0).outcome is ClaimOutcome.NEW

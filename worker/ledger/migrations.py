@@ -1,0 +1,109 @@
+"""Versioned schema migrations, shared by both backends.
+
+Why versioned and append-only: every replica runs ``migrate()`` at start, possibly all at once and possibly
+from different releases during a rolling deploy. Each migration is applied exactly once, inside one
+transaction that also records it in ``schema_version``, under a lock that serialises the racers (an
+advisory lock on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite). A released migration is never edited; a
+change of schema is a new entry at the end of :data:`MIGRATIONS`.
+
+The DDL is written once. Both engines accept the same column types except for binary data, so the only
+placeholder is ``{blob}`` (``BLOB`` / ``BYTEA``). ``DOUBLE PRECISION`` gets REAL affinity on SQLite and
+``BOOLEAN`` numeric affinity (stored as 0/1), which is what the shared code expects back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+    def render(self, blob_type: str) -> list[str]:
+        return [statement.format(blob=blob_type) for statement in self.statements]
+
+
+SCHEMA_VERSION_DDL = (
+    "CREATE TABLE IF NOT EXISTS schema_version ("
+    " version INTEGER PRIMARY KEY,"
+    " name TEXT NOT NULL,"
+    " applied_at DOUBLE PRECISION NOT NULL)"
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "orders, outbox, dead letters, pushes",
+        (
+            """CREATE TABLE orders (
+                command_id TEXT PRIMARY KEY,
+                provider TEXT NOT NULL,
+                fingerprint TEXT NOT NULL,
+                command TEXT NOT NULL,
+                partner_ref TEXT NOT NULL,
+                status TEXT NOT NULL,
+                provider_status TEXT,
+                order_id TEXT,
+                snapshot TEXT,
+                sealed_token {blob},
+                token_key_id TEXT,
+                untrackable BOOLEAN NOT NULL DEFAULT FALSE,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                attempt_open BOOLEAN NOT NULL DEFAULT FALSE,
+                lease_until DOUBLE PRECISION,
+                next_action_at DOUBLE PRECISION,
+                partner_updated_at DOUBLE PRECISION,
+                last_push_at DOUBLE PRECISION,
+                last_error TEXT,
+                event_seq INTEGER NOT NULL DEFAULT 0,
+                created_at DOUBLE PRECISION NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL
+            )""",
+            # A partner_ref names one partner order: two commands must never share it.
+            "CREATE UNIQUE INDEX orders_partner_ref ON orders (provider, partner_ref)",
+            # Webhooks name the partner's order id.
+            "CREATE INDEX orders_order_id ON orders (provider, order_id) WHERE order_id IS NOT NULL",
+            # The scheduler's scan. Terminal and in_doubt orders keep next_action_at NULL, so the index
+            # holds only live work however many finished orders accumulate.
+            "CREATE INDEX orders_due ON orders (next_action_at) WHERE next_action_at IS NOT NULL",
+            # count_by_status reads this index alone (covering), never the wide rows.
+            "CREATE INDEX orders_status ON orders (provider, status, untrackable)",
+            """CREATE TABLE outbox (
+                event_id TEXT PRIMARY KEY,
+                routing_key TEXT NOT NULL,
+                event_type TEXT NOT NULL,
+                body {blob} NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL,
+                published_at DOUBLE PRECISION,
+                lease_until DOUBLE PRECISION
+            )""",
+            # The relay's scan and the backlog gauge touch only unpublished rows.
+            "CREATE INDEX outbox_unpublished ON outbox (created_at) WHERE published_at IS NULL",
+            "CREATE INDEX outbox_published ON outbox (published_at) WHERE published_at IS NOT NULL",
+            """CREATE TABLE dead_letters (
+                rejection_key TEXT PRIMARY KEY,
+                event_id TEXT NOT NULL,
+                command_id TEXT,
+                provider TEXT,
+                code TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                metadata TEXT NOT NULL,
+                detail TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL
+            )""",
+            "CREATE INDEX dead_letters_created ON dead_letters (created_at)",
+            """CREATE TABLE pushes (
+                dedupe_key TEXT PRIMARY KEY,
+                seen_at DOUBLE PRECISION NOT NULL
+            )""",
+            "CREATE INDEX pushes_seen ON pushes (seen_at)",
+        ),
+    ),
+)
+
+
+def latest_version() -> int:
+    return MIGRATIONS[-1].version

@@ -1,0 +1,229 @@
+"""The SQLite adapter: one file shared by every process of one node.
+
+SQLite has one writer at a time per file. Two mechanisms queue writers, one per scope:
+
+* between processes (Dramatiq workers, scheduler, relay, webhook receiver): ``BEGIN IMMEDIATE`` takes
+  the write lock before the first read of a transaction, so a read-modify-write can never be overtaken,
+  and ``busy_timeout`` makes a blocked writer wait instead of failing;
+* between threads of one process: a process-wide mutex. Without it every thread would poll SQLite's
+  busy handler, which sleeps in growing steps; a mutex hands the lock over at once.
+
+WAL mode lets readers (gauges, lookups) run beside the writer. Connections are pooled and each is used by
+one thread at a time, which is what makes ``check_same_thread=False`` safe.
+
+Durability is chosen per transaction. The commits that stand between a partner call and a double charge
+(the intent to call, its outcome, anything a push told us, rejections) flush the WAL to disk at the
+configured ``synchronous`` level (FULL by default). Bookkeeping that is redone anyway after a power cut
+(claims, scheduler holds, outbox leases and publish marks, poll results) commits at NORMAL, which survives
+any process crash and is flushed along by the next durable commit (the WAL is sequential). Fsync is the
+cost of a commit on SQLite; this keeps it where it buys safety.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from worker.ledger.sql import Database, Dialect, Session
+
+_SYNCHRONOUS = {"off": 0, "normal": 1, "full": 2, "extra": 3}
+
+
+_WRITE_LOCKS: dict[tuple[int, str], threading.Lock] = {}
+_WRITE_LOCKS_GUARD = threading.Lock()
+
+
+def _write_lock(path: str) -> threading.Lock:
+    """One mutex per file and process, shared by every ledger object opened on that file (a CLI command
+    and a worker in one process, or tests), so they queue on it rather than on SQLite's busy handler."""
+    key = (os.getpid(), os.path.realpath(path))
+    with _WRITE_LOCKS_GUARD:
+        return _WRITE_LOCKS.setdefault(key, threading.Lock())
+
+
+class _Connection(sqlite3.Connection):
+    """Remembers its ``synchronous`` level, so switching costs nothing when it does not change."""
+
+    sync_level = -1
+
+
+class SqliteDialect(Dialect):
+    name = "sqlite"
+    blob_type = "BLOB"
+    lock_row = ""  # BEGIN IMMEDIATE already holds the only write lock
+    skip_locked = ""
+
+    def any_of(self, column: str) -> str:
+        return f"{column} IN (SELECT value FROM json_each(?))"
+
+    def list_param(self, values: Sequence[str]) -> Any:
+        return json.dumps(list(values))
+
+
+class SqliteDatabase(Database):
+    dialect = SqliteDialect()
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        busy_timeout: float = 30.0,
+        synchronous: str = "full",
+        pool_size: int = 16,
+    ) -> None:
+        if path in ("", ":memory:") or path.startswith("file::memory:"):
+            raise ValueError("the SQLite ledger needs a file that all processes share, not a memory database")
+        if synchronous.lower() not in _SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}")
+        self._durable_level = _SYNCHRONOUS[synchronous.lower()]
+        self._relaxed_level = min(self._durable_level, _SYNCHRONOUS["normal"])
+        if busy_timeout < 10:
+            raise ValueError("busy_timeout below 10 s makes writers fail under ordinary contention")
+        self.path = path
+        self._busy_timeout = float(busy_timeout)
+        self._pool_size = pool_size
+        self._closed = False
+        self._reset()
+
+        _INSTANCES.add(self)
+
+    def _reset(self) -> None:
+        self._pool_lock = threading.Lock()
+        self._write_lock = _write_lock(self.path)
+        self._idle: list[_Connection] = []
+
+    def _forked(self) -> None:
+        """In a forked child the parent's connections (and any mutex a parent thread held) are not ours.
+        Closing an inherited handle would drop this process's POSIX locks on the file, so they are only
+        forgotten, never closed."""
+        _ORPHANS.extend(self._idle)
+        self._reset()
+
+    def _connect(self) -> _Connection:
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self._busy_timeout,
+            isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+            check_same_thread=False,  # pooled: one thread at a time, handed over under a lock
+            cached_statements=256,
+            factory=_Connection,
+        )
+        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+        self._enable_wal(conn)
+        return conn
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        # Switching a fresh file to WAL needs a moment of exclusive access; processes starting together
+        # may see "database is locked" before the busy handler applies.
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            try:
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+                continue
+            if str(mode).lower() != "wal":
+                raise RuntimeError(f"SQLite refused WAL mode for {self.path!r} (got {mode!r})")
+            return
+
+    @contextmanager
+    def _connection(self) -> Iterator[_Connection]:
+        if self._closed:
+            raise RuntimeError("the ledger is closed")
+        with self._pool_lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = self._connect()
+        try:
+            yield conn
+        finally:
+            keep = not conn.in_transaction and not self._closed
+            if keep:
+                with self._pool_lock:
+                    keep = len(self._idle) < self._pool_size
+                    if keep:
+                        self._idle.append(conn)
+            if not keep:
+                conn.close()
+
+    @contextmanager
+    def write(self, durable: bool = True) -> Iterator[Session]:
+        with self._connection() as conn, self._write_lock:
+            level = self._durable_level if durable else self._relaxed_level
+            if conn.sync_level != level:  # only settable outside a transaction
+                conn.execute(f"PRAGMA synchronous = {level}")
+                conn.sync_level = level
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield Session(conn.execute)
+            except BaseException:
+                if conn.in_transaction:  # SQLite rolls back by itself after some errors
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def single(self) -> AbstractContextManager[Session]:
+        # A lone statement still takes the file's write lock; queue on the process mutex like any write.
+        return self.write(durable=False)
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with self._connection() as conn:
+            yield Session(conn.execute)
+
+    def migration(self) -> AbstractContextManager[Session]:
+        return self.write()  # BEGIN IMMEDIATE serialises migrating processes; SQLite DDL is transactional
+
+    def close(self) -> None:
+        self._closed = True
+        with self._pool_lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
+_ORPHANS: list[sqlite3.Connection] = []
+_INSTANCES: weakref.WeakSet[SqliteDatabase] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # Runs in the child right after fork, while it is still single-threaded (Dramatiq forks its workers).
+    global _WRITE_LOCKS_GUARD  # noqa: PLW0603 - the guard may have been held by a parent thread
+    _WRITE_LOCKS_GUARD = threading.Lock()
+    for database in list(_INSTANCES):
+        database._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def sqlite_from_url(url: str, **opts: Any) -> SqliteDatabase:
+    """``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``; options as query parameters
+    (``busy_timeout`` seconds, ``synchronous``, ``pool_size``) or keyword arguments (which win)."""
+    parts = urlsplit(url)
+    if parts.netloc:
+        raise ValueError("a SQLite ledger URL has no host: use sqlite:///relative.db or sqlite:////abs.db")
+    path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
+    options: dict[str, Any] = dict(parse_qsl(parts.query))
+    options.update(opts)
+    kwargs: dict[str, Any] = {}
+    for key, value in options.items():
+        if key == "busy_timeout":
+            kwargs[key] = float(value)
+        elif key == "pool_size":
+            kwargs[key] = int(value)
+        elif key == "synchronous":
+            kwargs[key] = str(value)
+        else:
+            raise ValueError(f"unknown SQLite ledger option {key!r} (busy_timeout, synchronous, pool_size)")
+    return SqliteDatabase(path, **kwargs)
