@@ -340,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_scheduler)
 
     p = sub.add_parser(
-        "webhooks", help="run the webhook/callback receiver (options: order-worker webhooks -- --help)"
+        "webhooks", help="run the webhook/callback receiver (options: order-worker webhooks --help)"
     )
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_webhooks)
@@ -411,7 +411,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_DELEGATED = {"sandbox": cmd_sandbox, "webhooks": cmd_webhooks}
+"""Roles with their own argument parser: everything after the role name is theirs (argparse's REMAINDER
+cannot capture leading options)."""
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in _DELEGATED:
+        _configure_logging(os.environ.get("ORDER_WORKER_LOG_LEVEL", "INFO"))
+        return _DELEGATED[argv[0]](argparse.Namespace(rest=argv[1:]))
     args = build_parser().parse_args(argv)
     _configure_logging(os.environ.get("ORDER_WORKER_LOG_LEVEL", "INFO"))
     result: int = args.func(args)

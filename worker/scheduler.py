@@ -52,8 +52,8 @@ class Scheduler:
         for (provider, status), count in self.ledger.count_by_status().items():
             metrics.ORDERS.labels(provider, status).set(count)
 
-    def run(self, stop: threading.Event, gauge_every: float = 5.0) -> None:
-        last_gauges = 0.0
+    def run(self, stop: threading.Event, gauge_every: float = 5.0, prune_every: float = 60.0) -> None:
+        last_gauges = last_prune = 0.0
         while not stop.is_set():
             started = self.clock()
             try:
@@ -61,6 +61,9 @@ class Scheduler:
                 if started - last_gauges >= gauge_every:
                     self.sample_gauges()
                     last_gauges = started
+                if started - last_prune >= prune_every:
+                    self.ledger.prune(started - self.settings.retention_seconds)
+                    last_prune = started
             except Exception:
                 log.exception("scheduler pass failed")
                 handed_out = 0

@@ -148,6 +148,11 @@ class Settings(BaseSettings):
     )
     scheduler_interval: float = Field(1.0, gt=0, description="Seconds between scheduler passes.")
     scheduler_batch: int = Field(500, ge=1, description="Due orders taken per scheduler pass.")
+    retention_seconds: float = Field(
+        7 * 86400.0,
+        gt=3600,
+        description="Published events and push dedupe keys older than this are pruned (orders never are).",
+    )
     relay_batch: int = Field(200, ge=1, description="Outbox rows published per relay pass.")
 
     # --- HTTP surfaces ---------------------------------------------------------------------------

@@ -68,7 +68,9 @@ def http_ok(url: str) -> bool:
         return False
 
 
-def zerotrace_command(command_id: str | None = None, **overrides: Any) -> dict[str, Any]:
+def zerotrace_command(
+    command_id: str | None = None, metadata: dict[str, str] | None = None, **overrides: Any
+) -> dict[str, Any]:
     params = {
         "fromCcy": "btc",
         "toCcy": "usdt_trc20",
@@ -78,7 +80,10 @@ def zerotrace_command(command_id: str | None = None, **overrides: Any) -> dict[s
         "refundAddress": BTC_REFUND,
         **overrides,
     }
-    return {"command_id": command_id or f"zt-{uuid.uuid4().hex}", "provider": "0trace", "params": params}
+    command = {"command_id": command_id or f"zt-{uuid.uuid4().hex}", "provider": "0trace", "params": params}
+    if metadata:
+        command["metadata"] = metadata
+    return command
 
 
 def itrx_command(command_id: str | None = None, **overrides: Any) -> dict[str, Any]:
@@ -171,6 +176,7 @@ class Stack:
     uid: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
     processes: list[Process] = field(default_factory=list)
     webhooks_port: int = field(default_factory=free_port)
+    _ledger: Ledger | None = None
 
     @property
     def create_queue(self) -> str:
@@ -262,7 +268,10 @@ class Stack:
         return EventWatcher(RABBITMQ_URL, self.exchange)
 
     def ledger(self) -> Ledger:
-        return open_ledger(self.ledger_url)
+        """The test's own view of the ledger (one connection pool, closed by stop())."""
+        if self._ledger is None:
+            self._ledger = open_ledger(self.ledger_url)
+        return self._ledger
 
     def declare_queues(self) -> None:
         """Producers publish with mandatory; the worker declares queues, so tests that publish before a
@@ -277,6 +286,8 @@ class Stack:
     def stop(self) -> None:
         for process in reversed(self.processes):
             process.stop()
+        if self._ledger is not None:
+            self._ledger.close()
         connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
         channel = connection.channel()
         for base in (self.create_queue, self.poll_queue):

@@ -1,0 +1,108 @@
+"""The aiohttp application: both partner APIs and the control API on one router, faults in front.
+
+Every partner route goes through :func:`_instrument`, which counts the request and its answer and applies
+the fault rule (if any) picked for that endpoint. When no rule exists this costs one empty-list check,
+so the benchmark measures the simulators, not the fault machinery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from worker.sandbox.control import ControlApi
+from worker.sandbox.core import Sandbox
+from worker.sandbox.faults import FaultRule
+from worker.sandbox.itrx import ItrxApi
+from worker.sandbox.responses import html_response, json_response, zt_error
+from worker.sandbox.zerotrace import ZeroTraceApi
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+SANDBOX_KEY: web.AppKey[Sandbox] = web.AppKey("sandbox", Sandbox)
+MAX_BODY = 1024 * 1024
+
+
+def _reset_connection(request: web.Request) -> None:
+    """Abort with SO_LINGER=0 so the client sees a TCP RST, as when a proxy or process dies."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+def _dropped(request: web.Request) -> web.Response:
+    """Reset the connection; the returned response is never written (the socket is gone)."""
+    _reset_connection(request)
+    return web.Response(status=499)
+
+
+def _fault_response(rule: FaultRule, endpoint: str) -> web.Response:
+    zerotrace = endpoint.startswith("0trace.")
+    if rule.kind == "http_500":
+        return zt_error(99, 500) if zerotrace else html_response("<h1>Server Error (500)</h1>", 500)
+    if rule.kind == "http_503":
+        if zerotrace:
+            return zt_error(11, 503)
+        return html_response(
+            "<html><head><title>503 Service Temporarily Unavailable</title></head></html>", 503
+        )
+    if rule.kind == "http_429":
+        headers = {"Retry-After": str(rule.retry_after)}
+        if zerotrace:
+            return zt_error(5, 429, headers)
+        secs = rule.retry_after
+        return json_response(
+            {"detail": f"Request was throttled. Expected available in {secs} seconds."}, 429, headers
+        )
+    # kind == "error": caller-specified status and JSON body
+    return json_response(rule.body if rule.body is not None else {}, rule.status)
+
+
+def _instrument(sandbox: Sandbox, endpoint: str, handler: Handler) -> Handler:
+    stats = sandbox.stats
+    faults = sandbox.faults
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        stats.requests[endpoint] += 1
+        rule = faults.pick(endpoint)
+        if rule is not None:
+            stats.faults[f"{endpoint}:{rule.kind}"] += 1
+            if rule.kind == "latency":
+                await asyncio.sleep(rule.latency_ms / 1000)
+            elif rule.kind == "reset":
+                await request.read()
+                return _dropped(request)
+            elif rule.kind not in ("lose_response", "latency_after"):
+                await request.read()
+                injected = _fault_response(rule, endpoint)
+                stats.responses[(endpoint, injected.status)] += 1
+                return injected
+        resp = await handler(request)
+        if rule is not None and rule.kind == "lose_response":
+            return _dropped(request)
+        if rule is not None and rule.kind == "latency_after":
+            await asyncio.sleep(rule.latency_ms / 1000)
+        stats.responses[(endpoint, resp.status)] += 1
+        return resp
+
+    return wrapped
+
+
+def build_app(sandbox: Sandbox) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY)
+    app[SANDBOX_KEY] = sandbox
+    for api in (ZeroTraceApi(sandbox), ItrxApi(sandbox)):
+        for method, path, endpoint, handler in api.routes():
+            app.router.add_route(method, path, _instrument(sandbox, endpoint, handler))
+    for method, path, handler in ControlApi(sandbox).routes():
+        app.router.add_route(method, path, handler)
+    return app
