@@ -86,9 +86,9 @@ case "${1:-help}" in
   postgres) setup; postgres ;;
   demo) setup; broker; shift; exec "$VENV/bin/order-worker" demo "$@" ;;
   run) setup; broker; shift; exec "$VENV/bin/order-worker" run "$@" ;;
-  test) setup; broker; postgres; shift; exec "$PY" -m pytest "$@" ;;
+  test) setup; broker; postgres; bash deploy/check.sh --install; shift; exec "$PY" -m pytest "$@" ;;
   lint) setup; lint ;;
-  ci) setup; broker; postgres; lint; bash deploy/check.sh; "$PY" -m pytest -q -p no:cacheprovider ;;
+  ci) setup; broker; postgres; lint; bash deploy/check.sh --no-pytest; "$PY" -m pytest -q -p no:cacheprovider ;;
   help|-h|--help)
     cat <<'USAGE'
 usage: bash deploy/dev.sh COMMAND [ARGS]

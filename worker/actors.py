@@ -21,6 +21,7 @@ from worker.broker import REJECT_ACTOR, build_broker
 from worker.runtime import get_runtime
 from worker.settings import get_settings
 
+
 class DramatiqMetrics(Prometheus):
     @property
     def forks(self) -> list[Callable[[], int]]:

@@ -18,7 +18,8 @@ import uuid
 from typing import Any
 
 import dramatiq
-from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.broker import MessageProxy
+from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer
 from dramatiq.encoder import JSONEncoder, MessageData
 from dramatiq.middleware import (
     AgeLimit,
@@ -47,12 +48,31 @@ _ENVELOPE_FIELDS = (
 )
 
 
+class _ArrivalQueueConsumer(_RabbitmqConsumer):
+    """Makes every message name the queue it actually arrived on.
+
+    Dramatiq acks through ``consumers[message.queue_name]``; an envelope naming another queue (a producer
+    mistake, or a synthesised rejection) would otherwise kill the worker thread with a KeyError, or ack a
+    delivery tag on the wrong channel. The queue a message came from is the only trustworthy answer.
+    """
+
+    def __next__(self) -> MessageProxy | None:
+        message: MessageProxy | None = super().__next__()  # type: ignore[no-untyped-call]
+        if message is not None and message.queue_name != self.queue_name:
+            message._message = message._message.copy(queue_name=self.queue_name)
+        return message
+
+
 class QuorumRabbitmqBroker(RabbitmqBroker):
     """Declares the work queues (and their delay queues) as quorum queues with a delivery limit."""
 
     def __init__(self, *, delivery_limit: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.delivery_limit = delivery_limit
+
+    @property
+    def consumer_class(self) -> type[_RabbitmqConsumer]:
+        return _ArrivalQueueConsumer
 
     def _build_queue_arguments(self, queue_name: str) -> dict[str, Any]:
         arguments: dict[str, Any] = super()._build_queue_arguments(queue_name)  # type: ignore[no-untyped-call]
@@ -96,7 +116,7 @@ class CommandEncoder(JSONEncoder):
         code, explanation = problem
         digest = hashlib.sha256(data).hexdigest()
         return {
-            "queue_name": "orders.create",
+            "queue_name": "",  # replaced by the queue it arrived on (see _ArrivalQueueConsumer)
             "actor_name": REJECT_ACTOR,
             "args": [],
             "kwargs": {"code": code, "reason": explanation, "body_sha256": digest, "body_bytes": len(data)},

@@ -29,9 +29,6 @@ from worker.status import Status, is_terminal
 
 log = logging.getLogger(__name__)
 
-CREATE_LEASE_SECONDS = 90.0
-"""Longer than the actor time limit (60 s), so a live attempt is never taken over by a re-drive."""
-
 
 def partner_ref(namespace: str, command_id: str) -> str:
     """Idempotency-Key / out_trade_no: deterministic per command_id, ASCII, 44 characters (within 8..128).
@@ -132,7 +129,9 @@ class OrderPipeline:
                     "failed",
                     self.ledger.record_failed(command.command_id, refused, Source.CREATE, self.clock()),
                 )
-        attempt = self.ledger.begin_attempt(command.command_id, self.clock(), CREATE_LEASE_SECONDS)
+        attempt = self.ledger.begin_attempt(
+            command.command_id, self.clock(), self.settings.create_lease_seconds
+        )
         if attempt is None:
             return self._done("busy", [])
         if command.provider is Provider.ITRX and attempt.previous_unresolved:

@@ -49,7 +49,7 @@ def build_runtime(settings: Settings) -> Runtime:
     )
     itrx = ItrxClient(
         settings.itrx_base_url,
-        settings.itrx_api_key,
+        settings.itrx_api_key.get_secret_value(),
         settings.itrx_api_secret,
         http,
         observer=metrics.observe_partner_call,

@@ -88,7 +88,9 @@ class Settings(BaseSettings):
 
     # --- itrx ------------------------------------------------------------------------------------
     itrx_base_url: str = Field("http://127.0.0.1:8090", description="itrx API origin.")
-    itrx_api_key: str = Field(SANDBOX_ITRX_API_KEY, description="itrx API-KEY.")
+    itrx_api_key: SecretStr = Field(
+        SecretStr(SANDBOX_ITRX_API_KEY), description="itrx API-KEY (alone it authorises order queries)."
+    )
     itrx_api_secret: SecretStr = Field(
         SecretStr(SANDBOX_ITRX_API_SECRET), description="itrx API secret (signs requests and callbacks)."
     )
@@ -143,6 +145,12 @@ class Settings(BaseSettings):
         600.0, gt=0, description="How long after the last verified push polling stays at the safety interval."
     )
     polling_enabled: bool = Field(True, description="Turn off to track by webhooks/callbacks only.")
+    create_lease_seconds: float = Field(
+        90.0,
+        gt=0,
+        description="How long a create attempt owns its order; must exceed the actor time limit (60 s) so a "
+        "live attempt is never taken over. A crashed attempt is re-driven after it.",
+    )
     submit_stuck_seconds: float = Field(
         120.0, gt=0, description="A create attempt older than this with no outcome is re-driven."
     )

@@ -127,7 +127,7 @@ def _itrx_forms(raw_body: bytes) -> list[tuple[ItrxForm, bytes]]:
     forms: list[tuple[ItrxForm, bytes]] = [("raw", raw_body)]
     try:
         parsed = json.loads(raw_body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return forms
     forms.append(("compact_sorted", canonical_json(parsed)))
     forms.append(("python_default", _python_default_json(parsed)))

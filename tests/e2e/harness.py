@@ -6,6 +6,7 @@ PostgreSQL schema), so tests never see each other's messages, and everything is 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -56,13 +57,13 @@ def http_json(url: str, body: Any = None, method: str | None = None) -> Any:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method or ("POST" if data else "GET"))
     request.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback test URL
+    with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read() or b"null")
 
 
 def http_ok(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback test URL
+        with urllib.request.urlopen(url, timeout=2) as response:
             return bool(response.status == 200)
     except OSError:
         return False
@@ -96,8 +97,12 @@ class Process:
         self.name = name
         self.log_path = log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log"
         self.log = self.log_path.open("wb")
-        self.popen = subprocess.Popen(  # noqa: S603 - our own entry point
-            [sys.executable, *args], env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        self.popen = subprocess.Popen(
+            [sys.executable, *args],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     @property
@@ -106,10 +111,8 @@ class Process:
 
     def signal_group(self, signum: int) -> None:
         if self.alive:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, signum)
-            except ProcessLookupError:
-                pass
 
     def stop(self, timeout: float = 30) -> int | None:
         self.signal_group(signal.SIGTERM)
@@ -156,11 +159,23 @@ def start_sandbox(log_dir: Path, speed: float = 100.0, extra: list[str] | None =
     port = free_port()
     process = Process(
         "sandbox",
-        ["-m", "worker.sandbox", "--host", "127.0.0.1", "--port", str(port), "--speed", str(speed), *(extra or [])],
+        [
+            "-m",
+            "worker.sandbox",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--speed",
+            str(speed),
+            *(extra or []),
+        ],
         dict(os.environ),
         log_dir,
     )
-    wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/_sandbox/stats") or not process.alive, 30, "sandbox start")
+    wait_until(
+        lambda: http_ok(f"http://127.0.0.1:{port}/_sandbox/stats") or not process.alive, 30, "sandbox start"
+    )
     assert process.alive, process.output()
     return Sandbox(process, port)
 
@@ -242,9 +257,13 @@ class Stack:
         return process
 
     def start_webhooks(self, **extra_env: str) -> Process:
-        process = self.start("webhooks", "--host", "127.0.0.1", "--port", str(self.webhooks_port), **extra_env)
+        process = self.start(
+            "webhooks", "--host", "127.0.0.1", "--port", str(self.webhooks_port), **extra_env
+        )
         wait_until(
-            lambda: http_ok(f"http://127.0.0.1:{self.webhooks_port}/readyz") or not process.alive, 60, "webhooks ready"
+            lambda: http_ok(f"http://127.0.0.1:{self.webhooks_port}/readyz") or not process.alive,
+            60,
+            "webhooks ready",
         )
         assert process.alive, process.output()
         return process
@@ -252,13 +271,15 @@ class Stack:
     def wait_ready(self, process: Process, timeout: float = 60) -> None:
         port = process.metrics_port  # type: ignore[attr-defined]
         wait_until(
-            lambda: http_ok(f"http://127.0.0.1:{port}/readyz") or not process.alive, timeout, f"{process.name} ready"
+            lambda: http_ok(f"http://127.0.0.1:{port}/readyz") or not process.alive,
+            timeout,
+            f"{process.name} ready",
         )
         assert process.alive, process.output()
 
     def metrics(self, process: Process) -> str:
         port = process.metrics_port  # type: ignore[attr-defined]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
             return str(response.read().decode())
 
     def producer(self) -> CommandProducer:
@@ -311,7 +332,9 @@ def collect_events(
         if until(list(seen.values())):
             break
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s; {len(seen)} events: {list(seen.values())[-5:]}")
+            raise AssertionError(
+                f"timed out after {timeout:.0f}s; {len(seen)} events: {list(seen.values())[-5:]}"
+            )
     return list(seen.values())
 
 
@@ -319,7 +342,11 @@ def terminal_for_all(command_ids: set[str]) -> Callable[[list[dict[str, Any]]], 
     from worker.status import TERMINAL
 
     def check(events: list[dict[str, Any]]) -> bool:
-        done = {e["command_id"] for e in events if e.get("status") in TERMINAL or e["type"] in ("in_doubt", "rejected")}
+        done = {
+            e["command_id"]
+            for e in events
+            if e.get("status") in TERMINAL or e["type"] in ("in_doubt", "rejected")
+        }
         return command_ids <= done
 
     return check

@@ -104,7 +104,9 @@ def test_lost_create_response_makes_one_order_tracked_by_webhooks(stack: Stack) 
     """0trace commits the order but the answer never arrives: the retry (same Idempotency-Key) gets the
     same order with token null, so the order is untrackable by polling and completes through webhooks."""
     stack.start_webhooks()
-    stack.sandbox.control("webhooks", {"zerotrace_webhook_url": f"http://127.0.0.1:{stack.webhooks_port}/webhooks/0trace"})
+    stack.sandbox.control(
+        "webhooks", {"zerotrace_webhook_url": f"http://127.0.0.1:{stack.webhooks_port}/webhooks/0trace"}
+    )
     stack.sandbox.control("faults", {"endpoint": "0trace.create", "kind": "lose_response", "times": 1})
     try:
         stack.start_worker()
@@ -136,7 +138,11 @@ def test_itrx_lost_response_is_in_doubt_until_its_callback_resolves_it(stack: St
     with stack.watcher() as watcher, stack.producer() as producer:
         producer.create_order(command)
         events = collect_events(
-            watcher, lambda ev: any(e["status"] == "completed" for e in ev if e["command_id"] == command["command_id"]), 90
+            watcher,
+            lambda ev: any(
+                e["status"] == "completed" for e in ev if e["command_id"] == command["command_id"]
+            ),
+            90,
         )
     chain = _chain(events, command["command_id"])
     assert chain[0]["type"] == "in_doubt" and chain[0]["status"] == "in_doubt"

@@ -119,7 +119,7 @@ def test_rate_limit_weights_and_retry_after(zt: ZeroTrace, sb: RunningSandbox) -
     r = zt.send("/api/v1/create", CREATE)
     assert r.status_code == 429 and r.json() == {"code": 5, "msg": "RATE_LIMIT"}
     retry_after = int(r.headers["Retry-After"])
-    assert 59 <= retry_after <= 60
+    assert 55 <= retry_after <= 60  # the first create leaves the window 60 s after it was accepted
     for _ in range(20):  # 20 more weight-1 calls fit exactly
         assert zt.call("/api/v1/price", PRICE)[0] == 200
     r = zt.send("/api/v1/price", PRICE)

@@ -6,7 +6,9 @@ for in every response body, every outbox row, the ledger file itself and the cap
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import http.client
 import json
 import sqlite3
 import threading
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from aiohttp import web
 from pydantic import SecretStr
 
 from worker.ledger import open_ledger
@@ -453,13 +456,80 @@ def build_world(directory: Path, clock: Clock | None = None, **overrides: Any) -
     zerotrace = ZeroTraceClient(
         settings.zerotrace_base_url, settings.zerotrace_api_key, settings.zerotrace_api_secret, http
     )
-    itrx = ItrxClient(settings.itrx_base_url, settings.itrx_api_key, settings.itrx_api_secret, http)
+    itrx = ItrxClient(
+        settings.itrx_base_url, settings.itrx_api_key.get_secret_value(), settings.itrx_api_secret, http
+    )
     sealer = TokenSealer.from_settings(settings.token_keys)
     pipeline = OrderPipeline(settings, ledger, zerotrace, itrx, sealer, clock=clock)
     receiver = PushReceiver(settings, ledger, pipeline, clock=clock)
     world = World(settings, ledger, pipeline, receiver, clock, stub, db_path, http, sealer)
     Seen.worlds.append(world)
     return world
+
+
+# --- HTTP ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Answer:
+    status: int
+    content_type: str | None
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class AppServer:
+    """``build_app(receiver)`` on a real aiohttp AppRunner, bound to 127.0.0.1 on an ephemeral port."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="aiohttp", daemon=True)
+        self.thread.start()
+        self.runner = web.AppRunner(app)
+        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
+
+    async def _start(self) -> None:
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = int(self.runner.addresses[0][1])
+
+    def request(
+        self, method: str, path: str, body: bytes | None = None, headers: list[tuple[str, str]] | None = None
+    ) -> Answer:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=15)
+        try:
+            conn.putrequest(method, path, skip_accept_encoding=True)
+            for name, value in headers or []:
+                conn.putheader(name, value)
+            if body is not None:
+                conn.putheader("Content-Length", str(len(body)))
+            conn.endheaders(body)
+            response = conn.getresponse()
+            answer = Answer(response.status, response.getheader("Content-Type"), response.read())
+        finally:
+            conn.close()
+        Seen.bodies.append(answer.body)
+        return answer
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(15)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(15)
+        self.loop.close()
+
+
+def zt_http_headers(
+    raw: bytes, secret: str = CANARY_ZT_WEBHOOK_NEW, now: float = T0
+) -> list[tuple[str, str]]:
+    return [
+        ("Content-Type", "application/json"),
+        ("X-Partner-Webhook-Event", "order.status_changed"),
+        ("X-Partner-Webhook-Timestamp", str(int(now))),
+        ("X-Partner-Webhook-Sign", sign_body(raw, secret)),
+    ]
 
 
 @dataclass

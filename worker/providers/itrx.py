@@ -417,10 +417,16 @@ def _whole(value: Any) -> int | None:
     if isinstance(value, int):
         return value
     if isinstance(value, float | Decimal):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            return None
         return int(number) if math.isfinite(number) and number == int(number) else None
-    if isinstance(value, str) and value.strip().isascii() and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
+    text = value.strip() if isinstance(value, str) else ""
+    digits = text.lstrip("-")
+    # Bounded length: int() of a hostile 5,000-digit string is refused by Python itself (ValueError).
+    if text.isascii() and 0 < len(digits) <= 30 and digits.isdigit():
+        return int(text)
     return None
 
 
@@ -445,5 +451,8 @@ def _moment(name: str, value: Any) -> dict[str, Any]:
     if parsed.tzinfo is None:
         # No zone, no instant: keep the partner's text rather than guess a zone.
         return {name: value, f"{name}_unix": None}
-    seconds = parsed.astimezone(UTC).timestamp()
-    return {name: iso_from_epoch(seconds), f"{name}_unix": int(seconds)}
+    try:
+        seconds = parsed.astimezone(UTC).timestamp()
+        return {name: iso_from_epoch(seconds), f"{name}_unix": int(seconds)}
+    except (OverflowError, ValueError):  # e.g. year 1 with a positive offset
+        return {name: None, f"{name}_unix": None}

@@ -317,7 +317,10 @@ def _amount(value: Any) -> str | None:
 def _seconds(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
         return None
-    seconds = float(value)
+    try:
+        seconds = float(value)
+    except OverflowError:  # an integer beyond float range: not a time anyone means
+        return None
     return seconds if math.isfinite(seconds) else None
 
 

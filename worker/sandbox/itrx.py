@@ -4,8 +4,8 @@ Signed POSTs check, in order (messages are ours; the real texts are not document
 
 * ``API-KEY`` missing or unknown -> 400 ``{"detail": "API not found"}`` (the documented example);
 * ``TIMESTAMP`` or ``SIGNATURE`` missing -> 400 ``{"detail": "Missing TIMESTAMP or SIGNATURE header"}``;
-* ``TIMESTAMP`` not decimal seconds, or more than ``itrx_timestamp_tolerance`` (default 300) real seconds
-  away from now -> 400 ``{"detail": "Timestamp expired"}``;
+* ``TIMESTAMP`` not decimal seconds, or more than ``itrx_timestamp_tolerance`` (default 300) whole real
+  seconds away from now (either direction) -> 400 ``{"detail": "Timestamp expired"}``;
 * signature mismatch (see ``itrx_signature_mode``) -> 400 ``{"detail": "Signature verification failed"}``;
 * body not a JSON object / not application/json -> 400 ``{"detail": ...}``;
 * bad fields -> 400 field map, DRF style (``{"field": ["reason", ...]}``, all failing fields at once);
@@ -89,7 +89,8 @@ class ItrxApi:
         if not ts or not sig:
             fails["itrx.missing_headers"] += 1
             return itrx_detail("Missing TIMESTAMP or SIGNATURE header")
-        if not _DIGITS.match(ts) or abs(time.time() - int(ts)) > cfg.itrx_timestamp_tolerance:
+        # Whole seconds on both sides, as the header is: a request stamped exactly 300 s ago still passes.
+        if not _DIGITS.match(ts) or abs(int(time.time()) - int(ts)) > cfg.itrx_timestamp_tolerance:
             fails["itrx.stale_timestamp"] += 1
             return itrx_detail("Timestamp expired")
         form = itrx_verify(body, ts, cfg.itrx_api_secret, sig, cfg.itrx_signature_mode)

@@ -107,7 +107,7 @@ class PushReceiver:
             return PushResult(400, "bad_body")
         try:
             observed = parse_order(body["order"])
-        except (PartnerError, KeyError, TypeError, ValueError):
+        except (PartnerError, KeyError, TypeError, ValueError, ArithmeticError):
             return PushResult(400, "bad_body")
         dedupe_key = f"order:{observed.order_id}:{observed.provider_status}"
         record = self.ledger.find_by_order_id("0trace", observed.order_id)
@@ -128,6 +128,9 @@ class PushReceiver:
     def itrx(self, raw: bytes, headers: Headers) -> PushResult:
         started = self.clock()
         result = self._itrx(raw, headers, started)
+        if result.status == 202:
+            # itrx counts only HTTP 200 as delivered and would redeliver a 202 seven more times.
+            result = PushResult(200, result.result, result.events)
         return self._count("itrx", result, started)
 
     def _itrx(self, raw: bytes, headers: Headers, now: float) -> PushResult:
@@ -149,13 +152,24 @@ class PushReceiver:
         body = _json_object(raw)
         if body is None:
             return PushResult(400, "bad_body")
-        serial, out_trade_no, _claimed = parse_callback(body)
+        try:
+            serial, out_trade_no, _claimed = parse_callback(body)
+        except (KeyError, TypeError, ValueError, ArithmeticError):
+            return PushResult(400, "bad_body")
         record = self._itrx_record(serial, out_trade_no)
         dedupe_key = f"itrx:{serial or out_trade_no}:{body.get('status')}"
         if record is None:
             self.ledger.record_push(dedupe_key, now)
             log.info("itrx callback for an order this ledger does not know; recorded")
             return PushResult(202, "unknown_order")
+        if record.order_id is not None and serial is not None and serial != record.order_id:
+            # Our out_trade_no on another serial means itrx holds two orders for one command: flag it,
+            # never merge the other order's state into ours.
+            log.error(
+                "itrx callback names another serial for %s: a possible duplicate itrx order",
+                record.command_id,
+            )
+            serial = record.order_id
         serial = serial or record.order_id
         if serial is None:
             self.ledger.record_push(dedupe_key, now)
@@ -198,6 +212,6 @@ class PushReceiver:
 def _json_object(raw: bytes) -> dict[str, Any] | None:
     try:
         body = json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return None
     return body if isinstance(body, dict) else None

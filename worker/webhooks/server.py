@@ -113,8 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     runtime.ledger.migrate()
     receiver = PushReceiver(settings, runtime.ledger, runtime.pipeline)
     log.info("webhook receiver on %s:%d", args.host, args.port)
+    # auto_decompress=False: the HMAC covers the bytes on the wire, never a decompressed version of them.
     web.run_app(
-        build_app(receiver, args.threads), host=args.host, port=args.port, print=None, shutdown_timeout=15
+        build_app(receiver, args.threads),
+        host=args.host,
+        port=args.port,
+        print=None,
+        shutdown_timeout=15,
+        auto_decompress=False,
     )
     runtime.close()
     return 0

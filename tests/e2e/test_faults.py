@@ -1,0 +1,174 @@
+"""Bad input and crashes: rejected with reasons, never sent to a partner, never duplicated, never lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import time
+from typing import Any
+
+import pytest
+
+from tests.e2e.harness import Stack, collect_events, itrx_command, wait_until, zerotrace_command
+from worker.pipeline import partner_ref
+from worker.producer import envelope
+from worker.status import TERMINAL
+
+SEED = int(os.environ.get("ORDER_WORKER_TEST_SEED", "0")) or random.randrange(1, 2**31)
+
+
+def _malformed_bodies(queue: str, count: int) -> list[bytes]:
+    """A spread of everything a producer can get wrong, each body distinct."""
+    rng = random.Random(SEED)
+    bodies: list[bytes] = []
+    for index in range(count):
+        good = zerotrace_command(f"bad-{index:06d}-{rng.randrange(10**9)}")
+        kind = index % 10
+        if kind == 0:
+            bodies.append(b"not json at all %d" % index)
+        elif kind == 1:
+            bodies.append(b"\xff\xfe\x00" + index.to_bytes(4, "big"))
+        elif kind == 2:
+            bodies.append(json.dumps([index, "a list, not an envelope"]).encode())
+        elif kind == 3:
+            bodies.append(envelope(queue, "create_order", {**good, "provider": "binance"}))
+        elif kind == 4:
+            bodies.append(
+                envelope(queue, "create_order", {**good, "params": {**good["params"], "amount": "-5"}})
+            )
+        elif kind == 5:
+            bodies.append(
+                envelope(queue, "create_order", {**good, "params": {**good["params"], "toAddress": "bad"}})
+            )
+        elif kind == 6:
+            bodies.append(envelope(queue, "create_order", {**good, "command_id": "x"}))
+        elif kind == 7:
+            bodies.append(envelope(queue, "create_order", {**good, "padding": "z" * 20000}))
+        elif kind == 8:
+            bodies.append(envelope(queue, "drop_all_orders", {"command_id": good["command_id"]}))
+        else:
+            bodies.append(
+                envelope(queue, "create_order", {**good, "params": {**good["params"], "amount": 1}})
+            )
+    return bodies
+
+
+@pytest.mark.parametrize("ledger_url", ["sqlite"], indirect=True)
+def test_malformed_commands_are_rejected_once_and_valid_ones_complete(stack: Stack) -> None:
+    print(json.dumps({"test": "malformed_flood", "seed": SEED}))
+    bad = _malformed_bodies(stack.create_queue, 1000)
+    good = [zerotrace_command() if i % 2 else itrx_command() for i in range(20)]
+    creates_before = dict(stack.sandbox.stats()["requests"])
+    stack.declare_queues()
+    worker = stack.start_worker(threads=8)
+    stack.start_scheduler()
+    mixed: list[tuple[str, Any]] = [("bad", body) for body in bad] + [("good", command) for command in good]
+    random.Random(SEED).shuffle(mixed)
+    good_ids = {c["command_id"] for c in good}
+
+    def done(events: list[dict[str, Any]]) -> bool:
+        rejected = sum(1 for e in events if e["type"] == "rejected")
+        finished = {e["command_id"] for e in events if e.get("status") in TERMINAL}
+        return rejected >= len(bad) and good_ids <= finished
+
+    with stack.watcher() as watcher, stack.producer() as producer:
+        for kind, item in mixed:
+            if kind == "bad":
+                producer.publish_raw(stack.create_queue, item)
+            else:
+                producer.create_order(item)
+        events = collect_events(watcher, done, timeout=180)
+
+    rejected = [e for e in events if e["type"] == "rejected"]
+    assert len(rejected) == len(bad)
+    assert all(e["error"]["code"] and e["error"]["reason"] for e in rejected)
+    codes = {e["error"]["code"] for e in rejected}
+    assert {"not_json", "bad_envelope", "unknown_actor", "oversized", "invalid_command"} <= codes
+    completed = {e["command_id"] for e in events if e.get("status") == "completed"}
+    assert completed == good_ids
+    # no partner call for any malformed command: creates seen by the sandbox = valid commands
+    after = stack.sandbox.stats()["requests"]
+    zt_creates = after.get("0trace.create", 0) - creates_before.get("0trace.create", 0)
+    ix_creates = after.get("itrx.order", 0) - creates_before.get("itrx.order", 0)
+    assert (zt_creates, ix_creates) == (10, 10)
+    assert len(stack.ledger().dead_letters(2000)) == len(bad)
+    assert worker.alive and "exited unexpectedly" not in worker.output()
+    metrics = stack.metrics(worker)
+    assert 'order_worker_rejections_total{reason="not_json"}' in metrics
+
+
+CRASH_POINTS = ("after_intent", "after_partner", "after_commit", "before_ack")
+
+
+@pytest.mark.parametrize("ledger_url", ["sqlite", "postgres"], indirect=True)
+def test_kill_9_at_every_create_step_loses_and_duplicates_nothing(stack: Stack) -> None:
+    """Workers die by SIGKILL at each named step of create, over and over; a supervisor (this test, like
+    Kubernetes) restarts them. Every command must end final or flagged, with one partner order at most."""
+    print(json.dumps({"test": "kill9_create", "seed": SEED}))
+    commands = [zerotrace_command() if i % 2 else itrx_command() for i in range(40)]
+    failpoints = ",".join(f"{point}=0.15" for point in CRASH_POINTS)
+    stack.declare_queues()
+    stack.start_scheduler()
+    restarts = 0
+    with stack.producer() as producer:
+        for command in commands:
+            producer.create_order(command)
+    ledger = stack.ledger()
+    ids = [c["command_id"] for c in commands]
+
+    def settled() -> bool:
+        records = [ledger.get(command_id) for command_id in ids]
+        return all(
+            r is not None and (r.status in TERMINAL or r.status == "in_doubt" or r.untrackable)
+            for r in records
+        )
+
+    deadline = time.monotonic() + 240
+    crashy = {
+        "ORDER_WORKER_FAILPOINTS": failpoints,
+        "ORDER_WORKER_CREATE_LEASE_SECONDS": "3",
+        "ORDER_WORKER_CREATE_MAX_ATTEMPTS": "30",
+    }
+    worker = stack.start("worker", "--processes", "1", "--threads", "4", **crashy)
+    while not settled():
+        assert time.monotonic() < deadline, "commands did not settle"
+        if not worker.alive:
+            restarts += 1
+            worker = stack.start("worker", "--processes", "1", "--threads", "4", **crashy)
+        time.sleep(0.2)
+    worker.signal_group(signal.SIGTERM)
+
+    duplicates = 0
+    silent_token_loss = 0
+    in_doubt = untrackable = 0
+    for command_id in ids:
+        orders = stack.sandbox.orders_for(partner_ref("order-worker", command_id))
+        duplicates += max(0, len(orders) - 1)
+        record = ledger.get(command_id)
+        assert record is not None
+        in_doubt += record.status == "in_doubt"
+        untrackable += record.untrackable
+        if record.provider == "0trace" and orders and record.sealed_token is None and not record.untrackable:
+            silent_token_loss += 1
+        if record.status == "in_doubt":
+            # itrx: an interrupted create may have reached the partner; 0trace: only after every attempt
+            # (each one with the same Idempotency-Key) died, which is flagged rather than retried forever.
+            assert record.last_error is not None
+            assert record.provider == "itrx" or record.last_error.code == "retries_exhausted"
+    verdict = {
+        "test": "kill9_create",
+        "seed": SEED,
+        "commands": len(ids),
+        "worker_restarts": restarts,
+        "duplicate_partner_orders": duplicates,
+        "tokens_lost_silently": silent_token_loss,
+        "in_doubt": in_doubt,
+        "untrackable": untrackable,
+    }
+    print(json.dumps(verdict))
+    assert restarts >= 3, "the failpoints should have killed the worker several times"
+    assert duplicates == 0
+    assert silent_token_loss == 0
+    wait_until(lambda: ledger.outbox_backlog() == 0, 30, "outbox drained")
