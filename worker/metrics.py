@@ -40,6 +40,11 @@ EVENTS_PUBLISHED = Counter("order_worker_events_published", "Events confirmed by
 OUTBOX_BACKLOG = Gauge(
     "order_worker_outbox_backlog", "Events committed but not yet confirmed.", multiprocess_mode="mostrecent"
 )
+OUTBOX_OLDEST = Gauge(
+    "order_worker_outbox_oldest_seconds",
+    "Age of the oldest event not yet confirmed by the broker (0 when drained).",
+    multiprocess_mode="mostrecent",
+)
 ORDERS = Gauge(
     "order_worker_orders",
     "Orders in the ledger by provider and status ('untrackable' counted besides its status).",

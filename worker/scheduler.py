@@ -49,6 +49,8 @@ class Scheduler:
 
     def sample_gauges(self) -> None:
         metrics.OUTBOX_BACKLOG.set(self.ledger.outbox_backlog())
+        oldest = self.ledger.outbox_oldest_created_at()
+        metrics.OUTBOX_OLDEST.set(0.0 if oldest is None else max(0.0, self.clock() - oldest))
         for (provider, status), count in self.ledger.count_by_status().items():
             metrics.ORDERS.labels(provider, status).set(count)
 

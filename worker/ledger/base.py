@@ -266,6 +266,10 @@ class Ledger(ABC):
     def outbox_backlog(self) -> int: ...
 
     @abstractmethod
+    def outbox_oldest_created_at(self) -> float | None:
+        """created_at of the oldest unpublished event (None when drained): a stuck relay shows as age."""
+
+    @abstractmethod
     def count_by_status(self) -> dict[tuple[str, str], int]:
         """{(provider, status): count} over all orders, plus untrackable counted under status
         'untrackable' (in addition to its real status)."""

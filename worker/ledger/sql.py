@@ -790,6 +790,11 @@ class SqlLedger(Ledger):
             row = s.one("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
         return int(row[0]) if row else 0
 
+    def outbox_oldest_created_at(self) -> float | None:
+        with self._db.read() as s:
+            row = s.one("SELECT MIN(created_at) FROM outbox WHERE published_at IS NULL")
+        return float(row[0]) if row and row[0] is not None else None
+
     def count_by_status(self) -> dict[tuple[str, str], int]:
         with self._db.read() as s:
             rows = s.rows(
