@@ -83,7 +83,9 @@ def test_itrx_create_timeout_is_in_doubt_and_its_callback_resolves_it(stack: Sta
             producer.create_order(command)
             events = collect_events(watcher, _reached(command, "in_doubt"), timeout=60)
             (partner_order,) = stack.sandbox.orders_for(_ref(command))
-            stack.sandbox.control("drive", {"provider": "itrx", "serial": partner_order["serial"], "status": 40})
+            stack.sandbox.control(
+                "drive", {"provider": "itrx", "serial": partner_order["serial"], "status": 40}
+            )
             events += collect_events(watcher, _reached(command, "completed"), timeout=60)
     finally:
         stack.sandbox.control("config", {"itrx_scenario": "auto"})
@@ -95,7 +97,7 @@ def test_itrx_create_timeout_is_in_doubt_and_its_callback_resolves_it(stack: Sta
 
 
 def _resolve(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603 - our own CLI
+    return subprocess.run(
         [sys.executable, "-m", "worker.cli", "resolve", *args],
         env=stack.env(),
         capture_output=True,
@@ -138,7 +140,11 @@ def test_operator_resolves_in_doubt_orders_by_serial_or_by_abandoning(stack: Sta
     assert resolved[0]["order_id"] == partner_order["serial"]
     (doubt, gave_up) = _chain(events, never_arrived)
     assert doubt["type"] == "in_doubt" and doubt["error"]["code"] == "connection_reset"
-    assert (gave_up["type"], gave_up["source"], gave_up["error"]["code"]) == ("failed", "reconcile", "abandoned")
+    assert (gave_up["type"], gave_up["source"], gave_up["error"]["code"]) == (
+        "failed",
+        "reconcile",
+        "abandoned",
+    )
     assert gave_up["error"]["reason"] == "ticket OPS-7"
     assert stack.sandbox.orders_for(_ref(never_arrived)) == []
     again = _resolve(stack, never_arrived["command_id"], "--abandon")
@@ -159,7 +165,9 @@ def test_pushes_alone_drive_orders_to_completed_with_polling_disabled(stack: Sta
         with stack.watcher() as watcher, stack.producer() as producer:
             for command in commands:
                 producer.create_order(command)
-            events = collect_events(watcher, terminal_for_all({c["command_id"] for c in commands}), timeout=90)
+            events = collect_events(
+                watcher, terminal_for_all({c["command_id"] for c in commands}), timeout=90
+            )
     finally:
         stack.sandbox.control("webhooks", {"zerotrace_webhook_url": None})
     for command in commands:
@@ -183,11 +191,15 @@ def test_push_and_polling_together_publish_each_transition_once(stack: Stack) ->
         with stack.watcher() as watcher, stack.producer() as producer:
             for command in commands:
                 producer.create_order(command)
-            events = collect_events(watcher, terminal_for_all({c["command_id"] for c in commands}), timeout=90)
+            events = collect_events(
+                watcher, terminal_for_all({c["command_id"] for c in commands}), timeout=90
+            )
     finally:
         stack.sandbox.control("webhooks", {"zerotrace_webhook_url": None})
     for command in commands:
         statuses = [e["status"] for e in _chain(events, command)]
         assert statuses == ["awaiting_deposit", "confirming", "processing", "completed"], statuses
     deliveries = wait_until(lambda: stack.sandbox.stats()["webhooks"]["delivered"], 10, "webhook deliveries")
-    print(json.dumps({"test": "push_and_poll_race", "orders": len(commands), "webhooks_delivered": deliveries}))
+    print(
+        json.dumps({"test": "push_and_poll_race", "orders": len(commands), "webhooks_delivered": deliveries})
+    )
