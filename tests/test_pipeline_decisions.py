@@ -1,0 +1,205 @@
+"""The pipeline's decisions with a scripted partner: what is resent, what fails, what becomes in_doubt,
+and how the poll cadence follows pushes. Real SQLite ledger; the partner is a script of answers."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from pydantic import SecretStr
+
+from tests.ledger.helpers import command, created, observed
+from worker.ledger import open_ledger
+from worker.ledger.base import Ledger
+from worker.messages import CreateOrderCommand, Provider, Source
+from worker.pipeline import OrderPipeline
+from worker.providers.base import CreateResult, Fate, PartnerError, PartnerOrder
+from worker.providers.itrx import ItrxClient
+from worker.providers.zerotrace import ZeroTraceClient
+from worker.sealing import TokenSealer
+from worker.settings import Settings
+from worker.status import Status
+
+KEY = [SecretStr("k1:" + base64.b64encode(b"k" * 32).decode())]
+
+
+class ScriptedPartner:
+    """Answers create calls from a script; records every call so tests can count them."""
+
+    def __init__(self, answers: list[Any]) -> None:
+        self.answers = answers
+        self.calls = 0
+
+    def create(self, *args: Any) -> CreateResult:
+        self.calls += 1
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return cast(CreateResult, answer)
+
+    def balance(self) -> int:
+        return 10**12
+
+    def price(self, *args: Any) -> int:
+        return 1
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    store = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    store.migrate()
+    yield store
+    store.close()
+
+
+def pipeline(ledger: Ledger, partner: ScriptedPartner, clock: Clock, **settings: Any) -> OrderPipeline:
+    return OrderPipeline(
+        Settings(token_keys=KEY, retry_base_seconds=1.0, retry_max_seconds=8.0, **settings),
+        ledger,
+        cast(ZeroTraceClient, partner),
+        cast(ItrxClient, partner),
+        TokenSealer.from_settings(KEY),
+        clock=clock,
+    )
+
+
+def created_result(order_id: str = "po-1", token: str | None = "t" * 43) -> CreateResult:
+    return CreateResult(observed(Status.AWAITING_DEPOSIT, "NEW", order_id=order_id), token, token is None)
+
+
+def itrx_command() -> CreateOrderCommand:
+    return CreateOrderCommand(
+        command_id="cmd-00000001",
+        provider=Provider.ITRX,
+        params={
+            "energy_amount": 65_000,
+            "period": "1H",
+            "receive_address": "TExWKszFWYTKZH8LYiovAPKzS3L9MLZ4kw",
+        },
+    )
+
+
+def kwargs(provider: str = "0trace") -> dict[str, Any]:
+    chosen = itrx_command() if provider == "itrx" else command("cmd-00000001")
+    return cast(dict[str, Any], chosen.model_dump(mode="json"))
+
+
+def error(fate: Fate, code: str, retryable: bool, retry_after: float | None = None) -> PartnerError:
+    return PartnerError(fate, code, "scripted", retryable, retry_after)
+
+
+def test_zerotrace_retries_ambiguous_failures_with_the_same_key_then_succeeds(ledger: Ledger) -> None:
+    clock = Clock()
+    partner = ScriptedPartner([error(Fate.UNKNOWN, "timeout", True), created_result()])
+    flow = pipeline(ledger, partner, clock)
+    assert flow.handle_create(kwargs(), "m1").name == "retry"
+    record = ledger.get("cmd-00000001")
+    assert record is not None and record.status == "submitting" and record.next_action_at is not None
+    assert record.next_action_at - clock.now >= 1.0  # never sooner than the base backoff
+    clock.now = record.next_action_at
+    outcome = flow.handle_create(kwargs(), "m1-redriven")
+    assert outcome.name == "created" and partner.calls == 2
+    assert [e.type.value for e in outcome.events] == ["created"]
+
+
+def test_rate_limit_waits_at_least_retry_after(ledger: Ledger) -> None:
+    clock = Clock()
+    partner = ScriptedPartner([error(Fate.REFUSED, "5", True, retry_after=42.0)])
+    pipeline(ledger, partner, clock).handle_create(kwargs(), "m1")
+    record = ledger.get("cmd-00000001")
+    assert record is not None and record.next_action_at is not None
+    assert record.next_action_at - clock.now >= 42.0
+
+
+def test_itrx_ambiguous_failure_is_in_doubt_and_never_resent(ledger: Ledger) -> None:
+    clock = Clock()
+    partner = ScriptedPartner([error(Fate.UNKNOWN, "http_502", True)])
+    flow = pipeline(ledger, partner, clock)
+    outcome = flow.handle_create(kwargs("itrx"), "m1")
+    assert outcome.name == "in_doubt" and [e.status for e in outcome.events] == [Status.IN_DOUBT]
+    clock.now += 3600
+    assert flow.handle_create(kwargs("itrx"), "m1-again").name == "duplicate"
+    assert partner.calls == 1
+
+
+def test_itrx_not_sent_is_retried(ledger: Ledger) -> None:
+    clock = Clock()
+    partner = ScriptedPartner(
+        [error(Fate.NOT_SENT, "connection_refused", True), created_result("serial-1", token=None)]
+    )
+    flow = pipeline(ledger, partner, clock)
+    assert flow.handle_create(kwargs("itrx"), "m1").name == "retry"
+    clock.now += 60
+    assert flow.handle_create(kwargs("itrx"), "m2").name == "created"
+
+
+def test_interrupted_itrx_attempt_is_in_doubt_on_redelivery(ledger: Ledger) -> None:
+    """The worker died mid-call (attempt open, lease expired): the redelivered command must not call."""
+    clock = Clock()
+    ledger.claim(itrx_command(), "ref", clock.now)
+    assert ledger.begin_attempt("cmd-00000001", clock.now, 90) is not None
+    clock.now += 91
+    partner = ScriptedPartner([])
+    outcome = pipeline(ledger, partner, clock).handle_create(kwargs("itrx"), "m1")
+    assert outcome.name == "in_doubt" and partner.calls == 0
+    assert outcome.events[0].error is not None and outcome.events[0].error.code == "interrupted"
+
+
+def test_definitive_refusal_fails_with_the_partner_code(ledger: Ledger) -> None:
+    partner = ScriptedPartner([error(Fate.REFUSED, "1", False)])
+    outcome = pipeline(ledger, partner, Clock()).handle_create(kwargs(), "m1")
+    assert outcome.name == "failed"
+    assert outcome.events[0].error is not None and outcome.events[0].error.code == "1"
+
+
+def test_local_refusal_before_sending_fails_at_once(ledger: Ledger) -> None:
+    partner = ScriptedPartner([error(Fate.NOT_SENT, "bad_url", False)])
+    assert pipeline(ledger, partner, Clock()).handle_create(kwargs(), "m1").name == "failed"
+
+
+def test_replay_without_token_is_untrackable_and_not_polled(ledger: Ledger) -> None:
+    partner = ScriptedPartner([created_result(token=None)])
+    outcome = pipeline(ledger, partner, Clock()).handle_create(kwargs(), "m1")
+    assert outcome.name == "untrackable" and outcome.events[0].type.value == "untrackable"
+    record = ledger.get("cmd-00000001")
+    assert record is not None and record.untrackable and record.next_action_at is None
+
+
+def test_poll_cadence_backs_off_while_pushes_arrive_and_returns_after(ledger: Ledger) -> None:
+    clock = Clock()
+    flow = pipeline(
+        ledger,
+        ScriptedPartner([]),
+        clock,
+        poll_confirming=30.0,
+        poll_processing=30.0,
+        poll_safety_interval=300.0,
+        push_fresh_seconds=600.0,
+    )
+    created(ledger, "cmd-00000001", now=clock.now)
+
+    def observe(status: Status, push: bool) -> float:
+        record = ledger.get("cmd-00000001")
+        assert record is not None
+        sighting = PartnerOrder("po-1", status.value, status, {}, updated_at=clock.now)
+        flow.observe(record, sighting, Source.WEBHOOK if push else Source.POLL, push=push)
+        after = ledger.get("cmd-00000001")
+        assert after is not None and after.next_action_at is not None
+        return after.next_action_at - clock.now
+
+    assert observe(Status.CONFIRMING, push=True) == 300.0  # pushes arrive: polling is only a safety net
+    clock.now += 100
+    assert observe(Status.CONFIRMING, push=False) == 300.0  # still within push_fresh_seconds
+    clock.now += 600
+    assert observe(Status.PROCESSING, push=False) == 30.0  # pushes stopped: normal cadence again
