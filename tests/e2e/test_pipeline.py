@@ -37,11 +37,17 @@ def test_zerotrace_order_runs_to_completed_by_polling(stack: Stack) -> None:
         producer.create_order(command)
         events = collect_events(watcher, terminal_for_all({command["command_id"]}), timeout=60)
     chain = _chain(events, command["command_id"])
-    assert [e["status"] for e in chain] == ["awaiting_deposit", "confirming", "processing", "completed"]
-    assert [e["type"] for e in chain] == ["created", "status_changed", "status_changed", "status_changed"]
+    # Polling sees states, not changes: a status shorter than the poll interval may be skipped, but the
+    # observed ones come in lifecycle order, start at creation and end completed.
+    path = ["awaiting_deposit", "confirming", "processing", "completed"]
+    statuses = [e["status"] for e in chain]
+    assert statuses[0] == "awaiting_deposit" and statuses[-1] == "completed"
+    assert statuses == sorted(statuses, key=path.index) and len(set(statuses)) == len(statuses)
+    assert [e["type"] for e in chain] == ["created"] + ["status_changed"] * (len(chain) - 1)
     assert {e["source"] for e in chain[1:]} == {"poll"}
     assert all(e["metadata"] == {"shop": "42"} for e in chain)
-    assert [e["provider_status"] for e in chain] == ["NEW", "PENDING", "EXCHANGE", "DONE"]
+    raw = {"awaiting_deposit": "NEW", "confirming": "PENDING", "processing": "EXCHANGE", "completed": "DONE"}
+    assert [e["provider_status"] for e in chain] == [raw[s] for s in statuses]
     _assert_one_id_per_transition(chain)
     assert len(stack.sandbox.orders_for(_ref(command["command_id"]))) == 1
     record = stack.ledger().get(command["command_id"])
