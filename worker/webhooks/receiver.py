@@ -84,16 +84,17 @@ class PushReceiver:
         return self._count("0trace", result, started)
 
     def _zerotrace(self, raw: bytes, headers: Headers, now: float) -> PushResult:
-        if len(raw) > self.settings.webhook_max_body:
-            return PushResult(413, "too_large")
-        signature = _single(headers, "x-partner-webhook-sign")
-        timestamp = _single(headers, "x-partner-webhook-timestamp")
-        if signature is None or timestamp is None:
-            return PushResult(400, "missing_or_repeated_header")
-        if not timestamp_in_window(
-            timestamp, now=now, max_future=ZEROTRACE_MAX_FUTURE, max_age=ZEROTRACE_MAX_AGE
-        ):
-            return PushResult(401, "stale_timestamp")
+        checked = self._envelope(
+            raw,
+            headers,
+            now,
+            ("x-partner-webhook-sign", "x-partner-webhook-timestamp"),
+            ZEROTRACE_MAX_FUTURE,
+            ZEROTRACE_MAX_AGE,
+        )
+        if isinstance(checked, PushResult):
+            return checked
+        signature, _timestamp = checked
         if not verify_zerotrace_webhook(raw, signature, self.zerotrace_secrets):
             return PushResult(401, "bad_signature")
         body = _json_object(raw)
@@ -134,16 +135,17 @@ class PushReceiver:
         return self._count("itrx", result, started)
 
     def _itrx(self, raw: bytes, headers: Headers, now: float) -> PushResult:
-        if len(raw) > self.settings.webhook_max_body:
-            return PushResult(413, "too_large")
-        signature = _single(headers, "signature")
-        timestamp = _single(headers, "timestamp")
-        if signature is None or timestamp is None:
-            return PushResult(400, "missing_or_repeated_header")
-        if not timestamp_in_window(
-            timestamp, now=now, max_future=ITRX_MAX_FUTURE, max_age=self.settings.itrx_callback_max_age
-        ):
-            return PushResult(401, "stale_timestamp")
+        checked = self._envelope(
+            raw,
+            headers,
+            now,
+            ("signature", "timestamp"),
+            ITRX_MAX_FUTURE,
+            self.settings.itrx_callback_max_age,
+        )
+        if isinstance(checked, PushResult):
+            return checked
+        signature, timestamp = checked
         form = verify_itrx_callback(raw, timestamp, signature, self.itrx_secrets)
         if form is None:
             return PushResult(401, "bad_signature")
@@ -198,6 +200,26 @@ class PushReceiver:
         return record
 
     # ------------------------------------------------------------------ shared
+    def _envelope(
+        self,
+        raw: bytes,
+        headers: Headers,
+        now: float,
+        names: tuple[str, str],
+        max_future: float,
+        max_age: float,
+    ) -> tuple[str, str] | PushResult:
+        """The cheap checks before any HMAC: size, exactly one signature and timestamp, time window.
+        Returns (signature, timestamp) or the refusal."""
+        if len(raw) > self.settings.webhook_max_body:
+            return PushResult(413, "too_large")
+        signature, timestamp = (_single(headers, name) for name in names)
+        if signature is None or timestamp is None:
+            return PushResult(400, "missing_or_repeated_header")
+        if not timestamp_in_window(timestamp, now=now, max_future=max_future, max_age=max_age):
+            return PushResult(401, "stale_timestamp")
+        return signature, timestamp
+
     def too_large(self, provider: str) -> PushResult:
         """For a server that stopped reading a body at the limit."""
         return self._count(provider, PushResult(413, "too_large"), self.clock())
