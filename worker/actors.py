@@ -35,6 +35,12 @@ if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     broker.add_middleware(DramatiqMetrics())
 
 
+def _subject(kwargs: dict[str, Any]) -> str | None:
+    """The command_id, for failpoints that target one command (never used for anything else)."""
+    command_id = kwargs.get("command_id")
+    return command_id if isinstance(command_id, str) else None
+
+
 def _message_id_and_wait(actor: str) -> str:
     message = CurrentMessage.get_current_message()
     if message is None:
@@ -45,6 +51,7 @@ def _message_id_and_wait(actor: str) -> str:
 
 @dramatiq.actor(actor_name="create_order", queue_name=_settings.create_queue, max_retries=5)
 def create_order(*args: Any, **kwargs: Any) -> None:
+    failpoints.hit("on_message", _subject(kwargs))
     outcome = get_runtime().pipeline.handle_create(kwargs, _message_id_and_wait("create_order"))
     metrics.COMMANDS.labels("create_order", outcome.name).inc()
     failpoints.hit("before_ack")
@@ -52,8 +59,10 @@ def create_order(*args: Any, **kwargs: Any) -> None:
 
 @dramatiq.actor(actor_name="poll_order", queue_name=_settings.poll_queue, max_retries=3)
 def poll_order(*args: Any, **kwargs: Any) -> None:
+    failpoints.hit("on_message", _subject(kwargs))
     outcome = get_runtime().pipeline.handle_poll(kwargs, _message_id_and_wait("poll_order"))
     metrics.COMMANDS.labels("poll_order", outcome.name).inc()
+    failpoints.hit("after_poll")
 
 
 @dramatiq.actor(actor_name=REJECT_ACTOR, queue_name=_settings.create_queue, max_retries=5)

@@ -109,7 +109,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     from worker.observability import all_of, broker_check, serve_http
     from worker.relay import EventPublisher, OutboxRelay
     from worker.runtime import get_runtime
-    from worker.scheduler import Scheduler
+    from worker.scheduler import DeadLetterRescuer, Scheduler
 
     settings = _settings()
     if not args.no_migrate:
@@ -141,6 +141,12 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     if not args.no_scheduler:
         scheduler = Scheduler(settings, runtime.ledger, send)
         threads.append(threading.Thread(target=scheduler.run, args=(stop,), name="scheduler"))
+        rescuer = DeadLetterRescuer(
+            runtime.ledger,
+            settings.broker_url.get_secret_value(),
+            [settings.create_queue, settings.poll_queue],
+        )
+        threads.append(threading.Thread(target=rescuer.run, args=(stop,), name="dead-letters"))
     for thread in threads:
         thread.start()
     log.info("scheduler/relay running (metrics on :%d)", settings.metrics_port)

@@ -19,15 +19,30 @@ from pydantic import ValidationError
 
 from worker import failpoints, metrics
 from worker.ledger.base import Attempt, ClaimOutcome, Ledger, OrderRecord
-from worker.messages import CreateOrderCommand, EventError, OrderEvent, PollOrderCommand, Provider, Source
+from worker.ledger.sql import SqlLedger
+from worker.messages import (
+    CreateOrderCommand,
+    EventError,
+    OrderEvent,
+    PollOrderCommand,
+    Provider,
+    Source,
+    ZeroTraceParams,
+)
 from worker.providers.base import CreateResult, Fate, PartnerError, PartnerOrder
 from worker.providers.itrx import ItrxClient
+from worker.providers.zerotrace import WEIGHTS as ZEROTRACE_WEIGHTS
 from worker.providers.zerotrace import ZeroTraceClient
+from worker.ratelimit import zerotrace_budget
 from worker.sealing import SealError, TokenSealer
 from worker.settings import Settings
 from worker.status import Status, is_terminal
 
 log = logging.getLogger(__name__)
+
+CREATE_LEASE_SECONDS = 90.0
+"""Default of ``Settings.create_lease_seconds``, for code that seeds a ledger without settings
+(``bench/push_latency.py``); the pipeline itself always uses the setting."""
 
 
 def partner_ref(namespace: str, command_id: str) -> str:
@@ -74,19 +89,31 @@ class OrderPipeline:
         self.sealer = sealer
         self.clock = clock
         self.on_events = on_events or (lambda events: None)
+        self.zerotrace_budget = zerotrace_budget(ledger)  # the account's weight budget, shared by replicas
 
     # ------------------------------------------------------------------ commands
     def handle_create(self, kwargs: dict[str, Any], message_id: str) -> Outcome:
+        zerotrace_params: ZeroTraceParams | None = None
         try:
-            command = CreateOrderCommand.model_validate(kwargs).validated()
+            command = CreateOrderCommand.model_validate(kwargs)
+            if command.provider is Provider.ZEROTRACE:
+                # Exactly what validated() checks for 0trace, kept for the partner call: validated once.
+                zerotrace_params = command.zerotrace_params()
+            else:
+                command.validated()
         except ValidationError as error:
             return self._reject(message_id, kwargs, "invalid_command", validation_summary(error))
         except ValueError as error:
             return self._reject(message_id, kwargs, "invalid_command", str(error))
         now = self.clock()
-        claim = self.ledger.claim(
-            command, partner_ref(self.settings.idempotency_namespace, command.command_id), now
-        )
+        ref = partner_ref(self.settings.idempotency_namespace, command.command_id)
+        begun: Attempt | None = None
+        if zerotrace_params is not None and isinstance(self.ledger, SqlLedger):
+            # 0trace has nothing to check between the claim and the first attempt (itrx reads its
+            # balance there), so a first sight of the command claims and records the intent in one unit.
+            claim, begun = self.ledger.claim_attempt(command, ref, now, self.settings.create_lease_seconds)
+        else:
+            claim = self.ledger.claim(command, ref, now)
         if claim.outcome is ClaimOutcome.CONFLICT:
             return self._reject(
                 f"conflict:{message_id}",
@@ -94,7 +121,7 @@ class OrderPipeline:
                 "command_id_conflict",
                 "command_id was already used for a different order (params, provider or ref_code differ)",
             )
-        return self._advance_create(command, claim.record)
+        return self._advance_create(command, claim.record, zerotrace_params, begun)
 
     def handle_poll(self, kwargs: dict[str, Any], message_id: str) -> Outcome:
         try:
@@ -119,7 +146,13 @@ class OrderPipeline:
         return self._done("rejected", events)
 
     # ------------------------------------------------------------------ create
-    def _advance_create(self, command: CreateOrderCommand, record: OrderRecord) -> Outcome:
+    def _advance_create(
+        self,
+        command: CreateOrderCommand,
+        record: OrderRecord,
+        zerotrace_params: ZeroTraceParams | None = None,
+        begun: Attempt | None = None,
+    ) -> Outcome:
         if record.status != Status.SUBMITTING:
             return self._done("duplicate", [])
         if command.provider is Provider.ITRX and record.attempts == 0 and not record.attempt_open:
@@ -129,7 +162,7 @@ class OrderPipeline:
                     "failed",
                     self.ledger.record_failed(command.command_id, refused, Source.CREATE, self.clock()),
                 )
-        attempt = self.ledger.begin_attempt(
+        attempt = begun or self.ledger.begin_attempt(
             command.command_id, self.clock(), self.settings.create_lease_seconds
         )
         if attempt is None:
@@ -154,7 +187,7 @@ class OrderPipeline:
             )
         failpoints.hit("after_intent")
         try:
-            result = self._call_create(command, attempt)
+            result = self._call_create(command, attempt, zerotrace_params)
         except PartnerError as error:
             return self._create_failed(command, attempt.record, error)
         failpoints.hit("after_partner")
@@ -162,10 +195,14 @@ class OrderPipeline:
         failpoints.hit("after_commit")
         return outcome
 
-    def _call_create(self, command: CreateOrderCommand, attempt: Attempt) -> CreateResult:
+    def _call_create(
+        self, command: CreateOrderCommand, attempt: Attempt, zerotrace_params: ZeroTraceParams | None = None
+    ) -> CreateResult:
         if command.provider is Provider.ZEROTRACE:
-            return self.zerotrace.create(
-                command.zerotrace_params(), attempt.record.partner_ref, command.ref_code
+            params = command.zerotrace_params() if zerotrace_params is None else zerotrace_params
+            return self.zerotrace_budget.call(
+                ZEROTRACE_WEIGHTS["create"],
+                lambda: self.zerotrace.create(params, attempt.record.partner_ref, command.ref_code),
             )
         return self.itrx.create(
             command.itrx_params(), attempt.record.partner_ref, self.settings.itrx_callback_url
@@ -202,7 +239,8 @@ class OrderPipeline:
         reason = EventError(code=error.code, reason=error.reason)
         if error.fate is Fate.NOT_SENT and error.retryable:
             metrics.CREATE_RETRIES.labels(provider, "not_sent").inc()
-            self.ledger.end_attempt_unsent(command.command_id, now + self._backoff(record.attempts), reason)
+            delay = max(self._backoff(record.attempts), error.retry_after or 0.0)
+            self.ledger.end_attempt_unsent(command.command_id, now + delay, reason)
             return self._done("retry", [])
         safe_to_resend = error.fate is Fate.REFUSED or command.provider is Provider.ZEROTRACE
         if error.retryable and safe_to_resend:
@@ -290,7 +328,10 @@ class OrderPipeline:
             if record.sealed_token is None:
                 raise SealError("no token stored")
             token = self.sealer.open(record.sealed_token, record.order_id)
-            return self.zerotrace.fetch(record.order_id, token)
+            order_id = record.order_id
+            return self.zerotrace_budget.call(
+                ZEROTRACE_WEIGHTS["order"], lambda: self.zerotrace.fetch(order_id, token)
+            )
         return self.itrx.fetch(record.order_id)
 
     def _next_poll(self, status: Status | None, now: float, last_push_at: float | None) -> float | None:

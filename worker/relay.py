@@ -18,7 +18,7 @@ import pika
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import AMQPError, UnroutableError
 
-from worker import metrics
+from worker import failpoints, metrics
 from worker.ledger.base import Ledger, OutboxRow
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,8 @@ class OutboxRelay:
                 self.publisher.publish(row)
                 published.append(row.event_id)
                 metrics.EVENTS_PUBLISHED.labels(row.event_type).inc()
+            if published:
+                failpoints.hit("relay_after_publish")
         except (AMQPError, OSError) as error:
             kind = "unroutable" if isinstance(error, UnroutableError) else type(error).__name__
             log.warning(
@@ -123,8 +125,16 @@ class OutboxRelay:
                 self.ledger.release_outbox(unpublished)
         return len(published)
 
-    def run(self, stop: threading.Event, idle_seconds: float = 0.05, error_backoff: float = 1.0) -> None:
-        """Drain continuously; sleep briefly when idle, longer after a broker failure."""
+    def run(
+        self,
+        stop: threading.Event,
+        idle_seconds: float = 0.05,
+        error_backoff: float = 1.0,
+        drain_seconds: float = 10.0,
+    ) -> None:
+        """Drain continuously; sleep briefly when idle, longer after a broker failure. On stop, publish
+        what is already committed (for at most ``drain_seconds``), so a clean shutdown leaves no event
+        waiting for the next relay."""
         while not stop.is_set():
             try:
                 count = self.pass_once()
@@ -138,4 +148,15 @@ class OutboxRelay:
             if count < self.batch:
                 self.wakeup.wait(idle_seconds)
                 self.wakeup.clear()
+        self._drain(drain_seconds)
         self.publisher.close()
+
+    def _drain(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                if self.pass_once() == 0:
+                    return
+            except Exception:
+                log.warning("final outbox drain stopped; the next relay publishes the rest", exc_info=True)
+                return

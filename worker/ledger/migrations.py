@@ -102,6 +102,24 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX pushes_seen ON pushes (seen_at)",
         ),
     ),
+    Migration(
+        2,
+        "shared partner weight budget (worker.ratelimit)",
+        (
+            # One row per budget (partner account): the row every taker locks, and a 429's Retry-After.
+            """CREATE TABLE rate_budgets (
+                name TEXT PRIMARY KEY,
+                blocked_until DOUBLE PRECISION NOT NULL DEFAULT 0
+            )""",
+            # The charges inside the sliding window (older ones are deleted by the next taker).
+            """CREATE TABLE rate_charges (
+                name TEXT NOT NULL,
+                at DOUBLE PRECISION NOT NULL,
+                weight INTEGER NOT NULL
+            )""",
+            "CREATE INDEX rate_charges_name_at ON rate_charges (name, at)",
+        ),
+    ),
 )
 
 

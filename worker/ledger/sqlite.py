@@ -21,6 +21,7 @@ cost of a commit on SQLite; this keeps it where it buys safety.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -37,16 +38,57 @@ from worker.ledger.sql import Database, Dialect, Session
 _SYNCHRONOUS = {"off": 0, "normal": 1, "full": 2, "extra": 3}
 
 
-_WRITE_LOCKS: dict[tuple[int, str], threading.Lock] = {}
-_WRITE_LOCKS_GUARD = threading.Lock()
+_GROUP_LIMIT = 16
+"""Most write units committed together (a bound on how long the first of them waits for the commit)."""
 
 
-def _write_lock(path: str) -> threading.Lock:
-    """One mutex per file and process, shared by every ledger object opened on that file (a CLI command
-    and a worker in one process, or tests), so they queue on it rather than on SQLite's busy handler."""
+class _Group:
+    """One open write transaction, shared by the writers that queued while it ran (group commit)."""
+
+    __slots__ = ("conn", "database", "done", "error", "level", "members")
+
+    def __init__(self, database: SqliteDatabase, conn: _Connection, level: int) -> None:
+        self.database = database
+        self.conn = conn
+        self.level = level
+        self.members = 0
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+
+class _Gate:
+    """The one writer of a file in this process at a time, and the transaction it may hand to the next.
+
+    Writers queue here instead of on SQLite's busy handler (which sleeps in growing steps). A writer that
+    finishes its unit while others are queued does not commit: it hands the open transaction to the next
+    writer and waits; the last writer of the queue (or the sixteenth) commits once for all of them. Each
+    unit runs inside its own SAVEPOINT, so a unit that fails is undone alone; each writer returns only
+    after the COMMIT that contains its unit, so what a caller was told is durable still is. One fsync
+    then covers many units: that is where an SQLite ledger spends its time under concurrent writers."""
+
+    __slots__ = ("busy", "cond", "group", "waiting")
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition(threading.Lock())
+        self.busy = False
+        self.waiting = 0
+        self.group: _Group | None = None
+
+
+_GATES: dict[tuple[int, str], _Gate] = {}
+_GATES_GUARD = threading.Lock()
+
+
+def _gate(path: str) -> _Gate:
+    """One gate per file and process, shared by every ledger object opened on that file (a CLI command
+    and a worker in one process, or tests)."""
     key = (os.getpid(), os.path.realpath(path))
-    with _WRITE_LOCKS_GUARD:
-        return _WRITE_LOCKS.setdefault(key, threading.Lock())
+    with _GATES_GUARD:
+        return _GATES.setdefault(key, _Gate())
+
+
+class _GroupFailed(sqlite3.OperationalError):
+    """The shared transaction holding this writer's unit was rolled back or failed to commit."""
 
 
 class _Connection(sqlite3.Connection):
@@ -97,7 +139,7 @@ class SqliteDatabase(Database):
 
     def _reset(self) -> None:
         self._pool_lock = threading.Lock()
-        self._write_lock = _write_lock(self.path)
+        self._gate = _gate(self.path)
         self._idle: list[_Connection] = []
 
     def _forked(self) -> None:
@@ -136,41 +178,156 @@ class SqliteDatabase(Database):
                 raise RuntimeError(f"SQLite refused WAL mode for {self.path!r} (got {mode!r})")
             return
 
-    @contextmanager
-    def _connection(self) -> Iterator[_Connection]:
+    def _take_idle(self, level: int | None) -> _Connection | None:
+        """An idle connection, preferably one already at ``level``: durable and relaxed writes alternate
+        (a create commits relaxed, durable, durable), and switching costs a PRAGMA each time."""
+        idle = self._idle
+        if not idle:
+            return None
+        if level is not None:
+            for index in range(len(idle) - 1, -1, -1):
+                if idle[index].sync_level == level:
+                    return idle.pop(index)
+        return idle.pop()
+
+    def _checkout(self, level: int | None = None) -> _Connection:
         if self._closed:
             raise RuntimeError("the ledger is closed")
         with self._pool_lock:
-            conn = self._idle.pop() if self._idle else None
-        if conn is None:
-            conn = self._connect()
+            conn = self._take_idle(level)
+        return conn if conn is not None else self._connect()
+
+    def _checkin(self, conn: _Connection) -> None:
+        keep = not conn.in_transaction and not self._closed
+        if keep:
+            with self._pool_lock:
+                keep = len(self._idle) < self._pool_size
+                if keep:
+                    self._idle.append(conn)
+        if not keep:
+            conn.close()
+
+    @contextmanager
+    def _connection(self, level: int | None = None) -> Iterator[_Connection]:
+        conn = self._checkout(level)
         try:
             yield conn
         finally:
-            keep = not conn.in_transaction and not self._closed
-            if keep:
-                with self._pool_lock:
-                    keep = len(self._idle) < self._pool_size
-                    if keep:
-                        self._idle.append(conn)
-            if not keep:
-                conn.close()
+            self._checkin(conn)
+
+    # --- writes: one writer per file and process, units committed in groups -----------------------------
+
+    def _enter(self, level: int, shareable: bool) -> _Group:
+        """Become the gate's writer; returns the open transaction to run in (at ``level`` or stricter)."""
+        gate = self._gate
+        with gate.cond:
+            gate.waiting += 1
+            try:
+                while gate.busy:
+                    gate.cond.wait()
+            finally:
+                gate.waiting -= 1
+            gate.busy = True
+            group, gate.group = gate.group, None
+        try:
+            if group is not None and (not shareable or group.level < level or group.database is not self):
+                group.database._finish(group)  # commit it for its writers, as they would have
+                group = None
+            if group is None:
+                conn = self._checkout(level)
+                try:
+                    if conn.sync_level != level:  # only settable outside a transaction
+                        conn.execute(f"PRAGMA synchronous = {level}")
+                        conn.sync_level = level
+                    conn.execute("BEGIN IMMEDIATE")
+                except BaseException:
+                    self._checkin(conn)
+                    raise
+                group = _Group(self, conn, level)
+        except BaseException:
+            self._release(None)
+            raise
+        return group
+
+    def _release(self, group: _Group | None) -> None:
+        gate = self._gate
+        with gate.cond:
+            gate.group = group
+            gate.busy = False
+            gate.cond.notify()
+
+    def _finish(self, group: _Group) -> None:
+        """COMMIT (or, after a failure, roll back) the group, tell its writers, return its connection."""
+        conn = group.conn
+        try:
+            if group.error is None:
+                try:
+                    conn.execute("COMMIT")
+                except Exception as exc:  # noqa: BLE001 - every writer of the group is told, then raises
+                    group.error = exc
+            if group.error is not None and conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    conn.close()
+        finally:
+            group.done.set()
+            self._checkin(conn)
+
+    def _leave(self, group: _Group, shareable: bool) -> None:
+        """Hand the open transaction to a queued writer, or commit it; returns once this writer's unit is
+        committed (raises when the transaction holding it failed)."""
+        gate = self._gate
+        with gate.cond:
+            hand_over = (
+                shareable and group.error is None and gate.waiting > 0 and group.members < _GROUP_LIMIT
+            )
+        if hand_over:
+            self._release(group)
+        else:
+            try:
+                self._finish(group)
+            finally:
+                self._release(None)
+        group.done.wait()
+        if group.error is not None:
+            raise _GroupFailed(f"the ledger transaction was not committed: {group.error}") from group.error
 
     @contextmanager
-    def write(self, durable: bool = True) -> Iterator[Session]:
-        with self._connection() as conn, self._write_lock:
-            level = self._durable_level if durable else self._relaxed_level
-            if conn.sync_level != level:  # only settable outside a transaction
-                conn.execute(f"PRAGMA synchronous = {level}")
-                conn.sync_level = level
-            conn.execute("BEGIN IMMEDIATE")
+    def _write(self, level: int, shareable: bool) -> Iterator[Session]:
+        group = self._enter(level, shareable)
+        conn = group.conn
+        try:
+            conn.execute("SAVEPOINT ow_unit")
+        except BaseException as exc:
+            group.error = exc
+            self._leave(group, shareable)
+            raise
+        try:
+            yield Session(conn.execute)
+        except BaseException as exc:
+            # Undo this unit alone; if SQLite already rolled the whole transaction back, every unit in it
+            # is lost and its writers are told so.
             try:
-                yield Session(conn.execute)
-            except BaseException:
-                if conn.in_transaction:  # SQLite rolls back by itself after some errors
-                    conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK TO ow_unit")
+                    conn.execute("RELEASE ow_unit")
+                else:
+                    group.error = exc
+            except sqlite3.Error as undo:
+                group.error = undo
+            with contextlib.suppress(_GroupFailed):  # this writer's own exception says more
+                self._leave(group, shareable)
+            raise
+        try:
+            conn.execute("RELEASE ow_unit")
+            group.members += 1
+        except Exception as exc:  # noqa: BLE001 - the unit is not in the transaction: fail the group
+            group.error = exc
+        self._leave(group, shareable)
+
+    def write(self, durable: bool = True) -> AbstractContextManager[Session]:
+        return self._write(self._durable_level if durable else self._relaxed_level, shareable=True)
 
     def single(self) -> AbstractContextManager[Session]:
         # A lone statement still takes the file's write lock; queue on the process mutex like any write.
@@ -182,7 +339,9 @@ class SqliteDatabase(Database):
             yield Session(conn.execute)
 
     def migration(self) -> AbstractContextManager[Session]:
-        return self.write()  # BEGIN IMMEDIATE serialises migrating processes; SQLite DDL is transactional
+        # Its own transaction, never shared: BEGIN IMMEDIATE serialises migrating processes and SQLite DDL
+        # is transactional.
+        return self._write(self._durable_level, shareable=False)
 
     def close(self) -> None:
         self._closed = True
@@ -198,8 +357,8 @@ _INSTANCES: weakref.WeakSet[SqliteDatabase] = weakref.WeakSet()
 
 def _after_fork_in_child() -> None:
     # Runs in the child right after fork, while it is still single-threaded (Dramatiq forks its workers).
-    global _WRITE_LOCKS_GUARD  # noqa: PLW0603 - the guard may have been held by a parent thread
-    _WRITE_LOCKS_GUARD = threading.Lock()
+    global _GATES_GUARD  # noqa: PLW0603 - the guard may have been held by a parent thread
+    _GATES_GUARD = threading.Lock()
     for database in list(_INSTANCES):
         database._forked()
 

@@ -15,17 +15,21 @@ import http.client
 import json
 import logging
 import math
+import socket
 import ssl
+import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
-import urllib3
+from urllib3 import HTTPHeaderDict, HTTPResponse
 from urllib3.exceptions import (
     ClosedPoolError,
     ConnectTimeoutError,
+    DecodeError,
     EmptyPoolError,
     HTTPError,
     IncompleteRead,
@@ -37,6 +41,8 @@ from urllib3.exceptions import (
     ReadTimeoutError,
     SSLError,
 )
+from urllib3.response import _get_decoder
+from urllib3.util.wait import wait_for_read
 
 from worker.providers.base import Fate, PartnerError
 
@@ -65,8 +71,18 @@ class HttpAnswer(NamedTuple):
 class PartnerHttp:
     """A keep-alive connection pool for partner calls; one per process, shared by threads.
 
-    ``block=False``: when every pooled connection is busy a temporary one is opened instead of waiting,
-    because a wait for a pool slot would be one more failure mode with no partner-side meaning.
+    Built directly on ``http.client`` (a partner call is one small request and one small answer; urllib3's
+    layers cost more CPU than the exchange itself), with the same contract as before:
+
+    * one idle-connection list per origin, at most ``pool_size`` kept; when every pooled connection is
+      busy a temporary one is opened instead of waiting (a wait for a pool slot would be one more failure
+      mode with no partner-side meaning), and closed after use;
+    * a pooled connection is checked before reuse (readable while idle means the partner closed it or
+      sent garbage), so an idle close by the partner does not fail the next call;
+    * no retries and no redirects: every attempt is visible to the caller;
+    * request line, headers and body leave in one ``send`` (no header/body split on the wire);
+    * connect-phase failures are raised as urllib3's exception types, so :func:`classify_transport_error`
+      stays the one place that decides what is provable about a request's fate.
     """
 
     def __init__(
@@ -83,13 +99,12 @@ class PartnerHttp:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.max_response_bytes = max_response_bytes
-        self._pool = urllib3.PoolManager(
-            maxsize=pool_size,
-            block=False,
-            retries=False,
-            timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
-            ca_certs=ca_certs,
-        )
+        self._pool_size = pool_size
+        self._ca_certs = ca_certs
+        self._tls: ssl.SSLContext | None = None
+        self._lock = threading.Lock()
+        self._idle: dict[tuple[str, str, int], list[http.client.HTTPConnection]] = {}
+        self._origins: dict[str, tuple[str, str, int, int]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PartnerHttp:
@@ -112,7 +127,11 @@ class PartnerHttp:
         return self._request("GET", url, None, headers)
 
     def close(self) -> None:
-        self._pool.clear()
+        with self._lock:
+            idle, self._idle = self._idle, {}
+        for connections in idle.values():
+            for conn in connections:
+                conn.close()
 
     def __enter__(self) -> PartnerHttp:
         return self
@@ -122,47 +141,190 @@ class PartnerHttp:
 
     def _request(self, method: str, url: str, body: bytes | None, headers: Mapping[str, str]) -> HttpAnswer:
         try:
-            response = self._pool.urlopen(
-                method,
-                url,
-                body=body,
-                headers={"User-Agent": USER_AGENT, **headers},
-                retries=False,
-                redirect=False,
-                preload_content=False,
-            )
+            key, target = self._split(url)
+            conn = self._checkout(key)
             try:
-                data = self._read_body(response, method, url)
-            finally:
-                response.release_conn()
+                answer = self._exchange(conn, key, method, target, body, headers, url)
+            except BaseException:
+                conn.close()
+                raise
         except PartnerError:
             raise
         except (HTTPError, OSError, http.client.HTTPException) as exc:
             raise classify_transport_error(exc, method, url, self.read_timeout) from None
-        return HttpAnswer(response.status, response.headers, data)
+        return answer
 
-    def _read_body(self, response: urllib3.BaseHTTPResponse, method: str, url: str) -> bytes:
+    # --- connections -----------------------------------------------------------------------------------
+
+    def _split(self, url: str) -> tuple[tuple[str, str, int], str]:
+        """((scheme, host, port), path?query); the origin's parse is cached, the path is taken as is."""
+        scheme_end = url.find("://")
+        path_at = url.find("/", scheme_end + 3) if scheme_end > 0 else -1
+        origin = url if path_at < 0 else url[:path_at]
+        parsed = self._origins.get(origin)
+        if parsed is None:
+            parsed = _parse_origin(origin)
+            if len(self._origins) < 64:
+                self._origins[origin] = parsed
+        scheme, host, port, _ = parsed
+        target = "/" if path_at < 0 else url[path_at:]
+        if "#" in target:
+            target = target.split("#", 1)[0]
+        return (scheme, host, port), target
+
+    def _checkout(self, key: tuple[str, str, int]) -> http.client.HTTPConnection:
+        while True:
+            with self._lock:
+                idle = self._idle.get(key)
+                conn = idle.pop() if idle else None
+            if conn is None:
+                return self._connect(key)
+            if conn.sock is not None and not wait_for_read(conn.sock, timeout=0.0):
+                return conn
+            conn.close()  # closed by the partner while idle (or unread bytes): never reuse it
+
+    def _checkin(self, key: tuple[str, str, int], conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            idle = self._idle.setdefault(key, [])
+            if len(idle) < self._pool_size:
+                idle.append(conn)
+                return
+        conn.close()
+
+    def _connect(self, key: tuple[str, str, int]) -> http.client.HTTPConnection:
+        scheme, host, port = key
+        try:
+            sock = socket.create_connection((host, port), timeout=self.connect_timeout)
+        except socket.gaierror as exc:
+            raise NameResolutionError(host, _NO_CONN, exc) from exc
+        except TimeoutError as exc:
+            raise ConnectTimeoutError(_NO_CONN, "connect timed out") from exc
+        except OSError as exc:
+            raise NewConnectionError(_NO_CONN, f"could not connect: {type(exc).__name__}") from exc
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn: http.client.HTTPConnection
+            if scheme == "https":
+                context = self._tls_context()
+                try:
+                    sock = context.wrap_socket(sock, server_hostname=host)
+                except TimeoutError as exc:
+                    raise ConnectTimeoutError(_NO_CONN, "TLS handshake timed out") from exc
+                except ssl.SSLError as exc:
+                    raise SSLError(exc) from exc
+                conn = http.client.HTTPSConnection(host, port, timeout=self.read_timeout, context=context)
+            else:
+                conn = http.client.HTTPConnection(host, port, timeout=self.read_timeout)
+            sock.settimeout(self.read_timeout)
+            conn.sock = sock
+        except BaseException:
+            sock.close()
+            raise
+        return conn
+
+    def _tls_context(self) -> ssl.SSLContext:
+        if self._tls is None:
+            self._tls = ssl.create_default_context(cafile=self._ca_certs)
+        return self._tls
+
+    # --- one exchange ---------------------------------------------------------------------------------
+
+    def _exchange(
+        self,
+        conn: http.client.HTTPConnection,
+        key: tuple[str, str, int],
+        method: str,
+        target: str,
+        body: bytes | None,
+        headers: Mapping[str, str],
+        url: str,
+    ) -> HttpAnswer:
+        conn.putrequest(method, target)
+        if body is not None:
+            conn.putheader("Content-Length", str(len(body)))
+        conn.putheader("User-Agent", USER_AGENT)
+        for name, value in headers.items():
+            if name.lower() != "user-agent":
+                conn.putheader(name, value)
+        try:
+            conn.endheaders(body)  # http.client sends a small body with the headers, in one send
+            response = conn.getresponse()
+        except TimeoutError as exc:
+            raise ReadTimeoutError(_NO_POOL, "", "read timed out") from exc
+        try:
+            data = self._read_body(response, method, url)
+        except TimeoutError as exc:
+            raise ReadTimeoutError(_NO_POOL, "", "read timed out") from exc
+        if response.will_close:
+            conn.close()
+        else:
+            self._checkin(key, conn)
+        headers = HTTPHeaderDict(response.getheaders())
+        encoding = headers.get("content-encoding")
+        if encoding and data:
+            data = self._decoded(data, encoding.lower(), response, method, url)
+        return HttpAnswer(response.status, headers, data)
+
+    def _decoded(
+        self, data: bytes, encoding: str, response: http.client.HTTPResponse, method: str, url: str
+    ) -> bytes:
+        """A compressed answer (we ask for ``identity``, a partner may still compress) is decoded with the
+        decoders urllib3 uses, as before; the size limit applies to the decoded bytes too."""
+        names = [part.strip() for part in encoding.split(",")]
+        if not any(name in _CONTENT_DECODERS for name in names):
+            return data
+        try:
+            decoder = _get_decoder(encoding)
+            decoded = decoder.decompress(data) + decoder.flush()
+        except (OSError, zlib.error) as exc:
+            raise DecodeError(f"content-encoding {encoding!r} could not be decoded") from exc
+        if len(decoded) > self.max_response_bytes:
+            raise self._too_large(response, method, url)
+        return decoded
+
+    def _read_body(self, response: http.client.HTTPResponse, method: str, url: str) -> bytes:
         """Read at most ``max_response_bytes``; a larger answer is dropped with its connection."""
+        length = response.length
+        if length is not None and not response.chunked:
+            if length > self.max_response_bytes:
+                raise self._too_large(response, method, url)
+            return response.read()  # raises IncompleteRead when the answer is cut short
         chunks: list[bytes] = []
         size = 0
-        for chunk in _chunks(response):
+        while chunk := response.read(_READ_CHUNK):
             size += len(chunk)
             if size > self.max_response_bytes:
-                response.close()
-                raise PartnerError(
-                    fate=Fate.UNKNOWN,
-                    code="response_too_large",
-                    reason=f"{_where(method, url)}: answer larger than {self.max_response_bytes} bytes",
-                    retryable=True,
-                    http_status=response.status,
-                )
+                raise self._too_large(response, method, url)
             chunks.append(chunk)
         return b"".join(chunks)
 
+    def _too_large(self, response: http.client.HTTPResponse, method: str, url: str) -> PartnerError:
+        return PartnerError(
+            fate=Fate.UNKNOWN,
+            code="response_too_large",
+            reason=f"{_where(method, url)}: answer larger than {self.max_response_bytes} bytes",
+            retryable=True,
+            http_status=response.status,
+        )
 
-def _chunks(response: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
-    while chunk := response.read(_READ_CHUNK):
-        yield chunk
+
+_CONTENT_DECODERS = frozenset(HTTPResponse.CONTENT_DECODERS)
+_NO_CONN: Any = None  # urllib3's exception types want a connection object; classification never reads it
+_NO_POOL: Any = None
+
+
+def _parse_origin(origin: str) -> tuple[str, str, int, int]:
+    """(scheme, host, port, 0) of ``scheme://[userinfo@]host[:port]``; userinfo is ignored, never sent."""
+    try:
+        parts = urlsplit(origin)
+        scheme = parts.scheme.lower()
+        host = parts.hostname
+        port = parts.port
+    except ValueError as exc:
+        raise LocationValueError("invalid URL") from exc
+    if scheme not in ("http", "https") or not host:
+        raise LocationValueError("unsupported URL scheme or no host")
+    return scheme, host, port or (443 if scheme == "https" else 80), 0
 
 
 def _where(method: str, url: str) -> str:
@@ -291,10 +453,16 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"non-standard JSON constant {name}")
 
 
+_DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=_no_constants)
+
+
 def decode_json_object(body: bytes) -> dict[str, Any] | None:
-    """The answer as a JSON object, or None. Decimals stay exact (``Decimal``) so amounts keep their text."""
+    """The answer as a JSON object, or None. Decimals stay exact (``Decimal``) so amounts keep their text.
+
+    ``json.loads`` with hooks builds a new decoder per call; this is the same decoding (bytes in any UTF
+    encoding ``json.loads`` detects) with one decoder built once."""
     try:
-        value = json.loads(body, parse_float=Decimal, parse_constant=_no_constants)
+        value = _DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
     except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     return value if isinstance(value, dict) else None

@@ -49,9 +49,15 @@ _INTERNAL = 99
 T = TypeVar("T")
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
+
+
 def compact_json(obj: Any) -> bytes:
-    """Field order kept (it is what gets signed and sent); no whitespace; ASCII so no encoding ambiguity."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+    """Field order kept (it is what gets signed and sent); no whitespace; ASCII so no encoding ambiguity.
+
+    Same output as ``json.dumps(obj, separators=(",", ":"), ensure_ascii=True)``, without building an
+    encoder per call."""
+    return _COMPACT.encode(obj).encode("ascii")
 
 
 class ZeroTraceClient:

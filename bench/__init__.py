@@ -1,0 +1,1 @@
+"""order-worker benchmarks: ``.venv/bin/python -m bench.run`` (see bench/README.md)."""

@@ -1,0 +1,78 @@
+"""Publisher confirms one by one (what ``worker.relay.EventPublisher`` does) against batched confirms.
+
+Publishes N events of ~1 KB to a fresh events exchange (declared by ``worker.relay.declare_topology``, so
+unrouted events land in its quorum queue, like events nobody has bound yet) twice: with the real
+``EventPublisher`` (waits for each confirm), then with ``bench.batched_relay.BatchedPublisher`` (publishes
+a batch of 200, waits once). Reports events/s, RabbitMQ CPU and the publisher's CPU per event::
+
+    .venv/bin/python -m bench.relay_confirms [--events 3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import uuid
+from typing import Any
+
+from bench.batched_relay import BatchedPublisher
+from bench.common import BROKER_URL, Broker, CpuMeter, rabbitmq_processes
+from worker.ledger.base import OutboxRow
+from worker.relay import UNROUTED_SUFFIX, EventPublisher
+
+
+def run(events: int = 3000, batch: int = 200) -> dict[str, Any]:
+    exchange = f"b{uuid.uuid4().hex[:10]}.events"
+    body = b'{"event":"' + b"x" * 1000 + b'"}'
+    rows = [
+        OutboxRow(
+            event_id=str(uuid.uuid4()),
+            routing_key="order.0trace.created",
+            event_type="created",
+            body=body,
+            created_at=time.time(),
+        )
+        for _ in range(events)
+    ]
+    rabbit = CpuMeter(rabbitmq_processes())
+    out: dict[str, Any] = {"events": events, "batch": batch}
+    one = EventPublisher(BROKER_URL, exchange)
+    batched = BatchedPublisher(BROKER_URL, exchange)
+    try:
+        one.publish(rows[0])  # connect and declare outside the measurement
+        batched.publish_batch(rows[:1])
+        for name, job in (
+            ("one_by_one", lambda: [one.publish(row) for row in rows]),
+            (
+                "batched",
+                lambda: [batched.publish_batch(rows[i : i + batch]) for i in range(0, events, batch)],
+            ),
+        ):
+            r0, p0, t0 = rabbit(), time.process_time(), time.perf_counter()
+            job()
+            r1, p1, t1 = rabbit(), time.process_time(), time.perf_counter()
+            out[name] = {
+                "events_per_s": round(events / (t1 - t0)),
+                "rabbitmq_cpu_us_per_event": round((r1 - r0) / events * 1e6, 1),
+                "publisher_cpu_us_per_event": round((p1 - p0) / events * 1e6, 1),
+            }
+    finally:
+        one.close()
+        batched.close()
+        broker = Broker()
+        broker.delete_queues(exchange + UNROUTED_SUFFIX)
+        broker.delete_exchanges(exchange, exchange + UNROUTED_SUFFIX)
+        broker.close()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=3000)
+    args = parser.parse_args()
+    print(json.dumps(run(args.events)))
+
+
+if __name__ == "__main__":
+    main()
