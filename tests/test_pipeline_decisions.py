@@ -4,6 +4,7 @@ and how the poll cadence follows pushes. Real SQLite ledger; the partner is a sc
 from __future__ import annotations
 
 import base64
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -142,6 +143,77 @@ def test_itrx_not_sent_is_retried(ledger: Ledger) -> None:
     assert flow.handle_create(kwargs("itrx"), "m1").name == "retry"
     clock.now += 60
     assert flow.handle_create(kwargs("itrx"), "m2").name == "created"
+
+
+def test_unsent_create_backs_off_with_the_age_of_the_order(ledger: Ledger) -> None:
+    """Refused connections do not count as attempts; the delay still grows, or an outage is a flood."""
+    clock = Clock()
+    partner = ScriptedPartner([error(Fate.NOT_SENT, "connection_refused", True)] * 6)
+    flow = pipeline(ledger, partner, clock)
+    delays = []
+    for n in range(6):
+        assert flow.handle_create(kwargs("itrx"), f"m{n}").name == "retry"
+        record = ledger.get("cmd-00000001")
+        assert record is not None and record.next_action_at is not None and record.attempts == 0
+        delays.append(record.next_action_at - clock.now)
+        clock.now = record.next_action_at
+    assert delays[0] >= 1.0
+    assert all(later >= earlier / 1.25 for earlier, later in itertools.pairwise(delays))
+    assert 8.0 <= delays[-1] <= 10.0  # capped at retry_max_seconds (+25% jitter)
+    assert partner.calls == 6
+
+
+class FlakyBalancePartner(ScriptedPartner):
+    def __init__(self, answers: list[Any], balance_failures: int) -> None:
+        super().__init__(answers)
+        self.balance_failures = balance_failures
+
+    def balance(self) -> int:
+        if self.balance_failures:
+            self.balance_failures -= 1
+            raise error(Fate.UNKNOWN, "http_503", True)
+        return super().balance()
+
+
+def test_itrx_create_waits_while_the_balance_read_fails_transiently(ledger: Ledger) -> None:
+    """A 503 on the balance read means itrx is struggling: the create (not idempotent) is not risked."""
+    clock = Clock()
+    partner = FlakyBalancePartner([created_result("serial-1", token=None)], balance_failures=2)
+    flow = pipeline(ledger, partner, clock)
+    for n in range(2):
+        assert flow.handle_create(kwargs("itrx"), f"m{n}").name == "retry"
+        record = ledger.get("cmd-00000001")
+        assert record is not None and record.status == "submitting" and record.attempts == 0
+        assert record.next_action_at is not None and record.last_error is not None
+        assert record.last_error.code == "http_503"
+        clock.now = record.next_action_at
+    assert partner.calls == 0
+    assert flow.handle_create(kwargs("itrx"), "m2").name == "created" and partner.calls == 1
+
+
+def test_itrx_create_goes_unchecked_once_the_retry_window_has_passed(ledger: Ledger) -> None:
+    clock = Clock()
+    partner = FlakyBalancePartner([created_result("serial-1", token=None)], balance_failures=99)
+    flow = pipeline(ledger, partner, clock, create_retry_window_seconds=30.0)
+    assert flow.handle_create(kwargs("itrx"), "m1").name == "retry"
+    clock.now += 31
+    assert flow.handle_create(kwargs("itrx"), "m2").name == "created" and partner.calls == 1
+
+
+def test_zerotrace_resends_within_the_retry_window_then_is_in_doubt(ledger: Ledger) -> None:
+    clock = Clock()
+    partner = ScriptedPartner([error(Fate.UNKNOWN, "http_503", True)] * 40)
+    flow = pipeline(ledger, partner, clock, create_retry_window_seconds=120.0)
+    outcome = flow.handle_create(kwargs(), "m0")
+    while outcome.name == "retry":
+        record = ledger.get("cmd-00000001")
+        assert record is not None and record.next_action_at is not None
+        clock.now = record.next_action_at
+        outcome = flow.handle_create(kwargs(), "again")
+    assert outcome.name == "in_doubt"
+    assert outcome.events[0].error is not None and outcome.events[0].error.code == "retries_exhausted"
+    assert partner.calls > 10  # many more than the old fixed attempt count would have allowed in 2 min
+    assert clock.now - 1_800_000_000.0 > 120.0
 
 
 def test_interrupted_itrx_attempt_is_in_doubt_on_redelivery(ledger: Ledger) -> None:

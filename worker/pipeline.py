@@ -156,12 +156,14 @@ class OrderPipeline:
         if record.status != Status.SUBMITTING:
             return self._done("duplicate", [])
         if command.provider is Provider.ITRX and record.attempts == 0 and not record.attempt_open:
-            refused = self._itrx_balance_refusal(command)
-            if refused is not None:
+            check = self._itrx_balance_check(command, record)
+            if isinstance(check, EventError):
                 return self._done(
                     "failed",
-                    self.ledger.record_failed(command.command_id, refused, Source.CREATE, self.clock()),
+                    self.ledger.record_failed(command.command_id, check, Source.CREATE, self.clock()),
                 )
+            if check is not None:
+                return self._defer_unsent(command, record, check)
         attempt = begun or self.ledger.begin_attempt(
             command.command_id, self.clock(), self.settings.create_lease_seconds
         )
@@ -176,13 +178,15 @@ class OrderPipeline:
             )
         if (
             command.provider is Provider.ZEROTRACE
-            and attempt.record.attempts > self.settings.create_max_attempts
+            and attempt.record.attempts > 1
+            and self._age(attempt.record) > self.settings.create_retry_window_seconds
         ):
+            window = self.settings.create_retry_window_seconds
             return self._in_doubt(
                 attempt.record,
                 EventError(
                     code="retries_exhausted",
-                    reason=f"no definite answer after {self.settings.create_max_attempts} create attempts",
+                    reason=f"no definite answer within {window:g} s of create attempts",
                 ),
             )
         failpoints.hit("after_intent")
@@ -239,12 +243,12 @@ class OrderPipeline:
         reason = EventError(code=error.code, reason=error.reason)
         if error.fate is Fate.NOT_SENT and error.retryable:
             metrics.CREATE_RETRIES.labels(provider, "not_sent").inc()
-            delay = max(self._backoff(record.attempts), error.retry_after or 0.0)
+            delay = self._retry_delay(record, error)
             self.ledger.end_attempt_unsent(command.command_id, now + delay, reason)
             return self._done("retry", [])
         safe_to_resend = error.fate is Fate.REFUSED or command.provider is Provider.ZEROTRACE
         if error.retryable and safe_to_resend:
-            delay = max(self._backoff(record.attempts), error.retry_after or 0.0)
+            delay = self._retry_delay(record, error)
             metrics.CREATE_RETRIES.labels(provider, error.code).inc()
             self.ledger.schedule_retry(command.command_id, now + delay, reason)
             return self._done("retry", [])
@@ -259,8 +263,15 @@ class OrderPipeline:
             log.warning("order %s is in_doubt (%s); it will not be sent again", record.command_id, error.code)
         return self._done("in_doubt", events)
 
-    def _itrx_balance_refusal(self, command: CreateOrderCommand) -> EventError | None:
-        """Refuse an order the balance cannot cover; a failed read only skips the check (itrx refuses too)."""
+    def _itrx_balance_check(
+        self, command: CreateOrderCommand, record: OrderRecord
+    ) -> EventError | PartnerError | None:
+        """An ``EventError`` refuses an order the balance cannot cover; a ``PartnerError`` defers the create.
+
+        A balance read that fails transiently means itrx is struggling, and a create sent now could be
+        answered 5xx and end in_doubt; nothing has been sent yet, so waiting costs nothing. After the retry
+        window, or on a definite refusal of the read, the create goes ahead unchecked (itrx refuses what
+        the balance cannot cover anyway)."""
         if not self.settings.itrx_check_balance:
             return None
         params = command.itrx_params()
@@ -268,6 +279,8 @@ class OrderPipeline:
             balance = self.itrx.balance()
             cost = self.itrx.price(params.energy_amount, params.period)
         except PartnerError as error:
+            if error.retryable and self._age(record) < self.settings.create_retry_window_seconds:
+                return error
             log.info("itrx balance check skipped for %s: %s", command.command_id, error.code)
             return None
         metrics.ITRX_BALANCE.set(balance)
@@ -278,11 +291,27 @@ class OrderPipeline:
             )
         return None
 
-    def _backoff(self, attempts: int) -> float:
-        """Capped exponential backoff with up to 25% jitter, never below the base delay."""
-        doubled: float = self.settings.retry_base_seconds * 2.0 ** max(attempts - 1, 0)
-        base = min(self.settings.retry_max_seconds, doubled)
-        return base * (1.0 + random.random() * 0.25)
+    def _defer_unsent(self, command: CreateOrderCommand, record: OrderRecord, error: PartnerError) -> Outcome:
+        metrics.CREATE_RETRIES.labels(command.provider.value, "deferred").inc()
+        delay = self._retry_delay(record, error)
+        self.ledger.schedule_retry(
+            command.command_id, self.clock() + delay, EventError(code=error.code, reason=error.reason)
+        )
+        return self._done("retry", [])
+
+    def _age(self, record: OrderRecord) -> float:
+        return self.clock() - record.created_at
+
+    def _retry_delay(self, record: OrderRecord, error: PartnerError) -> float:
+        """Capped exponential backoff with up to 25% jitter, never below the base delay.
+
+        The exponent is the larger of the attempts made and the order's age: a create that was never sent
+        does not count as an attempt, and without the age floor a partner that refuses connections would
+        see every queued order once per base delay for the whole outage."""
+        settings = self.settings
+        doubled: float = settings.retry_base_seconds * 2.0 ** max(record.attempts - 1, 0)
+        base = min(settings.retry_max_seconds, max(doubled, self._age(record)))
+        return max(base * (1.0 + random.random() * 0.25), error.retry_after or 0.0)
 
     # ------------------------------------------------------------------ tracking
     def refresh(self, record: OrderRecord, source: Source) -> Outcome:

@@ -46,6 +46,7 @@ def build_runtime(settings: Settings) -> Runtime:
         settings.zerotrace_api_secret,
         http,
         observer=metrics.observe_partner_call,
+        other_secrets=settings.zerotrace_webhook_secrets,
     )
     itrx = ItrxClient(
         settings.itrx_base_url,
@@ -53,6 +54,7 @@ def build_runtime(settings: Settings) -> Runtime:
         settings.itrx_api_secret,
         http,
         observer=metrics.observe_partner_call,
+        other_secrets=settings.itrx_previous_api_secrets,
     )
     pipeline = OrderPipeline(
         settings, ledger, zerotrace, itrx, TokenSealer.from_settings(settings.token_keys)

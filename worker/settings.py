@@ -116,8 +116,12 @@ class Settings(BaseSettings):
     http_pool_size: int = Field(16, ge=1, description="Keep-alive connections per partner host per process.")
     retry_base_seconds: float = Field(1.0, gt=0, description="First create retry delay (doubles each time).")
     retry_max_seconds: float = Field(60.0, gt=0, description="Cap on the create retry delay.")
-    create_max_attempts: int = Field(
-        8, ge=1, description="0trace create attempts (same Idempotency-Key) before the order is in_doubt."
+    create_retry_window_seconds: float = Field(
+        900.0,
+        gt=0,
+        description="How long after a command arrives an unanswered 0trace create is re-sent (same "
+        "Idempotency-Key); later it is in_doubt, since 0trace does not document how long it keeps keys. "
+        "itrx waits this long for a readable balance before creating without the check.",
     )
     idempotency_namespace: str = Field(
         "order-worker",

@@ -129,7 +129,6 @@ def test_kill_9_at_every_create_step_loses_and_duplicates_nothing(stack: Stack) 
     crashy = {
         "ORDER_WORKER_FAILPOINTS": failpoints,
         "ORDER_WORKER_CREATE_LEASE_SECONDS": "3",
-        "ORDER_WORKER_CREATE_MAX_ATTEMPTS": "30",
     }
     worker = stack.start("worker", "--processes", "1", "--threads", "4", **crashy)
     while not settled():

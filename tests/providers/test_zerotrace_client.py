@@ -315,6 +315,24 @@ def test_echoed_secrets_are_masked(client: ZeroTraceClient, stub: StubServer, ob
     assert_no_canary(error, client, observer.calls)
 
 
+def test_every_configured_secret_is_masked_not_only_the_signing_one(
+    stub: StubServer, http: PartnerHttp, observer: Observations
+) -> None:
+    webhook_secret = "whsec-canary-0001-not-for-logs"
+    client = ZeroTraceClient(
+        stub.url,
+        API_KEY,
+        SecretStr(SECRET),
+        http,
+        observer=observer,
+        other_secrets=[SecretStr(webhook_secret)],
+    )
+    stub.reply(400, {"code": 1, "msg": f"webhook secret {webhook_secret} rejected"})
+    error = _fails(lambda: client.fetch(ORDER_ID, TOKEN))
+    assert webhook_secret not in error.reason and "***" in error.reason
+    assert all(webhook_secret not in repr(call) for call in observer.calls)
+
+
 def test_repr_of_client_and_result_hold_no_secret(client: ZeroTraceClient, stub: StubServer) -> None:
     stub.reply(200, ok({**DTO, "token": TOKEN}))
     result = client.create(PARAMS, "idem-key-0001")

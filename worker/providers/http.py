@@ -25,6 +25,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
+from pydantic import SecretStr
 from urllib3 import HTTPHeaderDict, HTTPResponse
 from urllib3.exceptions import (
     ClosedPoolError,
@@ -476,6 +477,14 @@ def safe_text(value: object, sensitive: Iterable[str], limit: int = 160) -> str:
             text = text.replace(item, "***")
     text = "".join(ch if ch.isprintable() else "?" for ch in text)
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def account_secrets(api_key: str, signing: SecretStr, others: Iterable[SecretStr]) -> tuple[str, ...]:
+    """Everything of one partner account that ``safe_text`` must cut out of partner error text.
+
+    Partners echo request fragments; the webhook and previous secrets are not sent by a client, but an
+    echo of a misconfigured value must not reach logs or events either."""
+    return (api_key, signing.get_secret_value(), *(secret.get_secret_value() for secret in others))
 
 
 def check_base_url(base_url: str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -26,6 +26,7 @@ from worker.providers.http import (
     HttpAnswer,
     Observer,
     PartnerHttp,
+    account_secrets,
     check_base_url,
     check_header_value,
     decode_json_object,
@@ -61,12 +62,14 @@ class ItrxClient:
         observer: Observer | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        other_secrets: Sequence[SecretStr] = (),
     ) -> None:
         self._base = check_base_url(base_url)
         self._api_key = check_header_value("itrx api_key", api_key)
         if not api_secret.get_secret_value():
             raise ValueError("itrx api_secret must not be empty")
         self._secret = api_secret
+        self._scrub = account_secrets(self._api_key, api_secret, other_secrets)
         self._http = http
         self._observer = observer
         self._clock = clock
@@ -149,7 +152,7 @@ class ItrxClient:
         sensitive: tuple[str, ...] = (),
     ) -> T:
         url = f"{self._base}{_PREFIX}{path}"
-        scrub = (self._secret.get_secret_value(), self._api_key, *sensitive)
+        scrub = (*self._scrub, *sensitive)
         started = time.perf_counter()
         result = "error"
         try:

@@ -11,7 +11,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -23,6 +23,7 @@ from worker.providers.http import (
     HttpAnswer,
     Observer,
     PartnerHttp,
+    account_secrets,
     check_base_url,
     check_header_value,
     decode_json_object,
@@ -70,12 +71,15 @@ class ZeroTraceClient:
         api_secret: SecretStr,
         http: PartnerHttp,
         observer: Observer | None = None,
+        *,
+        other_secrets: Sequence[SecretStr] = (),
     ) -> None:
         self._base = check_base_url(base_url)
         self._api_key = check_header_value("0trace api_key", api_key)
         if not api_secret.get_secret_value():
             raise ValueError("0trace api_secret must not be empty")
         self._secret = api_secret
+        self._scrub = account_secrets(self._api_key, api_secret, other_secrets)
         self._http = http
         self._observer = observer
 
@@ -131,7 +135,7 @@ class ZeroTraceClient:
             "X-API-NONCE": new_nonce(),
             **(extra_headers or {}),
         }
-        scrub = (self._secret.get_secret_value(), self._api_key, *sensitive)
+        scrub = (*self._scrub, *sensitive)
         started = time.perf_counter()
         result = "error"
         try:

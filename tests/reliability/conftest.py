@@ -1,0 +1,132 @@
+"""Fixtures of the reliability suite: sizes, seeds, verdicts, canaries, sandboxes, stacks, ledgers.
+
+Run it: ``pytest tests/reliability`` (CI sizes) or ``pytest tests/reliability --reliability-size=large``
+(or ``ORDER_WORKER_RELIABILITY_SIZE=large``). Verdicts go to stdout and to the JSON-lines report
+(``$ORDER_WORKER_RELIABILITY_REPORT``, default ``.run/reliability.jsonl``);
+``python tests/reliability/report.py`` turns it into a Markdown table.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.e2e.harness import POSTGRES_URL, RABBITMQ_URL, Sandbox
+from tests.reliability.rig import Canaries, RelStack, Sizes, Verdict, new_seed, pick_sizes, start_sandbox
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--reliability-size",
+        choices=["ci", "large"],
+        default=None,
+        help="size of the reliability scenarios (default: $ORDER_WORKER_RELIABILITY_SIZE or ci)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "reliability: reliability and security scenario (real processes)")
+    config.addinivalue_line("markers", "scenario(name): the scenario name used in the verdict line")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    setattr(item, f"rel_report_{report.when}", report)
+
+
+def _require(host: str, port: int, what: str) -> None:
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+    except OSError:
+        pytest.fail(f"{what} is not reachable at {host}:{port}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def sizes(request: pytest.FixtureRequest) -> Sizes:
+    try:
+        option = request.config.getoption("--reliability-size")
+    except ValueError:  # the option is registered only when this directory is on the command line
+        option = None
+    return pick_sizes(option)
+
+
+@pytest.fixture(scope="session")
+def rel_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("reliability-logs")
+
+
+@pytest.fixture
+def seed() -> int:
+    return new_seed()
+
+
+@pytest.fixture
+def canaries() -> Canaries:
+    return Canaries.fresh()
+
+
+@pytest.fixture
+def verdict(request: pytest.FixtureRequest, seed: int, sizes: Sizes) -> Iterator[Verdict]:
+    marker = request.node.get_closest_marker("scenario")
+    name = marker.args[0] if marker else request.node.name
+    record = Verdict(name, seed, sizes.name)
+    param = getattr(request.node, "callspec", None)
+    if param is not None:
+        record.count(params=dict(param.params))
+    yield record
+    if not record.emitted:
+        report = getattr(request.node, "rel_report_call", None)
+        text = str(report.longrepr)[-400:] if report is not None and report.failed else "no verdict"
+        record.abort(text)
+
+
+@pytest.fixture
+def make_sandbox(rel_log_dir: Path, canaries: Canaries, seed: int) -> Iterator[Callable[..., Sandbox]]:
+    _require("127.0.0.1", 5672, f"RabbitMQ ({RABBITMQ_URL})")
+    started: list[Sandbox] = []
+
+    def make(**options: Any) -> Sandbox:
+        options.setdefault("seed", seed)
+        box = start_sandbox(rel_log_dir, canaries, **options)
+        started.append(box)
+        return box
+
+    yield make
+    for box in started:
+        box.process.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'ledger.db'}"
+        return
+    _require("127.0.0.1", 5432, "PostgreSQL")
+    schema = f"rel_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
+        connection.execute(f'CREATE SCHEMA "{schema}"')  # type: ignore[arg-type]
+    yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
+        connection.execute(f'DROP SCHEMA "{schema}" CASCADE')  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def make_stack(ledger_url: str, rel_log_dir: Path, canaries: Canaries) -> Iterator[Callable[..., RelStack]]:
+    stacks: list[RelStack] = []
+
+    def make(sandbox: Sandbox, **options: Any) -> RelStack:
+        stack = RelStack(sandbox, ledger_url, rel_log_dir, canaries=canaries, **options)
+        stacks.append(stack)
+        return stack
+
+    yield make
+    for stack in stacks:
+        stack.stop()

@@ -1,0 +1,112 @@
+"""Scenario 1: workers (and the relay) die by SIGKILL at named crash points, over and over.
+
+Seven crash points exist (``worker/failpoints.py``); six fire at random here: four on the create path
+(after the intent commit, after the partner answered, after the result commit, before the ack), one on the
+poll path (after the observation commit, before the ack) and one in the relay (after the broker confirmed
+a batch, before the ledger was told). The test is the supervisor: whatever died is started again, as
+Kubernetes would. Criteria: no duplicate partner order, every issued token stored (and accepted by the
+partner) or the order flagged untrackable, one event id per transition, no lost event, every command final
+or flagged, every crash point fired at least once, no canary anywhere.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+
+from tests.e2e.harness import Sandbox
+from tests.reliability.audit import failpoints_fired, full_audit
+from tests.reliability.rig import (
+    RelStack,
+    Sizes,
+    Supervisor,
+    Verdict,
+    commands_mix,
+    create_bodies,
+    is_settled,
+    order_rows,
+    outbox_ids,
+    publish_reliably,
+    sandbox_requests,
+    witness,
+)
+
+pytestmark = [pytest.mark.reliability, pytest.mark.timeout(1800)]
+
+CRASH_POINTS = {
+    "after_intent": 0.02,
+    "after_partner": 0.02,
+    "after_commit": 0.02,
+    "before_ack": 0.02,
+    "after_poll": 0.03,
+    "relay_after_publish": 0.04,
+}
+
+
+@pytest.mark.scenario("kill9_crash_points")
+def test_kill_9_at_six_crash_points(
+    make_sandbox: Callable[..., Sandbox],
+    make_stack: Callable[..., RelStack],
+    sizes: Sizes,
+    seed: int,
+    verdict: Verdict,
+) -> None:
+    sandbox = make_sandbox()
+    # pushes arrive for every change; keep polling as well, so the poll path is exercised (and killed)
+    stack = make_stack(sandbox, settings={"ORDER_WORKER_POLL_SAFETY_INTERVAL": "0.5"})
+    sandbox.control(
+        "webhooks",
+        {
+            "zerotrace_webhook_url": f"http://127.0.0.1:{stack.webhooks_port}/webhooks/0trace",
+            "zerotrace_webhook_schedule": [1, 2, 5, 10, 30],
+            "itrx_callback_schedule": [1, 2, 5, 10, 30],
+        },
+    )
+    crashy = {
+        "ORDER_WORKER_FAILPOINTS": ",".join(f"{name}={p}" for name, p in CRASH_POINTS.items()),
+        "ORDER_WORKER_CREATE_LEASE_SECONDS": "3",
+    }
+    commands = commands_mix(sizes.kill9_commands, seed, "k9")
+    ids = [c["command_id"] for c in commands]
+    stack.declare_queues()
+    stack.start_webhooks()
+    with witness(stack.broker_url, stack.exchange) as events:
+        publish_reliably(stack.broker_url, stack.create_queue, create_bodies(stack.create_queue, commands))
+        workers = [Supervisor(stack, "worker", "--processes", "1", "--threads", "8", **crashy)]
+        scheduler = Supervisor(stack, "scheduler", **crashy)
+        supervised = [*workers, scheduler]
+        deadline = time.monotonic() + 180 + 1.0 * len(commands)
+        before = sandbox_requests(sandbox)
+
+        def settled() -> bool:
+            rows = order_rows(stack.ledger_url)
+            return all(is_settled(rows.get(c)) for c in ids)
+
+        def drained() -> bool:
+            outbox = outbox_ids(stack.ledger_url)
+            seen = {e["event_id"] for e in events.snapshot()}
+            return all(outbox.values()) and set(outbox) <= seen
+
+        for condition in (settled, drained):
+            while not condition() and time.monotonic() < deadline:  # the audit below judges the outcome
+                for supervisor in supervised:
+                    supervisor.ensure()
+                time.sleep(0.2)
+        fired = failpoints_fired(p.log_path for p in stack.processes)
+        requests = sandbox_requests(sandbox) - before
+        verdict.count(
+            crash_points=sorted(CRASH_POINTS),
+            kills_by_point=fired,
+            worker_restarts=sum(w.restarts for w in workers),
+            scheduler_relay_restarts=scheduler.restarts,
+            restarts_because_hung=sum(s.liveness_restarts for s in supervised),
+            supervised_by="test (as Kubernetes would restart a dead pod)",
+            partner_requests=dict(sorted(requests.items())),
+        )
+        counts = full_audit(verdict, stack, sandbox, events, ids)
+    verdict.check("five_or_more_points_fired", sum(1 for n in fired.values() if n) >= 5)
+    verdict.check("commands_at_least_250", counts["commands"] >= 250)
+    verdict.check("no_process_hung", sum(s.liveness_restarts for s in supervised) == 0)
+    verdict.emit()
