@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -8,14 +7,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.e2e.harness import POSTGRES_URL, RABBITMQ_URL, Sandbox, Stack, start_sandbox
-
-
-def _require(host: str, port: int, what: str, how: str) -> None:
-    try:
-        socket.create_connection((host, port), timeout=2).close()
-    except OSError:
-        pytest.fail(f"{what} is not reachable at {host}:{port}. {how}", pytrace=False)
+from tests.e2e.harness import POSTGRES_URL, RABBITMQ_URL, Sandbox, Stack, require_service, start_sandbox
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +17,7 @@ def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def sandbox(log_dir: Path) -> Iterator[Sandbox]:
-    _require("127.0.0.1", 5672, f"RabbitMQ ({RABBITMQ_URL})", "Run 'bash deploy/dev.sh broker'.")
+    require_service("127.0.0.1", 5672, f"RabbitMQ ({RABBITMQ_URL})", "Run 'bash deploy/dev.sh broker'.")
     box = start_sandbox(log_dir)
     yield box
     box.process.stop()
@@ -36,7 +28,7 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'ledger.db'}"
         return
-    _require("127.0.0.1", 5432, "PostgreSQL", "Run 'bash deploy/dev.sh postgres'.")
+    require_service("127.0.0.1", 5432, "PostgreSQL", "Run 'bash deploy/dev.sh postgres'.")
     schema = f"e2e_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
         connection.execute(f'CREATE SCHEMA "{schema}"')

@@ -16,12 +16,13 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pika
+import pytest
 
 from worker.consumer import EventWatcher
 from worker.ledger import open_ledger
@@ -155,7 +156,12 @@ class Sandbox:
         return http_json(f"{self.url}/_sandbox/{path}", body)
 
 
-def start_sandbox(log_dir: Path, speed: float = 100.0, extra: list[str] | None = None) -> Sandbox:
+def start_sandbox(
+    log_dir: Path,
+    speed: float = 100.0,
+    extra: list[str] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Sandbox:
     port = free_port()
     process = Process(
         "sandbox",
@@ -170,14 +176,22 @@ def start_sandbox(log_dir: Path, speed: float = 100.0, extra: list[str] | None =
             str(speed),
             *(extra or []),
         ],
-        dict(os.environ),
+        dict(os.environ if env is None else env),
         log_dir,
     )
     wait_until(
-        lambda: http_ok(f"http://127.0.0.1:{port}/_sandbox/stats") or not process.alive, 30, "sandbox start"
+        lambda: http_ok(f"http://127.0.0.1:{port}/_sandbox/ping") or not process.alive, 30, "sandbox start"
     )
     assert process.alive, process.output()
     return Sandbox(process, port)
+
+
+def require_service(host: str, port: int, what: str, how: str) -> None:
+    """Fail (not skip) with the command that starts a missing service: these tests must not pass vacuously."""
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+    except OSError:
+        pytest.fail(f"{what} is not reachable at {host}:{port}. {how}", pytrace=False)
 
 
 @dataclass

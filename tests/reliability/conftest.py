@@ -8,7 +8,6 @@ Run it: ``pytest tests/reliability`` (CI sizes) or ``pytest tests/reliability --
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,17 +16,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.e2e.harness import POSTGRES_URL, RABBITMQ_URL, Sandbox
+from tests.e2e.harness import POSTGRES_URL, RABBITMQ_URL, Sandbox, require_service
 from tests.reliability.rig import Canaries, RelStack, Sizes, Verdict, new_seed, pick_sizes, start_sandbox
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption(
-        "--reliability-size",
-        choices=["ci", "large"],
-        default=None,
-        help="size of the reliability scenarios (default: $ORDER_WORKER_RELIABILITY_SIZE or ci)",
-    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -42,20 +32,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     setattr(item, f"rel_report_{report.when}", report)
 
 
-def _require(host: str, port: int, what: str) -> None:
-    try:
-        socket.create_connection((host, port), timeout=2).close()
-    except OSError:
-        pytest.fail(f"{what} is not reachable at {host}:{port}", pytrace=False)
-
-
 @pytest.fixture(scope="session")
 def sizes(request: pytest.FixtureRequest) -> Sizes:
-    try:
-        option = request.config.getoption("--reliability-size")
-    except ValueError:  # the option is registered only when this directory is on the command line
-        option = None
-    return pick_sizes(option)
+    return pick_sizes(request.config.getoption("--reliability-size"))
 
 
 @pytest.fixture(scope="session")
@@ -90,7 +69,7 @@ def verdict(request: pytest.FixtureRequest, seed: int, sizes: Sizes) -> Iterator
 
 @pytest.fixture
 def make_sandbox(rel_log_dir: Path, canaries: Canaries, seed: int) -> Iterator[Callable[..., Sandbox]]:
-    _require("127.0.0.1", 5672, f"RabbitMQ ({RABBITMQ_URL})")
+    require_service("127.0.0.1", 5672, f"RabbitMQ ({RABBITMQ_URL})", "Run 'bash deploy/dev.sh broker'.")
     started: list[Sandbox] = []
 
     def make(**options: Any) -> Sandbox:
@@ -109,7 +88,7 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'ledger.db'}"
         return
-    _require("127.0.0.1", 5432, "PostgreSQL")
+    require_service("127.0.0.1", 5432, "PostgreSQL", "Run 'bash deploy/dev.sh postgres'.")
     schema = f"rel_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
         connection.execute(f'CREATE SCHEMA "{schema}"')  # type: ignore[arg-type]

@@ -3,8 +3,9 @@
     python tests/reliability/report.py [REPORT.jsonl] [--all]
 
 Default input: ``$ORDER_WORKER_RELIABILITY_REPORT`` or ``.run/reliability.jsonl``. Without ``--all`` only
-the latest verdict of each scenario (and parameter set) is shown. A criterion that fails because of a
-known, reported defect shows as ``FAIL (known)`` with the defect in a footnote.
+the latest verdict of each scenario (and parameter set) is shown. Besides the counts every scenario shares,
+each row shows the figures its own pass criteria are about (``FIGURES``), so the table can be read without
+the JSON.
 """
 
 from __future__ import annotations
@@ -23,6 +24,32 @@ HEADLINE = (
     "unsettled",
     "canary_leaks",
     "tokens_lost_silently",
+)
+FIGURES = (
+    "crash_points",
+    "worker_restarts",
+    "broker_kill9",
+    "broker_stop_start",
+    "resets_that_cut_a_live_connection",
+    "mean_create_attempts",
+    "min_gap_between_attempts_s",
+    "second_minute_rate_per_s",
+    "rate_bound_per_s",
+    "settled_after_recovery_s",
+    "max_weight_in_any_window",
+    "budget_weight",
+    "first_call_after_injected_429_s",
+    "poison_deliveries",
+    "delivery_limit",
+    "in_flight_at_sigterm",
+    "redelivered_after_ack",
+    "worker_exit_code",
+    "token_plaintexts_in_ledger",
+    "wrong_key_worker_alive",
+    "worst_rss_growth",
+    "worst_fd_growth",
+    "worst_thread_growth",
+    "examples",
 )
 
 
@@ -47,13 +74,7 @@ def label(record: dict[str, Any]) -> str:
 def status(record: dict[str, Any]) -> str:
     if record.get("error"):
         return "ABORTED"
-    failed = record.get("failed") or []
-    known = record.get("known_issues") or {}
-    if not failed:
-        return "PASS"
-    if all(name in known for name in failed):
-        return "FAIL (known)"
-    return "FAIL"
+    return "FAIL" if record.get("failed") else "PASS"
 
 
 def render(records: list[dict[str, Any]], latest_only: bool = True) -> str:
@@ -63,37 +84,34 @@ def render(records: list[dict[str, Any]], latest_only: bool = True) -> str:
             latest[label(record)] = record
         records = list(latest.values())
     lines = [
-        "| scenario | result | seconds | seed | size | key counts | failed criteria |",
-        "|---|---|---:|---:|---|---|---|",
+        "| scenario | result | seconds | seed | size | counts | scenario figures | failed criteria |",
+        "|---|---|---:|---:|---|---|---|---|",
     ]
-    notes: dict[str, str] = {}
     for record in records:
         counts = ", ".join(f"{k}={record[k]}" for k in HEADLINE if k in record)
-        failed = record.get("failed") or []
-        known = record.get("known_issues") or {}
-        marks = []
-        for name in failed:
-            if name in known:
-                note = notes.setdefault(known[name], f"[{len(notes) + 1}]")
-                marks.append(f"{name} {note}")
-            else:
-                marks.append(name)
+        figures = ", ".join(f"{k}={_compact(record[k])}" for k in FIGURES if k in record)
+        problems = list(record.get("failed") or [])
         if record.get("error"):
-            marks.append(str(record["error"]).splitlines()[0][:80])
+            problems.append(str(record["error"]).splitlines()[0][:80])
         lines.append(
             f"| {label(record)} | {status(record)} | {record.get('seconds', '')} | {record.get('seed', '')} "
-            f"| {record.get('size', '')} | {counts} | {'; '.join(marks)} |"
+            f"| {record.get('size', '')} | {counts} | {figures} | {'; '.join(problems)} |"
         )
     total = sum(float(r.get("seconds") or 0) for r in records)
     lines.append("")
     lines.append(
         f"{len(records)} verdicts; {total / 60:.1f} min summed (side-by-side scenarios count twice)."
     )
-    if notes:
-        lines.append("")
-        for text, mark in notes.items():
-            lines.append(f"{mark} known issue: {text}")
     return "\n".join(lines)
+
+
+def _compact(value: Any) -> str:
+    text = (
+        json.dumps(value, separators=(",", ":"), default=str)
+        if isinstance(value, (dict, list))
+        else str(value)
+    )
+    return text.replace("|", "/")
 
 
 def main(argv: list[str]) -> int:

@@ -47,10 +47,10 @@ from tests.e2e.harness import (
     Process,
     Sandbox,
     Stack,
-    free_port,
     http_ok,
     wait_until,
 )
+from tests.e2e.harness import start_sandbox as harness_start_sandbox
 from worker.consumer import EventWatcher
 from worker.ledger.base import Ledger
 from worker.pipeline import partner_ref
@@ -156,20 +156,13 @@ class Verdict:
         self.started = time.monotonic()
         self.data: dict[str, Any] = {"seed": seed, "size": size}
         self.checks: dict[str, bool] = {}
-        self.known: dict[str, str] = {}
         self.emitted = False
 
     def count(self, **values: Any) -> None:
         self.data.update(values)
 
-    def check(self, name: str, ok: bool, known_issue: str | None = None) -> bool:
-        """Judge one criterion. ``known_issue`` names a reported defect outside this suite's files that
-        makes the criterion fail today: the line still says FAIL, but the test only fails if the
-        criterion unexpectedly passes (then the defect is fixed and the marker must go), like a strict
-        xfail. ``ORDER_WORKER_RELIABILITY_STRICT=1`` ignores the markers."""
+    def check(self, name: str, ok: bool) -> bool:
         self.checks[name] = bool(ok)
-        if known_issue and os.environ.get("ORDER_WORKER_RELIABILITY_STRICT") != "1":
-            self.known[name] = known_issue
         return bool(ok)
 
     def line(self, error: str | None = None) -> dict[str, Any]:
@@ -183,8 +176,6 @@ class Verdict:
         }
         if failed:
             record["failed"] = failed
-        if self.known:
-            record["known_issues"] = self.known
         if error is not None:
             record["error"] = error[:500]
         record["at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -202,10 +193,8 @@ class Verdict:
     def emit(self) -> dict[str, Any]:
         record = self.line()
         self.write(record)
-        unexpected = [name for name in record.get("failed", []) if name not in self.known]
-        fixed = [name for name in self.known if self.checks.get(name)]
-        assert not unexpected, f"{self.scenario} failed {unexpected}: {json.dumps(record)}"
-        assert not fixed, f"{self.scenario}: known issue no longer reproduces for {fixed}; drop the marker"
+        failed = record.get("failed", [])
+        assert not failed, f"{self.scenario} failed {failed}: {json.dumps(record)}"
         return record
 
     def abort(self, error: str) -> None:
@@ -293,34 +282,13 @@ def start_sandbox(
     extra: Mapping[str, str] | None = None,
 ) -> Sandbox:
     """A sandbox of our own, with the run's canary credentials (passed by environment, not argv)."""
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORDER_WORKER_")}
     env.update(canaries.sandbox_env())
     env["ORDER_WORKER_SANDBOX_ZEROTRACE_RATE_LIMIT_WEIGHT"] = str(rate_limit_weight)
     if seed is not None:
         env["ORDER_WORKER_SANDBOX_SEED"] = str(seed)
     env.update(extra or {})
-    process = Process(
-        "sandbox",
-        [
-            "-m",
-            "worker.sandbox",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--speed",
-            str(speed),
-            "--quiet",
-        ],
-        env,
-        log_dir,
-    )
-    wait_until(
-        lambda: http_ok(f"http://127.0.0.1:{port}/_sandbox/ping") or not process.alive, 30, "sandbox start"
-    )
-    assert process.alive, process.output()
-    return Sandbox(process, port)
+    return harness_start_sandbox(log_dir, speed, ["--quiet"], env)
 
 
 def sandbox_requests(sandbox: Sandbox) -> Counter[str]:

@@ -36,7 +36,7 @@ from worker.sandbox.market import Asset, Quote, parse_amount, price_data, quote
 from worker.sandbox.qr import png_data_url
 from worker.sandbox.responses import JSON_TYPE, zt_error, zt_ok
 from worker.sandbox.signing import canonical_json, zerotrace_verify
-from worker.sandbox.zerotrace_orders import Partner, RefCode, ZeroTraceBook
+from worker.sandbox.zerotrace_orders import Partner, RefCode, ZeroTraceBook, ZtOrder
 
 if TYPE_CHECKING:
     from worker.sandbox.core import Sandbox
@@ -305,8 +305,12 @@ class ZeroTraceApi:
         prefix = (ref.code if ref else "").encode("utf-8") + b"\x00"
         return hashlib.sha256(prefix + material).digest()
 
-    async def order(self, request: web.Request) -> web.StreamResponse:
-        entered = await self._enter(request, "0trace.order")
+    async def _find_order(
+        self, request: web.Request, endpoint: str
+    ) -> tuple[ZtOrder, dict[str, Any]] | web.Response:
+        """The shared entry of every call that names one order by id and token (order, emergency, qr):
+        a wrong id, owner or token is one indistinguishable 404, as the spec requires."""
+        entered = await self._enter(request, endpoint)
         if isinstance(entered, web.Response):
             return entered
         body, auth = entered
@@ -318,21 +322,20 @@ class ZeroTraceApi:
         order = self.book.find(auth[0], data.get("id"), data.get("token"))
         if order is None:
             return zt_error(6, 404)
+        return order, data
+
+    async def order(self, request: web.Request) -> web.StreamResponse:
+        found = await self._find_order(request, "0trace.order")
+        if isinstance(found, web.Response):
+            return found
+        order, _data = found
         return zt_ok(order.dto(self.sb.clock.now()))
 
     async def emergency(self, request: web.Request) -> web.StreamResponse:
-        entered = await self._enter(request, "0trace.emergency")
-        if isinstance(entered, web.Response):
-            return entered
-        body, auth = entered
-        assert auth is not None
-        try:
-            data = self._json_object(request, body)
-        except _Invalid as exc:
-            return zt_error(1, exc.http_status)
-        order = self.book.find(auth[0], data.get("id"), data.get("token"))
-        if order is None:
-            return zt_error(6, 404)
+        found = await self._find_order(request, "0trace.emergency")
+        if isinstance(found, web.Response):
+            return found
+        order, data = found
         if data.get("choice") != "EXCHANGE":
             return zt_error(12, 400)
         if order.status != "EMERGENCY":
@@ -343,18 +346,10 @@ class ZeroTraceApi:
         return zt_ok(True)
 
     async def qr(self, request: web.Request) -> web.StreamResponse:
-        entered = await self._enter(request, "0trace.qr")
-        if isinstance(entered, web.Response):
-            return entered
-        body, auth = entered
-        assert auth is not None
-        try:
-            data = self._json_object(request, body)
-        except _Invalid as exc:
-            return zt_error(1, exc.http_status)
-        order = self.book.find(auth[0], data.get("id"), data.get("token"))
-        if order is None:
-            return zt_error(6, 404)
+        found = await self._find_order(request, "0trace.qr")
+        if isinstance(found, web.Response):
+            return found
+        order, _data = found
         if order.qr_cache is None:
             order.qr_cache = png_data_url(order.payin)
         return zt_ok({"qrPng": order.qr_cache})
