@@ -117,10 +117,10 @@ def _run(runtime: Any, tag: str, n: int, profile: cProfile.Profile | None = None
                 outcome = pipeline.handle_create(
                     {"command_id": cid, "provider": "0trace", "params": ZT_PARAMS}, uuid.uuid4().hex
                 )
-                metrics.COMMANDS.labels("create_order", outcome.name).inc()
+                metrics.child(metrics.COMMANDS, "create_order", outcome.name).inc()
             else:
                 outcome = pipeline.handle_poll({"command_id": cid}, uuid.uuid4().hex)
-                metrics.COMMANDS.labels("poll_order", outcome.name).inc()
+                metrics.child(metrics.COMMANDS, "poll_order", outcome.name).inc()
             total += _clock() - started
             names[outcome.name] = names.get(outcome.name, 0) + 1
         if profile is not None:

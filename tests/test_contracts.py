@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
 from pydantic import ValidationError
@@ -102,6 +103,15 @@ def test_event_ids_are_deterministic_and_distinct() -> None:
     assert first == transition_event_id("order-0001", 1, EventType.CREATED, "awaiting_deposit")
     assert first != transition_event_id("order-0001", 2, EventType.STATUS_CHANGED, "confirming")
     assert rejection_event_id("m1") != rejection_event_id("m2")
+
+
+def test_event_ids_are_uuid5_in_the_event_namespace() -> None:
+    """Event ids are published: the id of a transition must never change between versions."""
+    namespace = uuid.UUID("6f9d5a52-2d6b-4bd3-9a8e-0c8e1f4f7b21")
+    for command_id, sequence, status in [("order-0001", 1, "awaiting_deposit"), ("cmd:é/ü", 12, None)]:
+        expected = uuid.uuid5(namespace, f"{command_id}/{sequence}/status_changed/{status}")
+        assert transition_event_id(command_id, sequence, EventType.STATUS_CHANGED, status) == str(expected)
+    assert rejection_event_id("msg:m-1") == str(uuid.uuid5(namespace, "rejected/msg:m-1"))
 
 
 def test_event_routing_key_and_json() -> None:

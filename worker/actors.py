@@ -45,7 +45,8 @@ def _message_id_and_wait(actor: str) -> str:
     message = CurrentMessage.get_current_message()
     if message is None:
         return "direct"
-    metrics.COMMAND_WAIT.labels(actor).observe(max(0.0, time.time() - message.message_timestamp / 1000))
+    waited = max(0.0, time.time() - message.message_timestamp / 1000)
+    metrics.child(metrics.COMMAND_WAIT, actor).observe(waited)
     return str(message.message_id)
 
 
@@ -53,7 +54,7 @@ def _message_id_and_wait(actor: str) -> str:
 def create_order(*args: Any, **kwargs: Any) -> None:
     failpoints.hit("on_message", _subject(kwargs))
     outcome = get_runtime().pipeline.handle_create(kwargs, _message_id_and_wait("create_order"))
-    metrics.COMMANDS.labels("create_order", outcome.name).inc()
+    metrics.child(metrics.COMMANDS, "create_order", outcome.name).inc()
     failpoints.hit("before_ack")
 
 
@@ -61,7 +62,7 @@ def create_order(*args: Any, **kwargs: Any) -> None:
 def poll_order(*args: Any, **kwargs: Any) -> None:
     failpoints.hit("on_message", _subject(kwargs))
     outcome = get_runtime().pipeline.handle_poll(kwargs, _message_id_and_wait("poll_order"))
-    metrics.COMMANDS.labels("poll_order", outcome.name).inc()
+    metrics.child(metrics.COMMANDS, "poll_order", outcome.name).inc()
     failpoints.hit("after_poll")
 
 
@@ -70,4 +71,4 @@ def reject_malformed(code: str, reason: str, body_sha256: str, body_bytes: int) 
     outcome = get_runtime().pipeline.handle_malformed(
         code, reason, {"body_sha256": body_sha256, "body_bytes": body_bytes}
     )
-    metrics.COMMANDS.labels(REJECT_ACTOR, outcome.name).inc()
+    metrics.child(metrics.COMMANDS, REJECT_ACTOR, outcome.name).inc()

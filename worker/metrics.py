@@ -8,7 +8,10 @@ before anything imports prometheus_client; gauges therefore declare how processe
 
 from __future__ import annotations
 
+from typing import TypeVar, cast
+
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -68,9 +71,25 @@ ITRX_BALANCE = Gauge(
 )
 
 
+_M = TypeVar("_M", bound=MetricWrapperBase)
+_CHILDREN: dict[tuple[MetricWrapperBase, tuple[str, ...]], MetricWrapperBase] = {}
+
+
+def child(metric: _M, *values: str) -> _M:
+    """``metric.labels(*values)``, looked up in one dictionary: ``labels()`` validates and locks on every
+    call, which costs more than the update on a path taken several times per command. The children are
+    the ones ``labels()`` returns (never removed, label values are closed vocabularies), so a race only
+    stores the same object twice."""
+    key = (metric, values)
+    found = _CHILDREN.get(key)
+    if found is None:
+        found = _CHILDREN[key] = metric.labels(*values)
+    return cast(_M, found)
+
+
 def observe_partner_call(provider: str, endpoint: str, result: str, seconds: float, weight: int) -> None:
     """The observer handed to partner clients, which know nothing of Prometheus."""
-    PARTNER_REQUESTS.labels(provider, endpoint, result).inc()
-    PARTNER_LATENCY.labels(provider, endpoint).observe(seconds)
+    child(PARTNER_REQUESTS, provider, endpoint, result).inc()
+    child(PARTNER_LATENCY, provider, endpoint).observe(seconds)
     if weight:
-        PARTNER_WEIGHT.labels(provider).inc(weight)
+        child(PARTNER_WEIGHT, provider).inc(weight)

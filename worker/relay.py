@@ -105,7 +105,7 @@ class OutboxRelay:
             for row in rows:
                 self.publisher.publish(row)
                 published.append(row.event_id)
-                metrics.EVENTS_PUBLISHED.labels(row.event_type).inc()
+                metrics.child(metrics.EVENTS_PUBLISHED, row.event_type).inc()
             if published:
                 failpoints.hit("relay_after_publish")
         except (AMQPError, OSError) as error:

@@ -68,6 +68,43 @@ def test_sqlite_rolls_back_and_reuses_the_connection_after_an_error(tmp_path: Pa
         pass
 
 
+def test_sqlite_units_sharing_a_transaction_fail_alone(tmp_path: Path) -> None:
+    """Writers queued behind a running unit join its transaction; one that fails is undone alone, and the
+    others are still committed (the first unit runs without a savepoint, the later ones in their own)."""
+    db = SqliteDatabase(str(tmp_path / "g.db"))
+    try:
+        with db.write() as tx:
+            tx.run("CREATE TABLE t (x INTEGER)")
+        outcomes: dict[int, str] = {}
+
+        def unit(value: int, fail: bool) -> None:
+            try:
+                with db.write() as tx:
+                    tx.run("INSERT INTO t VALUES (?)", (value,))
+                    if fail:
+                        raise RuntimeError("boom")
+                outcomes[value] = "committed"
+            except RuntimeError:
+                outcomes[value] = "failed"
+
+        queued = [threading.Thread(target=unit, args=(value, value == 2)) for value in (2, 3)]
+        with db.write() as tx:
+            tx.run("INSERT INTO t VALUES (1)")
+            for thread in queued:
+                thread.start()
+            deadline = time.monotonic() + 5
+            while db._gate.waiting < len(queued) and time.monotonic() < deadline:
+                time.sleep(0.001)
+            assert db._gate.waiting == len(queued)
+        for thread in queued:
+            thread.join(5)
+        assert outcomes == {2: "failed", 3: "committed"}
+        with db.read() as s:
+            assert s.rows("SELECT x FROM t ORDER BY x") == [(1,), (3,)]
+    finally:
+        db.close()
+
+
 def _claim_in_child(ledger: Ledger, command_id: str) -> None:
     outcome = ledger.claim(command(command_id), ref(command_id), T0).outcome
     raise SystemExit(0 if outcome is ClaimOutcome.NEW else 1)

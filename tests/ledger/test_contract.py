@@ -8,6 +8,7 @@ import pytest
 
 from tests.ledger.helpers import ERR, T0, command, created, observed, ref
 from worker.ledger.base import ClaimOutcome, Ledger, UnknownOrderError
+from worker.ledger.sql import SqlLedger
 from worker.messages import (
     EventError,
     EventType,
@@ -56,6 +57,22 @@ def test_claim_new_duplicate_conflict(ledger: Ledger) -> None:
     assert other.outcome is ClaimOutcome.CONFLICT
     assert other.record.fingerprint == rec.fingerprint
     assert ledger.get(CID) == rec
+
+
+def test_claim_attempt_returns_the_rows_it_wrote(ledger: Ledger) -> None:
+    assert isinstance(ledger, SqlLedger)
+    claim, attempt = ledger.claim_attempt(command(CID), ref(CID), T0, 90)
+    assert claim.outcome is ClaimOutcome.NEW and attempt is not None
+    assert attempt.record == ledger.get(CID)
+    assert (attempt.record.attempts, attempt.record.attempt_open, attempt.record.lease_until) == (
+        1,
+        True,
+        T0 + 90,
+    )
+    assert (claim.record.attempts, claim.record.attempt_open, claim.record.lease_until) == (0, False, None)
+    again, none = ledger.claim_attempt(command(CID), ref(CID), T0 + 1, 90)
+    assert again.outcome is ClaimOutcome.DUPLICATE and none is None
+    assert again.record == attempt.record
 
 
 def test_claim_refuses_a_partner_ref_owned_by_another_command(ledger: Ledger) -> None:

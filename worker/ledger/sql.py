@@ -164,9 +164,11 @@ _MUTABLE = tuple(column for column in _COLUMNS if column not in _IDENTITY)
 _COLUMN_LIST = ", ".join(_COLUMNS)
 
 _SELECT_ORDER = f"SELECT {_COLUMN_LIST} FROM orders"
+_GET_ORDER = f"{_SELECT_ORDER} WHERE command_id = ? LIMIT 1"
+_FIND_BY_ORDER_ID = f"{_SELECT_ORDER} WHERE provider = ? AND order_id = ? LIMIT 1"
+_FIND_BY_PARTNER_REF = f"{_SELECT_ORDER} WHERE provider = ? AND partner_ref = ? LIMIT 1"
 _INSERT_ORDER = (
-    f"INSERT INTO orders ({_COLUMN_LIST}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
-    f" ON CONFLICT DO NOTHING RETURNING {_COLUMN_LIST}"
+    f"INSERT INTO orders ({_COLUMN_LIST}) VALUES ({', '.join('?' for _ in _COLUMNS)}) ON CONFLICT DO NOTHING"
 )
 _UPDATE_ORDER = "UPDATE orders SET " + ", ".join(f"{c} = ?" for c in _MUTABLE) + " WHERE command_id = ?"
 _INSERT_OUTBOX = (
@@ -185,15 +187,15 @@ def _dump(value: Any) -> str:
     return _ENCODER.encode(value)
 
 
-_RECORD_FIELDS = frozenset(field.name for field in fields(OrderRecord))
+_RECORD_FIELD_ORDER = tuple(field.name for field in fields(OrderRecord))
+_RECORD_FIELDS = frozenset(_RECORD_FIELD_ORDER)
 
 
 def replace(record: OrderRecord, **changes: Any) -> OrderRecord:
     """``dataclasses.replace`` for the frozen, validator-free ``OrderRecord``, at a fraction of its cost:
     a shallow copy of the instance dictionary with the changed fields (unknown names still raise)."""
-    unknown = changes.keys() - _RECORD_FIELDS
-    if unknown:
-        raise TypeError(f"OrderRecord has no field(s) {sorted(unknown)}")
+    if not _RECORD_FIELDS.issuperset(changes):
+        raise TypeError(f"OrderRecord has no field(s) {sorted(changes.keys() - _RECORD_FIELDS)}")
     new: OrderRecord = object.__new__(OrderRecord)
     state = new.__dict__
     state.update(record.__dict__)
@@ -202,6 +204,9 @@ def replace(record: OrderRecord, **changes: Any) -> OrderRecord:
 
 
 def _record(row: tuple[Any, ...]) -> OrderRecord:
+    """The row as a record, built as ``replace`` builds one: a frozen dataclass's ``__init__`` pays an
+    ``object.__setattr__`` per field, and every unit of work reads a row. The values are the row's own,
+    so there is nothing for ``__init__`` to check."""
     (
         command_id,
         provider,
@@ -226,30 +231,39 @@ def _record(row: tuple[Any, ...]) -> OrderRecord:
         created_at,
         updated_at,
     ) = row
-    return OrderRecord(
-        command_id=command_id,
-        provider=provider,
-        fingerprint=fingerprint,
-        command=json.loads(command),
-        partner_ref=partner_ref,
-        status=status,
-        provider_status=provider_status,
-        order_id=order_id,
-        order=None if snapshot is None else json.loads(snapshot),
-        sealed_token=None if sealed_token is None else bytes(sealed_token),
-        token_key_id=token_key_id,
-        untrackable=bool(untrackable),
-        attempts=attempts,
-        attempt_open=bool(attempt_open),
-        lease_until=lease_until,
-        next_action_at=next_action_at,
-        partner_updated_at=partner_updated_at,
-        last_push_at=last_push_at,
-        last_error=None if last_error is None else EventError.model_validate_json(last_error),
-        event_seq=event_seq,
-        created_at=created_at,
-        updated_at=updated_at,
+    return _new_record(
+        dict(
+            command_id=command_id,
+            provider=provider,
+            fingerprint=fingerprint,
+            command=json.loads(command),
+            partner_ref=partner_ref,
+            status=status,
+            provider_status=provider_status,
+            order_id=order_id,
+            order=None if snapshot is None else json.loads(snapshot),
+            sealed_token=None if sealed_token is None else bytes(sealed_token),
+            token_key_id=token_key_id,
+            untrackable=bool(untrackable),
+            attempts=attempts,
+            attempt_open=bool(attempt_open),
+            lease_until=lease_until,
+            next_action_at=next_action_at,
+            partner_updated_at=partner_updated_at,
+            last_push_at=last_push_at,
+            last_error=None if last_error is None else EventError.model_validate_json(last_error),
+            event_seq=event_seq,
+            created_at=created_at,
+            updated_at=updated_at,
+        )
     )
+
+
+def _new_record(values: dict[str, Any]) -> OrderRecord:
+    """An ``OrderRecord`` of ``values`` (one per field), built as ``replace`` builds one."""
+    record: OrderRecord = object.__new__(OrderRecord)
+    record.__dict__.update(values)
+    return record
 
 
 def _mutable_values(record: OrderRecord) -> tuple[Any, ...]:
@@ -426,11 +440,12 @@ class SqlLedger(Ledger):
         self, command: CreateOrderCommand, partner_ref: str, now: float, lease_seconds: float | None
     ) -> tuple[Claim, Attempt | None]:
         fingerprint = command.fingerprint()
+        stored_command = command.model_dump(mode="json")
         fresh: dict[str, Any] = {
             "command_id": command.command_id,
             "provider": command.provider.value,
             "fingerprint": fingerprint,
-            "command": _dump(command.model_dump(mode="json")),
+            "command": _dump(stored_command),
             "partner_ref": partner_ref,
             "status": Status.SUBMITTING.value,
             "untrackable": False,
@@ -447,9 +462,10 @@ class SqlLedger(Ledger):
         values = tuple(fresh.get(column) for column in _COLUMNS)  # everything else starts NULL
         # A bare claim is bookkeeping (redone if lost); an open attempt is the intent to call: durable.
         with self._db.single() if lease_seconds is None else self._db.write() as s:
-            row = s.one(_INSERT_ORDER, values)
-            if row is not None:
-                record = _record(row)
+            if s.run(_INSERT_ORDER, values) == 1:
+                # The row is exactly what was inserted: no need to read it back and parse it again.
+                inserted = {**fresh, "command": stored_command}
+                record = _new_record({name: inserted.get(name) for name in _RECORD_FIELD_ORDER})
                 if lease_seconds is None:
                     return Claim(ClaimOutcome.NEW, record), None
                 claimed = replace(
@@ -688,17 +704,17 @@ class SqlLedger(Ledger):
             )
 
     def get(self, command_id: str) -> OrderRecord | None:
-        return self._find("command_id = ?", (command_id,))
+        return self._find(_GET_ORDER, (command_id,))
 
     def find_by_order_id(self, provider: str, order_id: str) -> OrderRecord | None:
-        return self._find("provider = ? AND order_id = ?", (provider, order_id))
+        return self._find(_FIND_BY_ORDER_ID, (provider, order_id))
 
     def find_by_partner_ref(self, provider: str, partner_ref: str) -> OrderRecord | None:
-        return self._find("provider = ? AND partner_ref = ?", (provider, partner_ref))
+        return self._find(_FIND_BY_PARTNER_REF, (provider, partner_ref))
 
-    def _find(self, where: str, params: tuple[str, ...]) -> OrderRecord | None:
+    def _find(self, sql: str, params: tuple[str, ...]) -> OrderRecord | None:
         with self._db.read() as s:
-            row = s.one(f"{_SELECT_ORDER} WHERE {where} LIMIT 1", params)
+            row = s.one(sql, params)
         return None if row is None else _record(row)
 
     def take_due(self, now: float, limit: int, hold_seconds: float) -> list[DueOrder]:

@@ -30,6 +30,7 @@ import time
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -52,8 +53,65 @@ class _Group:
         self.conn = conn
         self.level = level
         self.members = 0
-        self.done = threading.Event()
+        self.done: threading.Event | None = None
+        """Created when a writer hands the transaction over and must wait for a later writer's COMMIT;
+        a writer that commits its own unit has nothing to wait for."""
         self.error: BaseException | None = None
+
+
+class _Unit:
+    """One write unit, as a context manager: a class rather than a generator, because every ledger write
+    goes through it and a generator-based one costs about as much as the rest of the bookkeeping here."""
+
+    __slots__ = ("database", "first", "group", "level", "shareable")
+
+    def __init__(self, database: SqliteDatabase, level: int, shareable: bool) -> None:
+        self.database = database
+        self.level = level
+        self.shareable = shareable
+
+    def __enter__(self) -> Session:
+        group = self.group = self.database._enter(self.level, self.shareable)
+        conn = group.conn
+        # The first unit of a transaction needs no savepoint: if it fails, rolling the whole transaction
+        # back undoes it alone. Every later unit runs in one, so that it can be undone without the others.
+        self.first = group.members == 0
+        if not self.first:
+            try:
+                conn.execute("SAVEPOINT ow_unit")
+            except BaseException as exc:
+                group.error = exc
+                self.database._leave(group, self.shareable)
+                raise
+        return Session(conn.execute)
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        group, conn = self.group, self.group.conn
+        if exc is not None:
+            # Undo this unit alone; if SQLite already rolled the whole transaction back, every unit in it
+            # is lost and its writers are told so.
+            try:
+                if self.first or not conn.in_transaction:
+                    group.error = exc
+                else:
+                    conn.execute("ROLLBACK TO ow_unit")
+                    conn.execute("RELEASE ow_unit")
+            except sqlite3.Error as undo:
+                group.error = undo
+            with contextlib.suppress(_GroupFailed):  # this writer's own exception says more
+                self.database._leave(group, self.shareable)
+            return
+        if self.first:
+            group.members += 1
+        else:
+            try:
+                conn.execute("RELEASE ow_unit")
+                group.members += 1
+            except Exception as error:  # noqa: BLE001 - the unit is not in the transaction: fail the group
+                group.error = error
+        self.database._leave(group, self.shareable)
 
 
 class _Gate:
@@ -62,7 +120,8 @@ class _Gate:
     Writers queue here instead of on SQLite's busy handler (which sleeps in growing steps). A writer that
     finishes its unit while others are queued does not commit: it hands the open transaction to the next
     writer and waits; the last writer of the queue (or the sixteenth) commits once for all of them. Each
-    unit runs inside its own SAVEPOINT, so a unit that fails is undone alone; each writer returns only
+    unit after the first runs inside its own SAVEPOINT, so a unit that fails is undone alone (a failing
+    first unit rolls back the transaction, which holds nothing else); each writer returns only
     after the COMMIT that contains its unit, so what a caller was told is durable still is. One fsync
     then covers many units: that is where an SQLite ledger spends its time under concurrent writers."""
 
@@ -207,14 +266,6 @@ class SqliteDatabase(Database):
         if not keep:
             conn.close()
 
-    @contextmanager
-    def _connection(self, level: int | None = None) -> Iterator[_Connection]:
-        conn = self._checkout(level)
-        try:
-            yield conn
-        finally:
-            self._checkin(conn)
-
     # --- writes: one writer per file and process, units committed in groups -----------------------------
 
     def _enter(self, level: int, shareable: bool) -> _Group:
@@ -254,7 +305,8 @@ class SqliteDatabase(Database):
         with gate.cond:
             gate.group = group
             gate.busy = False
-            gate.cond.notify()
+            if gate.waiting:  # a writer counts itself under this lock before it waits
+                gate.cond.notify()
 
     def _finish(self, group: _Group) -> None:
         """COMMIT (or, after a failure, roll back) the group, tell its writers, return its connection."""
@@ -271,7 +323,8 @@ class SqliteDatabase(Database):
                 except sqlite3.Error:
                     conn.close()
         finally:
-            group.done.set()
+            if group.done is not None:
+                group.done.set()
             self._checkin(conn)
 
     def _leave(self, group: _Group, shareable: bool) -> None:
@@ -283,51 +336,21 @@ class SqliteDatabase(Database):
                 shareable and group.error is None and gate.waiting > 0 and group.members < _GROUP_LIMIT
             )
         if hand_over:
+            done = group.done
+            if done is None:
+                done = group.done = threading.Event()  # before the next writer can see the group
             self._release(group)
+            done.wait()
         else:
             try:
                 self._finish(group)
             finally:
                 self._release(None)
-        group.done.wait()
         if group.error is not None:
             raise _GroupFailed(f"the ledger transaction was not committed: {group.error}") from group.error
 
-    @contextmanager
-    def _write(self, level: int, shareable: bool) -> Iterator[Session]:
-        group = self._enter(level, shareable)
-        conn = group.conn
-        try:
-            conn.execute("SAVEPOINT ow_unit")
-        except BaseException as exc:
-            group.error = exc
-            self._leave(group, shareable)
-            raise
-        try:
-            yield Session(conn.execute)
-        except BaseException as exc:
-            # Undo this unit alone; if SQLite already rolled the whole transaction back, every unit in it
-            # is lost and its writers are told so.
-            try:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK TO ow_unit")
-                    conn.execute("RELEASE ow_unit")
-                else:
-                    group.error = exc
-            except sqlite3.Error as undo:
-                group.error = undo
-            with contextlib.suppress(_GroupFailed):  # this writer's own exception says more
-                self._leave(group, shareable)
-            raise
-        try:
-            conn.execute("RELEASE ow_unit")
-            group.members += 1
-        except Exception as exc:  # noqa: BLE001 - the unit is not in the transaction: fail the group
-            group.error = exc
-        self._leave(group, shareable)
-
     def write(self, durable: bool = True) -> AbstractContextManager[Session]:
-        return self._write(self._durable_level if durable else self._relaxed_level, shareable=True)
+        return _Unit(self, self._durable_level if durable else self._relaxed_level, shareable=True)
 
     def single(self) -> AbstractContextManager[Session]:
         # A lone statement still takes the file's write lock; queue on the process mutex like any write.
@@ -335,13 +358,16 @@ class SqliteDatabase(Database):
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        with self._connection() as conn:
+        conn = self._checkout()
+        try:
             yield Session(conn.execute)
+        finally:
+            self._checkin(conn)
 
     def migration(self) -> AbstractContextManager[Session]:
         # Its own transaction, never shared: BEGIN IMMEDIATE serialises migrating processes and SQLite DDL
         # is transactional.
-        return self._write(self._durable_level, shareable=False)
+        return _Unit(self, self._durable_level, shareable=False)
 
     def close(self) -> None:
         self._closed = True

@@ -7,6 +7,7 @@ answers with the original order and ``token: null`` instead of opening a second 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -32,7 +33,7 @@ from worker.providers.http import (
     parse_retry_after,
     safe_text,
 )
-from worker.signing import new_nonce, sign_body
+from worker.signing import body_signer, new_nonce
 from worker.status import map_zerotrace
 
 PROVIDER = "0trace"
@@ -78,7 +79,7 @@ class ZeroTraceClient:
         self._api_key = check_header_value("0trace api_key", api_key)
         if not api_secret.get_secret_value():
             raise ValueError("0trace api_secret must not be empty")
-        self._secret = api_secret
+        self._sign = body_signer(api_secret)
         self._scrub = account_secrets(self._api_key, api_secret, other_secrets)
         self._http = http
         self._observer = observer
@@ -131,7 +132,7 @@ class ZeroTraceClient:
         headers = {
             "Content-Type": "application/json",
             "X-API-KEY": api_key or self._api_key,
-            "X-API-SIGN": sign_body(body, self._secret),
+            "X-API-SIGN": self._sign(body),
             "X-API-NONCE": new_nonce(),
             **(extra_headers or {}),
         }
@@ -277,6 +278,9 @@ def _normalised(order_id: str, dto: Mapping[str, Any], times: Mapping[str, Any])
     src_tx, dst_tx, back_tx = _obj(src.get("tx")), _obj(dst.get("tx")), _obj(back.get("tx"))
     emergency = _obj(dto.get("emergency"))
     statuses = emergency.get("status")
+    created_at, created_at_unix = _moment(times.get("reg"))
+    expires_at, expires_at_unix = _moment(times.get("expiration"))
+    finished_at, finished_at_unix = _moment(times.get("finish"))
     return {
         "id": order_id,
         "type": _text(dto.get("type")),
@@ -294,9 +298,12 @@ def _normalised(order_id: str, dto: Mapping[str, Any], times: Mapping[str, Any])
         "payout_amount": _amount(dst_tx.get("amount")),
         "refund_address": _text(back.get("address")),
         "refund_tx_id": _text(back_tx.get("id")),
-        **_moment("created_at", times.get("reg")),
-        **_moment("expires_at", times.get("expiration")),
-        **_moment("finished_at", times.get("finish")),
+        "created_at": created_at,
+        "created_at_unix": created_at_unix,
+        "expires_at": expires_at,
+        "expires_at_unix": expires_at_unix,
+        "finished_at": finished_at,
+        "finished_at_unix": finished_at_unix,
         "rate": _amount(dto.get("rate")),
         "network_fee": _amount(dto.get("networkFee")),
         "markup_bps": _integer(dto.get("markupBps")),
@@ -339,13 +346,20 @@ def _integer(value: Any) -> int | None:
     return int(seconds) if seconds is not None and seconds == int(seconds) else None
 
 
-def _moment(name: str, value: Any) -> dict[str, Any]:
-    """A unix time as both ISO 8601 UTC and integer seconds (None when absent)."""
+def _moment(value: Any) -> tuple[str | None, int | None]:
+    """A unix time as both ISO 8601 UTC and integer seconds (both None when absent or unusable)."""
     seconds = _seconds(value)
     if seconds is None:
-        return {name: None, f"{name}_unix": None}
+        return None, None
+    iso = _iso(seconds)
+    return (None, None) if iso is None else (iso, int(seconds))
+
+
+@functools.lru_cache(maxsize=1024)
+def _iso(seconds: float) -> str | None:
+    """Partner times are whole seconds, shared by the orders created in one second and by every read of
+    one order, so each is formatted once rather than on every answer."""
     try:
-        iso = iso_from_epoch(seconds)
+        return iso_from_epoch(seconds)
     except (OverflowError, OSError, ValueError):
-        return {name: None, f"{name}_unix": None}
-    return {name: iso, f"{name}_unix": int(seconds)}
+        return None
