@@ -47,7 +47,7 @@ from pydantic import SecretStr  # noqa: E402
 
 from worker.ledger import open_ledger  # noqa: E402
 from worker.messages import CreateOrderCommand  # noqa: E402
-from worker.pipeline import CREATE_LEASE_SECONDS, partner_ref  # noqa: E402
+from worker.pipeline import partner_ref  # noqa: E402
 from worker.providers.zerotrace import parse_order  # noqa: E402
 from worker.settings import Settings  # noqa: E402
 from worker.signing import sign_body  # noqa: E402
@@ -147,6 +147,7 @@ def seed(url: str, count: int, updated: int) -> list[str]:
     ledger.migrate()
     order_ids = []
     now = time.time()
+    lease_seconds = Settings().create_lease_seconds
     try:
         for n in range(count):
             command = CreateOrderCommand(
@@ -155,7 +156,7 @@ def seed(url: str, count: int, updated: int) -> list[str]:
                 params=PARAMS,
             )
             ledger.claim(command, partner_ref("bench", command.command_id), now)
-            ledger.begin_attempt(command.command_id, now, CREATE_LEASE_SECONDS)
+            ledger.begin_attempt(command.command_id, now, lease_seconds)
             order_id = str(uuid.uuid4())
             created = parse_order(dto(order_id, "NEW", updated - 30))
             ledger.record_created(command.command_id, created, None, None, False, now + 45, now)

@@ -19,7 +19,6 @@ from pydantic import ValidationError
 
 from worker import failpoints, metrics
 from worker.ledger.base import Attempt, ClaimOutcome, Ledger, OrderRecord
-from worker.ledger.sql import SqlLedger
 from worker.messages import (
     CreateOrderCommand,
     EventError,
@@ -39,10 +38,6 @@ from worker.settings import Settings
 from worker.status import Status, is_terminal
 
 log = logging.getLogger(__name__)
-
-CREATE_LEASE_SECONDS = 90.0
-"""Default of ``Settings.create_lease_seconds``, for code that seeds a ledger without settings
-(``bench/push_latency.py``); the pipeline itself always uses the setting."""
 
 
 def partner_ref(namespace: str, command_id: str) -> str:
@@ -108,7 +103,7 @@ class OrderPipeline:
         now = self.clock()
         ref = partner_ref(self.settings.idempotency_namespace, command.command_id)
         begun: Attempt | None = None
-        if zerotrace_params is not None and isinstance(self.ledger, SqlLedger):
+        if zerotrace_params is not None:
             # 0trace has nothing to check between the claim and the first attempt (itrx reads its
             # balance there), so a first sight of the command claims and records the intent in one unit.
             claim, begun = self.ledger.claim_attempt(command, ref, now, self.settings.create_lease_seconds)

@@ -122,6 +122,18 @@ class Ledger(ABC):
         unless it exists. Existing with the same fingerprint -> DUPLICATE; with another -> CONFLICT.
         The insert races safely: two workers claiming the same id get one NEW and one DUPLICATE."""
 
+    def claim_attempt(
+        self, command: CreateOrderCommand, partner_ref: str, now: float, lease_seconds: float
+    ) -> tuple[Claim, Attempt | None]:
+        """``claim`` and, for a command seen for the first time, ``begin_attempt``: a caller with nothing to
+        check between the two (0trace) saves a durable unit when the adapter writes both at once. This
+        default takes two units, which is as safe: a lost claim is redone, and the attempt is only begun
+        on the claimed row. A command seen before gets ``claim``'s answer and no attempt."""
+        claim = self.claim(command, partner_ref, now)
+        if claim.outcome is not ClaimOutcome.NEW:
+            return claim, None
+        return claim, self.begin_attempt(command.command_id, now, lease_seconds)
+
     @abstractmethod
     def begin_attempt(self, command_id: str, now: float, lease_seconds: float) -> Attempt | None:
         """Commit the intent to call the partner: only when status is submitting and no live lease is held
