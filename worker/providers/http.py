@@ -22,7 +22,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import SecretStr
@@ -59,6 +59,7 @@ the error code. Metrics are wired in by the caller so providers stay free of Pro
 DEFAULT_MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 _READ_CHUNK = 64 * 1024
 USER_AGENT = "order-worker/0.1"
+T = TypeVar("T")
 
 
 class HttpAnswer(NamedTuple):
@@ -448,6 +449,37 @@ def notify(
         observer(provider, endpoint, result, seconds, weight)
     except Exception:
         log.exception("partner call observer failed (provider=%s endpoint=%s)", provider, endpoint)
+
+
+def observed_exchange(
+    observer: Observer | None,
+    provider: str,
+    endpoint: str,
+    weight: int,
+    send: Callable[[], HttpAnswer],
+    read: Callable[[HttpAnswer], T],
+) -> T:
+    """Run one partner exchange and report it once, whatever happens: "ok", or the ``PartnerError``'s
+    code, or "error" for anything else. Both clients route every call through here so that the metrics
+    mean the same for every partner."""
+    started = time.perf_counter()
+    result = "error"
+    try:
+        value = read(send())
+        result = "ok"
+        return value
+    except PartnerError as exc:
+        result = exc.code
+        raise
+    finally:
+        notify(
+            observer,
+            provider=provider,
+            endpoint=endpoint,
+            result=result,
+            seconds=time.perf_counter() - started,
+            weight=weight,
+        )
 
 
 def _no_constants(name: str) -> Any:

@@ -31,7 +31,7 @@ from worker.providers.http import (
     check_header_value,
     decode_json_object,
     display_origin,
-    notify,
+    observed_exchange,
     parse_retry_after,
     safe_text,
 )
@@ -153,31 +153,19 @@ class ItrxClient:
     ) -> T:
         url = f"{self._base}{_PREFIX}{path}"
         scrub = (*self._scrub, *sensitive)
-        started = time.perf_counter()
-        result = "error"
-        try:
-            answer = self._http.post(url, body, headers) if body is not None else self._http.get(url, headers)
+
+        def send() -> HttpAnswer:
+            return self._http.post(url, body, headers) if body is not None else self._http.get(url, headers)
+
+        def read(answer: HttpAnswer) -> T:
             payload = _interpret(answer, endpoint, scrub)
             try:
-                parsed = parse(payload)
+                return parse(payload)
             except (ValueError, TypeError, KeyError) as exc:
                 what = f"unusable answer ({safe_text(str(exc), scrub, 80)})"
                 raise _bad_response(endpoint, answer.status, what) from None
-            result = "ok"
-            return parsed
-        except PartnerError as exc:
-            result = exc.code
-            raise
-        finally:
-            elapsed = time.perf_counter() - started
-            notify(
-                self._observer,
-                provider=PROVIDER,
-                endpoint=endpoint,
-                result=result,
-                seconds=elapsed,
-                weight=WEIGHT,
-            )
+
+        return observed_exchange(self._observer, PROVIDER, endpoint, WEIGHT, send, read)
 
 
 def _create_payload(params: ItrxParams, out_trade_no: str, callback_url: str | None) -> dict[str, Any]:

@@ -11,7 +11,6 @@ import functools
 import json
 import math
 import re
-import time
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -29,7 +28,7 @@ from worker.providers.http import (
     check_header_value,
     decode_json_object,
     display_origin,
-    notify,
+    observed_exchange,
     parse_retry_after,
     safe_text,
 )
@@ -137,31 +136,23 @@ class ZeroTraceClient:
             **(extra_headers or {}),
         }
         scrub = (*self._scrub, *sensitive)
-        started = time.perf_counter()
-        result = "error"
-        try:
-            answer = self._http.post(f"{self._base}/api/v1/{endpoint}", body, headers)
+
+        def read(answer: HttpAnswer) -> T:
             data = _unwrap(answer, endpoint, scrub)
             try:
-                parsed = parse(data)
+                return parse(data)
             except (ValueError, TypeError, KeyError) as exc:
                 what = f"unusable data ({type(exc).__name__})"
                 raise _bad_response(endpoint, answer.status, what) from None
-            result = "ok"
-            return parsed
-        except PartnerError as exc:
-            result = exc.code
-            raise
-        finally:
-            elapsed = time.perf_counter() - started
-            notify(
-                self._observer,
-                provider=PROVIDER,
-                endpoint=endpoint,
-                result=result,
-                seconds=elapsed,
-                weight=WEIGHTS[endpoint],
-            )
+
+        return observed_exchange(
+            self._observer,
+            PROVIDER,
+            endpoint,
+            WEIGHTS[endpoint],
+            lambda: self._http.post(f"{self._base}/api/v1/{endpoint}", body, headers),
+            read,
+        )
 
 
 def _id_and_token(order_id: str, token: str) -> dict[str, str]:
