@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -35,11 +36,42 @@ TRON = "TExWKszFWYTKZH8LYiovAPKzS3L9MLZ4kw"
 BTC_REFUND = "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq"
 
 
+_ISSUED_PORTS: set[int] = set()
+
+
+def _ephemeral_floor() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as handle:
+            return int(handle.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def free_port() -> int:
+    """A port for a server a test is about to start.
+
+    ``bind(0)`` hands out a port from the kernel's ephemeral range, and between closing it and the server's
+    own bind any outgoing connection (a worker's broker or database socket) may take it: seen as a metrics
+    server dying with EADDRINUSE. Ports below that range are never picked for outgoing connections, and
+    none is issued twice in one run."""
+    floor = _ephemeral_floor()
+    if floor > 12_000:
+        for _ in range(500):
+            port = random.randrange(10_000, floor)
+            if port in _ISSUED_PORTS:
+                continue
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _ISSUED_PORTS.add(port)
+            return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+    _ISSUED_PORTS.add(chosen)
+    return chosen
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
