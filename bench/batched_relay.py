@@ -23,7 +23,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 
 from worker import metrics
 from worker.ledger.base import Ledger, OutboxRow
-from worker.relay import OUTBOX_LEASE_SECONDS, declare_topology
+from worker.relay import OUTBOX_LEASE_SECONDS, declare_topology, event_properties
 
 
 class BatchedPublisher:
@@ -69,13 +69,7 @@ class BatchedPublisher:
                 exchange=self._exchange,
                 routing_key=row.routing_key,
                 body=row.body,
-                properties=pika.BasicProperties(
-                    message_id=row.event_id,
-                    type=row.event_type,
-                    content_type="application/json",
-                    delivery_mode=pika.DeliveryMode.Persistent,
-                    timestamp=int(row.created_at),
-                ),
+                properties=event_properties(row),
                 mandatory=True,
             )
             self._next_tag += 1

@@ -19,6 +19,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import AMQPError, UnroutableError
 
 from worker import failpoints, metrics
+from worker.amqp import ConfirmedChannel
 from worker.ledger.base import Ledger, OutboxRow
 
 log = logging.getLogger(__name__)
@@ -38,49 +39,36 @@ def declare_topology(channel: BlockingChannel, exchange: str) -> None:
     )
 
 
+def event_properties(row: OutboxRow) -> pika.BasicProperties:
+    """What every published event carries: its id for consumers' dedupe, its type, persistence."""
+    return pika.BasicProperties(
+        message_id=row.event_id,
+        type=row.event_type,
+        content_type="application/json",
+        delivery_mode=pika.DeliveryMode.Persistent,
+        timestamp=int(row.created_at),
+    )
+
+
 class EventPublisher:
-    """One confirmed AMQP channel, reopened after any connection failure."""
+    """Events over one confirmed channel, with the events topology declared on every new channel."""
 
     def __init__(self, broker_url: str, exchange: str) -> None:
-        self._parameters = pika.URLParameters(broker_url)
         self._exchange = exchange
-        self._connection: pika.BlockingConnection | None = None
-        self._channel: BlockingChannel | None = None
-
-    def _open(self) -> BlockingChannel:
-        if self._channel is None or not self._channel.is_open:
-            self.close()
-            self._connection = pika.BlockingConnection(self._parameters)
-            channel = self._connection.channel()
-            channel.confirm_delivery()
-            declare_topology(channel, self._exchange)
-            self._channel = channel
-        return self._channel
+        self._channel = ConfirmedChannel(broker_url, lambda channel: declare_topology(channel, exchange))
 
     def publish(self, row: OutboxRow) -> None:
         """Returns only once the broker confirmed the message; raises otherwise."""
-        channel = self._open()
-        channel.basic_publish(
+        self._channel.open().basic_publish(
             exchange=self._exchange,
             routing_key=row.routing_key,
             body=row.body,
-            properties=pika.BasicProperties(
-                message_id=row.event_id,
-                type=row.event_type,
-                content_type="application/json",
-                delivery_mode=pika.DeliveryMode.Persistent,
-                timestamp=int(row.created_at),
-            ),
+            properties=event_properties(row),
             mandatory=True,
         )
 
     def close(self) -> None:
-        connection, self._connection, self._channel = self._connection, None, None
-        if connection is not None and connection.is_open:
-            try:
-                connection.close()
-            except AMQPError:
-                log.debug("closing a broken relay connection failed", exc_info=True)
+        self._channel.close()
 
 
 class OutboxRelay:

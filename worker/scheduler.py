@@ -20,6 +20,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import AMQPError, ChannelClosedByBroker
 
 from worker import metrics
+from worker.amqp import ConfirmedChannel
 from worker.ledger.base import DueOrder, Ledger
 from worker.messages import EventError
 from worker.settings import Settings
@@ -111,28 +112,13 @@ class DeadLetterRescuer:
         wait_seconds: float = 30.0,
     ) -> None:
         self.ledger = ledger
-        self.parameters = pika.URLParameters(broker_url)
         self.queues = queues
         self.clock = clock
         self.wait_seconds = wait_seconds
-        self._connection: pika.BlockingConnection | None = None
-        self._channel: BlockingChannel | None = None
-
-    def _open(self) -> BlockingChannel:
-        if self._channel is None or not self._channel.is_open:
-            self.close()
-            self._connection = pika.BlockingConnection(self.parameters)
-            self._channel = self._connection.channel()
-            self._channel.confirm_delivery()
-        return self._channel
+        self._amqp = ConfirmedChannel(broker_url)
 
     def close(self) -> None:
-        connection, self._connection, self._channel = self._connection, None, None
-        if connection is not None and connection.is_open:
-            try:
-                connection.close()
-            except AMQPError:
-                log.debug("closing the rescuer's connection failed", exc_info=True)
+        self._amqp.close()
 
     def run(self, stop: threading.Event, idle_seconds: float = 1.0, error_backoff: float = 2.0) -> None:
         while not stop.is_set():
@@ -154,11 +140,11 @@ class DeadLetterRescuer:
     def pass_once(self, stop: threading.Event | None = None) -> int:
         handled = 0
         for queue in self.queues:
-            channel = self._open()
+            channel = self._amqp.open()
             try:
                 method, properties, body = channel.basic_get(f"{queue}.XQ", auto_ack=False)
             except ChannelClosedByBroker:  # the queue is not declared yet (no worker started)
-                self._channel = None
+                self.close()
                 continue
             if method is None:
                 continue
@@ -221,7 +207,7 @@ class DeadLetterRescuer:
         while time.monotonic() < deadline and not (stop is not None and stop.is_set()):
             if self.ledger.get(command_id) is not None:
                 return
-            channel = self._open()
+            channel = self._amqp.open()
             if channel.queue_declare(f"{queue}.XQ", passive=True).method.message_count > waiting:
                 return
             time.sleep(0.2)
