@@ -419,11 +419,9 @@ class Stack:
             **extra,
         )
 
-    def start(
-        self, role: str, *args: str, name: str | None = None, module: str = "worker.cli", **extra: str
-    ) -> tuple[Group, int]:
+    def start(self, role: str, *args: str, name: str | None = None, **extra: str) -> tuple[Group, int]:
         port = free_port()
-        command = [PY, "-m", module, *([role] if module == "worker.cli" else []), *args]
+        command = [PY, "-m", "worker.cli", role, *args]
         group = Group(
             name or role,
             command,
@@ -499,7 +497,6 @@ def pipeline(
     *,
     latency_ms: float | None = None,
     profile_to: Path | None = None,
-    batched_relay: bool = False,
     tmp: Path,
 ) -> Row:
     """Full pipeline: create phase (claim, intent, signed create, sealed token, created event) then poll
@@ -511,17 +508,10 @@ def pipeline(
             {"endpoint": "0trace.*", "kind": "latency", "latency_ms": latency_ms, "probability": 1.0},
         )
     name = f"order-worker pipeline ({'SQLite' if kind == 'sqlite' else 'PostgreSQL'})"
-    key = (
-        f"pipeline_{kind}_{procs}x{threads}"
-        + (f"_lat{int(latency_ms)}ms" if latency_ms else "")
-        + ("_whatif_batched_relay" if batched_relay else "")
-    )
+    key = f"pipeline_{kind}_{procs}x{threads}" + (f"_lat{int(latency_ms)}ms" if latency_ms else "")
     note = "create+poll, ledger, outbox, relay -> events" + (
         f"; partner latency {latency_ms:g} ms" if latency_ms else ""
     )
-    if batched_relay:
-        name = f"what-if: {name} + batched-confirm relay"
-        note += "; relay = bench/batched_relay.py prototype (proposal for worker/relay.py)"
     row = Row(name, key, procs, threads, note)
     with ledger_url(kind, tmp, pool_size=threads + 2) as url:
         stack = Stack(sandbox, url, log_dir, dict(QUIET_POLLING))
@@ -529,10 +519,7 @@ def pipeline(
         spy: Group | None = None
         try:
             stack.declare_queues()
-            if batched_relay:
-                sched, _ = stack.start("relay", name="batched-relay", module="bench.batched_relay")
-            else:
-                sched, _ = stack.start("scheduler", name="relay")
+            sched, _ = stack.start("scheduler", name="relay")
             worker, _ = stack.start(
                 "worker", "--processes", str(procs), "--threads", str(threads), name="worker"
             )

@@ -33,7 +33,7 @@ from bench import budget, contenders, profile_summary, relay_confirms, scale
 from bench.common import POSTGRES_URL, REPO, RESULTS, child_env, log
 from bench.contenders import Row, SandboxProc
 
-SECTIONS = ("table", "whatif", "relay", "latency", "cpu", "profile", "scale", "budget", "push")
+SECTIONS = ("table", "relay", "latency", "cpu", "profile", "scale", "budget", "push")
 
 
 def _sizes(quick: bool) -> dict[str, Any]:
@@ -234,21 +234,6 @@ class Runner:
                     )
             self.add(
                 self.section(
-                    "whatif:batched-relay-sqlite-1x8",
-                    lambda: contenders.pipeline(
-                        sandbox,
-                        self.logs,
-                        "sqlite",
-                        1,
-                        8,
-                        sizes["pipeline"],
-                        batched_relay=True,
-                        tmp=self.tmp,
-                    ),
-                )
-            )
-            self.add(
-                self.section(
                     "latency",
                     lambda: contenders.pipeline(
                         sandbox, self.logs, "sqlite", 1, 8, sizes["latency"], latency_ms=50, tmp=self.tmp
@@ -389,7 +374,6 @@ def _row(result: dict[str, Any], key: str, procs: int, threads: int) -> dict[str
             and row["processes"] == procs
             and row["threads"] == threads
             and "lat" not in row["key"]
-            and "whatif" not in row["key"]
         ):
             return row
     return None
@@ -424,24 +408,6 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
                 ratio >= 1.5,
                 "table",
             )
-    whatif = next((r for r in result.get("rows", []) if "whatif" in r["key"]), None)
-    peer = _row(result, "celery_peer_acks_on", 1, 8)
-    ceiling = _row(result, "noop_dramatiq_stock", 1, 8)
-    if whatif and peer and ceiling:
-        add(
-            "what-if (batched-confirm relay) pipeline / peer, 1x8 (information, not a target)",
-            round(whatif["rate_per_s"] / peer["rate_per_s"], 3),
-            ">= 1.5",
-            None,
-            "whatif",
-        )
-        add(
-            "what-if (batched-confirm relay) pipeline / no-op Dramatiq, 1x8 (information, not a target)",
-            round(whatif["rate_per_s"] / ceiling["rate_per_s"], 3),
-            ">= 0.20",
-            None,
-            "whatif",
-        )
     cpu = result.get("cpu_per_command") or {}
     if "sqlite" in cpu:
         own = (cpu["sqlite"]["create"]["own_us"] + cpu["sqlite"]["poll"]["own_us"]) / 2

@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import base64
 import itertools
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, cast
 
-import pytest
 from pydantic import SecretStr
 
 from tests.ledger.helpers import command, created, observed
-from worker.ledger import open_ledger
 from worker.ledger.base import Ledger
 from worker.messages import CreateOrderCommand, Provider, Source
 from worker.pipeline import OrderPipeline
@@ -54,14 +50,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    store = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
-    store.migrate()
-    yield store
-    store.close()
 
 
 def pipeline(ledger: Ledger, partner: ScriptedPartner, clock: Clock, **settings: Any) -> OrderPipeline:

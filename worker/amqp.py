@@ -1,16 +1,27 @@
-"""One confirmed AMQP channel, reopened after any failure: what the outbox relay and the dead-letter rescuer
-publish through. Publisher confirms make ``basic_publish`` return only once the broker has the message, so
-an owner can mark its work done right after; any error closes the connection, and the next ``open()``
-starts afresh rather than reusing a channel in an unknown state."""
+"""Publishing with publisher confirms, so that an owner marks its work done only once the broker has it.
+
+* ``ConfirmedChannel``: one blocking channel whose ``basic_publish`` returns once that message is
+  confirmed; the dead-letter rescuer, which moves one message at a time, publishes through it.
+* ``BatchPublisher``: a whole batch in flight, confirmed at once; the outbox relay publishes through it.
+
+Both drop the connection after any error, and the next use starts afresh rather than reusing a channel in
+an unknown state."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import pika
+from pika import spec
 from pika.adapters.blocking_connection import BlockingChannel
-from pika.exceptions import AMQPError
+from pika.channel import Channel
+from pika.exceptions import AMQPConnectionError, AMQPError, ConnectionClosedByClient
+from pika.frame import Method
 
 log = logging.getLogger(__name__)
 
@@ -41,3 +52,253 @@ class ConfirmedChannel:
                 connection.close()
             except AMQPError:
                 log.debug("closing a broken AMQP connection failed", exc_info=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One message for ``BatchPublisher``. ``properties.message_id`` must be set and unique in its batch:
+    a message the broker returns (mandatory, no route) is recognised by it, since returns carry no tag."""
+
+    exchange: str
+    routing_key: str
+    body: bytes
+    properties: pika.BasicProperties
+    mandatory: bool = True
+
+
+class BatchPublisher:
+    """Publishes a whole batch, then waits once for the broker's confirms of all of it.
+
+    The blocking channel waits for each confirm before sending the next message: a round trip and a
+    separate quorum-queue append per message, and RabbitMQ spends about three times the CPU per message it
+    spends on a batch confirmed together. pika's public way to keep confirms in flight is its asynchronous
+    ``SelectConnection``; its IO loop runs here in a thread of its own, and callers hand batches over with
+    ``add_callback_threadsafe``, the one thread-safe entry into that loop. A side benefit: the loop answers
+    heartbeats while the caller is busy elsewhere.
+
+    Any failure (connection or channel lost, confirms overdue) drops the connection and raises; the next
+    batch starts on a fresh one, after ``prepare`` ran again on a short-lived blocking channel (declarations
+    the owner needs before publishing).
+    """
+
+    def __init__(
+        self,
+        broker_url: str,
+        prepare: Callable[[BlockingChannel], None] | None = None,
+        confirm_timeout: float = 30.0,
+        thread_name: str = "amqp-publisher",
+    ) -> None:
+        self._parameters = pika.URLParameters(broker_url)
+        self._prepare = prepare
+        self._confirm_timeout = confirm_timeout
+        self._thread_name = thread_name
+        self._link: _Link | None = None
+        self._lock = threading.Lock()
+
+    def publish(self, messages: Sequence[Outgoing]) -> list[bool]:
+        """For each message, in order: True if the broker confirmed it and did not return it, False if it
+        refused it (nack) or had no route for it (return); send those again later.
+
+        Raises ``AMQPError`` (or ``TimeoutError`` when confirms are overdue) if the batch's fate is unknown:
+        any of its messages may have reached the broker, so the caller must treat all of them as unsent
+        and send them again, relying on its consumers to recognise a repeat."""
+        if not messages:
+            return []
+        with self._lock:
+            link = self._link
+            if link is None or link.closed:
+                if link is not None:
+                    link.close()
+                self._link = None
+                if self._prepare is not None:
+                    with pika.BlockingConnection(self._parameters) as connection:
+                        self._prepare(connection.channel())
+                link = self._link = _Link(self._parameters, self._thread_name, self._confirm_timeout)
+            try:
+                return link.publish(messages, self._confirm_timeout)
+            except BaseException:
+                self._link = None
+                link.close()
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            link, self._link = self._link, None
+        if link is not None:
+            link.close()
+
+
+class _Batch:
+    def __init__(self, messages: Sequence[Outgoing]) -> None:
+        self.messages = messages
+        self.first_tag = 0
+        self.unconfirmed: set[int] = set()
+        self.nacked: set[int] = set()
+        self.returned: set[str] = set()
+        self.failure: BaseException | None = None
+        self.done = threading.Event()
+
+    def outcomes(self) -> list[bool]:
+        return [
+            self.first_tag + index not in self.nacked and message.properties.message_id not in self.returned
+            for index, message in enumerate(self.messages)
+        ]
+
+
+class _Link:
+    """One connection's life: its IO loop thread, its confirm-mode channel, the batch in flight. Every
+    method whose name does not start with ``publish`` or ``close`` runs on the IO loop thread."""
+
+    def __init__(self, parameters: pika.URLParameters, thread_name: str, open_timeout: float) -> None:
+        self.closed = False
+        self._channel: Channel | None = None
+        self._next_tag = 1
+        self._batch: _Batch | None = None
+        self._failure: BaseException | None = None
+        self._ready = threading.Event()
+        self._connection = pika.SelectConnection(
+            parameters,
+            on_open_callback=self._on_open,
+            on_open_error_callback=self._on_open_error,
+            on_close_callback=self._on_closed,
+        )
+        self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
+        self._thread.start()
+        if not self._ready.wait(open_timeout):
+            self.close()
+            raise AMQPConnectionError(f"no confirm-mode channel within {open_timeout:g} s")
+        if self._failure is not None or self.closed:
+            self.close()
+            raise _as_amqp_error(self._failure, "the connection closed while opening")
+
+    def publish(self, messages: Sequence[Outgoing], timeout: float) -> list[bool]:
+        batch = _Batch(messages)
+        self._connection.ioloop.add_callback_threadsafe(lambda: self._send(batch))
+        deadline = time.monotonic() + timeout
+        # The loop thread may stop before it runs the callback; checking on it keeps that from costing
+        # the whole timeout.
+        while not batch.done.wait(0.2):
+            if not self._thread.is_alive():
+                raise _as_amqp_error(self._failure, "the connection closed")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"publisher confirms overdue after {timeout:g} s")
+        if batch.failure is not None:
+            raise batch.failure
+        return batch.outcomes()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._connection.ioloop.add_callback_threadsafe(self._shut)
+            self._thread.join(10.0)
+
+    def _run(self) -> None:
+        try:
+            self._connection.ioloop.start()
+        except Exception as error:  # a callback raised: nothing on this connection can be trusted now
+            log.exception("AMQP publisher loop failed")
+            self._fail(error)
+        finally:
+            self.closed = True
+            self._fail(self._failure)
+            self._ready.set()
+            if not self._connection.is_closed:
+                log.debug("AMQP publisher loop stopped with its connection still open")
+            self._connection.ioloop.close()
+
+    def _on_open(self, connection: Any) -> None:
+        connection.channel(on_open_callback=self._on_channel)
+
+    def _on_channel(self, channel: Channel) -> None:
+        channel.add_on_close_callback(self._on_channel_closed)
+        channel.add_on_return_callback(self._on_return)
+        channel.confirm_delivery(
+            ack_nack_callback=self._on_confirm, callback=lambda _frame: self._ready.set()
+        )
+        self._channel = channel
+
+    def _on_open_error(self, connection: Any, error: BaseException) -> None:
+        self._fail(error)
+        self.closed = True
+        self._connection.ioloop.stop()
+
+    def _on_closed(self, connection: Any, reason: BaseException) -> None:
+        if not isinstance(reason, ConnectionClosedByClient):
+            log.warning(
+                "AMQP publishing connection lost (%s); the next batch reconnects", type(reason).__name__
+            )
+        self._fail(reason)
+        self.closed = True
+        self._connection.ioloop.stop()
+
+    def _on_channel_closed(self, channel: Channel, reason: BaseException) -> None:
+        self._fail(reason)
+        self.closed = True
+        self._shut()
+
+    def _shut(self) -> None:
+        if self._connection.is_open:
+            self._connection.close()  # its close callback stops the loop
+        elif not self._connection.is_closing:
+            self._connection.ioloop.stop()
+
+    def _fail(self, reason: BaseException | None) -> None:
+        if reason is not None and self._failure is None:
+            self._failure = _as_amqp_error(reason, "the connection failed")
+        batch, self._batch = self._batch, None
+        if batch is not None:
+            batch.failure = _as_amqp_error(self._failure, "the connection closed")
+            batch.done.set()
+
+    def _send(self, batch: _Batch) -> None:
+        channel = self._channel
+        if self.closed or channel is None or not channel.is_open:
+            batch.failure = _as_amqp_error(self._failure, "the channel is closed")
+            batch.done.set()
+            return
+        self._batch = batch
+        batch.first_tag = self._next_tag
+        try:
+            for message in batch.messages:
+                channel.basic_publish(
+                    message.exchange, message.routing_key, message.body, message.properties, message.mandatory
+                )
+                batch.unconfirmed.add(self._next_tag)
+                self._next_tag += 1
+        except AMQPError as error:
+            self._fail(error)
+            self.closed = True
+            self._shut()
+
+    def _on_confirm(self, frame: Method) -> None:
+        batch = self._batch
+        if batch is None:
+            return
+        method = frame.method
+        tag: int = method.delivery_tag
+        settled = [t for t in batch.unconfirmed if t <= tag] if method.multiple else [tag]
+        batch.unconfirmed.difference_update(settled)
+        if isinstance(method, spec.Basic.Nack):
+            batch.nacked.update(settled)
+        if not batch.unconfirmed:
+            self._batch = None
+            batch.done.set()
+
+    def _on_return(
+        self, channel: Channel, method: Any, properties: pika.BasicProperties, body: bytes
+    ) -> None:
+        # RabbitMQ sends a message's return before its confirm, so the batch is still in flight here.
+        if self._batch is not None and properties.message_id is not None:
+            self._batch.returned.add(properties.message_id)
+
+
+def _as_amqp_error(reason: BaseException | None, fallback: str) -> BaseException:
+    """What ``publish`` raises: an AMQP or socket error as it came, anything else by its type alone (its
+    text could hold what a caller never meant to log)."""
+    error: BaseException
+    if reason is None:
+        error = AMQPConnectionError(fallback)
+    elif isinstance(reason, (AMQPError, OSError)):
+        error = reason
+    else:
+        error = AMQPConnectionError(f"{fallback}: {type(reason).__name__}")
+    return error

@@ -105,8 +105,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
-    from worker.actors import broker, create_order, poll_order
+    from worker.actors import broker
     from worker.observability import all_of, broker_check, serve_http
+    from worker.producer import CommandBatchPublisher
     from worker.relay import EventPublisher, OutboxRelay
     from worker.runtime import get_runtime
     from worker.scheduler import DeadLetterRescuer, Scheduler
@@ -115,10 +116,11 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     if not args.no_migrate:
         _migrate(settings)
     runtime = get_runtime()
-    actors = {"create_order": create_order, "poll_order": poll_order}
+    queues = {"create_order": settings.create_queue, "poll_order": settings.poll_queue}
 
-    def send(actor_name: str, kwargs: dict[str, Any]) -> None:
-        actors[actor_name].send_with_options(kwargs=kwargs)
+    def declare_queues(_channel: object) -> None:
+        for queue in queues.values():  # with the worker's own arguments (quorum, delivery limit)
+            broker.declare_queue(queue, ensure=True)
 
     def ledger_ready() -> str | None:
         runtime.ledger.ping()
@@ -131,6 +133,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     )
     stop = _stop_on_signals()
     threads = []
+    closers = [broker.close, runtime.close]
     if not args.no_relay:
         relay = OutboxRelay(
             runtime.ledger,
@@ -139,12 +142,12 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
         )
         threads.append(threading.Thread(target=relay.run, args=(stop,), name="relay"))
     if not args.no_scheduler:
-        scheduler = Scheduler(settings, runtime.ledger, send)
+        commands = CommandBatchPublisher(settings.broker_url.get_secret_value(), queues, declare_queues)
+        closers.insert(0, commands.close)
+        scheduler = Scheduler(settings, runtime.ledger, commands.publish)
         threads.append(threading.Thread(target=scheduler.run, args=(stop,), name="scheduler"))
         rescuer = DeadLetterRescuer(
-            runtime.ledger,
-            settings.broker_url.get_secret_value(),
-            [settings.create_queue, settings.poll_queue],
+            runtime.ledger, settings.broker_url.get_secret_value(), list(queues.values())
         )
         threads.append(threading.Thread(target=rescuer.run, args=(stop,), name="dead-letters"))
     for thread in threads:
@@ -153,8 +156,8 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     for thread in threads:
         while thread.is_alive():
             thread.join(0.5)
-    broker.close()
-    runtime.close()
+    for close in closers:
+        close()
     return 0
 
 

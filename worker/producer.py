@@ -10,11 +10,16 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pika
+from pika.adapters.blocking_connection import BlockingChannel
 
+from worker.amqp import BatchPublisher, Outgoing
 from worker.messages import CreateOrderCommand, PollOrderCommand
+
+COMMAND_PROPERTIES = {"delivery_mode": pika.DeliveryMode.Persistent, "content_type": "application/json"}
 
 
 def envelope(
@@ -63,9 +68,7 @@ class CommandProducer:
             exchange="",
             routing_key=queue_name,
             body=body,
-            properties=pika.BasicProperties(
-                delivery_mode=pika.DeliveryMode.Persistent, content_type="application/json"
-            ),
+            properties=pika.BasicProperties(**COMMAND_PROPERTIES),
             mandatory=True,
         )
 
@@ -82,3 +85,37 @@ class CommandProducer:
     def poll_order(self, command_id: str) -> None:
         PollOrderCommand(command_id=command_id)
         self.publish_raw(self.poll_queue, envelope(self.poll_queue, "poll_order", {"command_id": command_id}))
+
+
+class CommandBatchPublisher:
+    """Commands in batches confirmed at once (``worker.amqp.BatchPublisher``): how the scheduler hands out
+    due polls and stuck creates, a few hundred per pass, without a broker round trip per command."""
+
+    def __init__(
+        self,
+        broker_url: str,
+        queues: Mapping[str, str],
+        prepare: Callable[[BlockingChannel], None] | None = None,
+    ) -> None:
+        """``queues``: actor name -> queue name. ``prepare`` runs on every new connection (declaring the
+        queues, so that a command is not returned merely because no worker has started yet)."""
+        self._queues = dict(queues)
+        self._publisher = BatchPublisher(broker_url, prepare, thread_name="commands-amqp")
+
+    def publish(self, commands: Sequence[tuple[str, dict[str, Any]]]) -> list[bool]:
+        """Per command: True once the broker confirmed it. Raises when the batch's fate is unknown."""
+        messages = []
+        for actor_name, kwargs in commands:
+            queue, message_id = self._queues[actor_name], str(uuid.uuid4())
+            messages.append(
+                Outgoing(
+                    "",
+                    queue,
+                    envelope(queue, actor_name, kwargs, message_id),
+                    pika.BasicProperties(message_id=message_id, **COMMAND_PROPERTIES),
+                )
+            )
+        return self._publisher.publish(messages)
+
+    def close(self) -> None:
+        self._publisher.close()

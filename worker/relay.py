@@ -2,9 +2,15 @@
 
 An event is marked published only after RabbitMQ confirmed it (publisher confirms), so a crash or a broker
 restart at any moment means the event is sent again, never lost; consumers dedupe on ``message_id`` (the
-event id). ``mandatory`` plus an alternate exchange means an event nobody is bound for yet is parked in
+event id). A claimed batch goes out whole and its confirms are awaited once (``worker.amqp.BatchPublisher``):
+RabbitMQ spends about a third of the CPU it spends when each event is confirmed before the next is sent.
+
+``mandatory`` plus an alternate exchange means an event nobody is bound for yet is parked in
 ``orders.events.unrouted`` instead of silently vanishing. Any number of relays may run (one per replica):
-the ledger leases rows to one relay at a time.
+the ledger leases rows to one relay at a time. Events go out in outbox order, but an event the broker
+refuses (a nack, rare) is sent again after the rest of its batch, and the relays of several replicas
+publish side by side: consumers order an order's events by ``previous_status`` -> ``status``, not by
+arrival.
 """
 
 from __future__ import annotations
@@ -12,14 +18,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pika
 from pika.adapters.blocking_connection import BlockingChannel
-from pika.exceptions import AMQPError, UnroutableError
+from pika.exceptions import AMQPError
 
 from worker import failpoints, metrics
-from worker.amqp import ConfirmedChannel
+from worker.amqp import BatchPublisher, Outgoing
 from worker.ledger.base import Ledger, OutboxRow
 
 log = logging.getLogger(__name__)
@@ -51,24 +57,25 @@ def event_properties(row: OutboxRow) -> pika.BasicProperties:
 
 
 class EventPublisher:
-    """Events over one confirmed channel, with the events topology declared on every new channel."""
+    """Events in batches confirmed at once, with the events topology declared on every new connection."""
 
     def __init__(self, broker_url: str, exchange: str) -> None:
         self._exchange = exchange
-        self._channel = ConfirmedChannel(broker_url, lambda channel: declare_topology(channel, exchange))
+        self._publisher = BatchPublisher(
+            broker_url, lambda channel: declare_topology(channel, exchange), thread_name="relay-amqp"
+        )
 
-    def publish(self, row: OutboxRow) -> None:
-        """Returns only once the broker confirmed the message; raises otherwise."""
-        self._channel.open().basic_publish(
-            exchange=self._exchange,
-            routing_key=row.routing_key,
-            body=row.body,
-            properties=event_properties(row),
-            mandatory=True,
+    def publish(self, rows: Sequence[OutboxRow]) -> list[bool]:
+        """Per row: True once the broker confirmed it. Raises when the batch's fate is unknown."""
+        return self._publisher.publish(
+            [
+                Outgoing(self._exchange, row.routing_key, row.body, event_properties(row), mandatory=True)
+                for row in rows
+            ]
         )
 
     def close(self) -> None:
-        self._channel.close()
+        self._publisher.close()
 
 
 class OutboxRelay:
@@ -88,30 +95,37 @@ class OutboxRelay:
     def pass_once(self) -> int:
         """Publish one batch; returns how many events were confirmed."""
         rows = self.ledger.claim_outbox(self.clock(), self.batch, OUTBOX_LEASE_SECONDS)
-        published: list[str] = []
+        if not rows:
+            return 0
+        confirmed: list[str] = []
         try:
-            for row in rows:
-                self.publisher.publish(row)
-                published.append(row.event_id)
-                metrics.child(metrics.EVENTS_PUBLISHED, row.event_type).inc()
-            if published:
+            outcomes = self.publisher.publish(rows)
+            for row, taken in zip(rows, outcomes, strict=True):
+                if taken:
+                    confirmed.append(row.event_id)
+                    metrics.child(metrics.EVENTS_PUBLISHED, row.event_type).inc()
+            if confirmed:
                 failpoints.hit("relay_after_publish")
+            if len(confirmed) < len(rows):
+                log.warning(
+                    "the broker refused or could not route %d events; they will be retried",
+                    len(rows) - len(confirmed),
+                )
         except (AMQPError, OSError) as error:
-            kind = "unroutable" if isinstance(error, UnroutableError) else type(error).__name__
             log.warning(
                 "event publishing interrupted (%s); %d events will be retried",
-                kind,
-                len(rows) - len(published),
+                type(error).__name__,
+                len(rows),
             )
             self.publisher.close()
             raise
         finally:
-            if published:
-                self.ledger.mark_published(published, self.clock())
-            unpublished = [row.event_id for row in rows if row.event_id not in set(published)]
-            if unpublished:
-                self.ledger.release_outbox(unpublished)
-        return len(published)
+            if confirmed:
+                self.ledger.mark_published(confirmed, self.clock())
+            if len(confirmed) < len(rows):
+                taken_ids = set(confirmed)
+                self.ledger.release_outbox([row.event_id for row in rows if row.event_id not in taken_ids])
+        return len(confirmed)
 
     def run(
         self,

@@ -12,7 +12,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pika
@@ -28,32 +28,38 @@ from worker.status import Status
 
 log = logging.getLogger(__name__)
 
-Send = Callable[[str, dict[str, Any]], None]
-"""send(actor_name, kwargs): enqueue one command (the Dramatiq wiring lives in the caller)."""
+Dispatch = Callable[[Sequence[tuple[str, dict[str, Any]]]], list[bool]]
+"""dispatch([(actor_name, kwargs), ...]) -> per command, whether the broker took it; raises when that is
+unknown (``worker.producer.CommandBatchPublisher.publish``)."""
 
 
 class Scheduler:
     def __init__(
-        self, settings: Settings, ledger: Ledger, send: Send, clock: Callable[[], float] = time.time
+        self, settings: Settings, ledger: Ledger, dispatch: Dispatch, clock: Callable[[], float] = time.time
     ) -> None:
         self.settings = settings
         self.ledger = ledger
-        self.send = send
+        self.dispatch = dispatch
         self.clock = clock
 
     def pass_once(self) -> int:
-        now = self.clock()
-        # The hold only matters if the command is lost: the actor sets the real next time when it runs.
-        due = self.ledger.take_due(now, self.settings.scheduler_batch, self.settings.submit_stuck_seconds)
-        for order in due:
-            self._dispatch(order)
-        return len(due)
+        """Hands out one batch of due orders as one batch of commands; returns how many were due.
 
-    def _dispatch(self, order: DueOrder) -> None:
-        if order.status == Status.SUBMITTING:
-            self.send("create_order", order.command)
-        else:
-            self.send("poll_order", {"command_id": order.command_id})
+        The ledger holds every row it hands out, so a command the broker refused, or a batch whose fate is
+        unknown, costs only a wait: the row is due again when its hold ends. The hold only matters then;
+        the actor sets the real next time when it runs."""
+        now = self.clock()
+        due = self.ledger.take_due(now, self.settings.scheduler_batch, self.settings.submit_stuck_seconds)
+        if due:
+            refused = self.dispatch([_command(order) for order in due]).count(False)
+            if refused:
+                log.warning(
+                    "the broker refused %d of %d due commands; they go out again in %g s",
+                    refused,
+                    len(due),
+                    self.settings.submit_stuck_seconds,
+                )
+        return len(due)
 
     def sample_gauges(self) -> None:
         metrics.OUTBOX_BACKLOG.set(self.ledger.outbox_backlog())
@@ -79,6 +85,12 @@ class Scheduler:
                 handed_out = 0
             if handed_out < self.settings.scheduler_batch:
                 stop.wait(self.settings.scheduler_interval)
+
+
+def _command(order: DueOrder) -> tuple[str, dict[str, Any]]:
+    if order.status == Status.SUBMITTING:
+        return "create_order", order.command
+    return "poll_order", {"command_id": order.command_id}
 
 
 class DeadLetterRescuer:

@@ -25,7 +25,7 @@ import sqlite3
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -245,8 +245,9 @@ class OrderLifecycle(RuleBasedStateMachine):
             path.unlink()
         self.dir.rmdir()
 
-    def _send(self, actor: str, kwargs: dict[str, Any]) -> None:
-        self.inbox.append((actor, kwargs))
+    def _send(self, commands: Sequence[tuple[str, dict[str, Any]]]) -> list[bool]:
+        self.inbox.extend(commands)
+        return [True] * len(commands)
 
     # ------------------------------------------------------------------ rules
     @initialize()
