@@ -382,7 +382,7 @@ def _row(result: dict[str, Any], key: str, procs: int, threads: int) -> dict[str
 def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
 
-    def add(name: str, value: float | None, goal: str, met: bool | None, source: str) -> None:
+    def add(name: str, value: float | None, goal: str, met: bool, source: str) -> None:
         out.append({"target": name, "value": value, "goal": goal, "met": met, "source": source})
 
     for procs, threads in ((1, 8), (2, 8)):
@@ -556,7 +556,7 @@ def render(result: dict[str, Any]) -> str:
             lines.append(f"- {kind}: p50 {w['p50_ms']} ms, p99 {w['p99_ms']} ms (`{run['command']}`)")
     lines += ["", "## Targets", "", "| target | value | goal | met |", "|---|---:|---|---|"]
     for t in result.get("targets", []):
-        met = "-" if t["met"] is None else "yes" if t["met"] else "NO"
+        met = "yes" if t["met"] else "NO"
         lines.append(f"| {t['target']} | {t['value']} | {t['goal']} | {met} |")
     if result.get("errors"):
         lines += ["", "## Errors", ""] + [

@@ -56,14 +56,14 @@ class ConfirmedChannel:
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """One message for ``BatchPublisher``. ``properties.message_id`` must be set and unique in its batch:
-    a message the broker returns (mandatory, no route) is recognised by it, since returns carry no tag."""
+    """One message for ``BatchPublisher``, which publishes every message ``mandatory``: one with no route is
+    returned, not dropped. ``properties.message_id`` must be set and unique in its batch: a returned
+    message is recognised by it, since returns carry no tag."""
 
     exchange: str
     routing_key: str
     body: bytes
     properties: pika.BasicProperties
-    mandatory: bool = True
 
 
 class BatchPublisher:
@@ -198,7 +198,6 @@ class _Link:
             log.exception("AMQP publisher loop failed")
             self._fail(error)
         finally:
-            self.closed = True
             self._fail(self._failure)
             self._ready.set()
             if not self._connection.is_closed:
@@ -218,7 +217,6 @@ class _Link:
 
     def _on_open_error(self, connection: Any, error: BaseException) -> None:
         self._fail(error)
-        self.closed = True
         self._connection.ioloop.stop()
 
     def _on_closed(self, connection: Any, reason: BaseException) -> None:
@@ -227,12 +225,10 @@ class _Link:
                 "AMQP publishing connection lost (%s); the next batch reconnects", type(reason).__name__
             )
         self._fail(reason)
-        self.closed = True
         self._connection.ioloop.stop()
 
     def _on_channel_closed(self, channel: Channel, reason: BaseException) -> None:
         self._fail(reason)
-        self.closed = True
         self._shut()
 
     def _shut(self) -> None:
@@ -242,6 +238,8 @@ class _Link:
             self._connection.ioloop.stop()
 
     def _fail(self, reason: BaseException | None) -> None:
+        """Marks the link closed and fails the batch in flight; the first reason is the one kept."""
+        self.closed = True
         if reason is not None and self._failure is None:
             self._failure = _as_amqp_error(reason, "the connection failed")
         batch, self._batch = self._batch, None
@@ -260,13 +258,12 @@ class _Link:
         try:
             for message in batch.messages:
                 channel.basic_publish(
-                    message.exchange, message.routing_key, message.body, message.properties, message.mandatory
+                    message.exchange, message.routing_key, message.body, message.properties, mandatory=True
                 )
                 batch.unconfirmed.add(self._next_tag)
                 self._next_tag += 1
         except AMQPError as error:
             self._fail(error)
-            self.closed = True
             self._shut()
 
     def _on_confirm(self, frame: Method) -> None:

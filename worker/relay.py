@@ -68,10 +68,7 @@ class EventPublisher:
     def publish(self, rows: Sequence[OutboxRow]) -> list[bool]:
         """Per row: True once the broker confirmed it. Raises when the batch's fate is unknown."""
         return self._publisher.publish(
-            [
-                Outgoing(self._exchange, row.routing_key, row.body, event_properties(row), mandatory=True)
-                for row in rows
-            ]
+            [Outgoing(self._exchange, row.routing_key, row.body, event_properties(row)) for row in rows]
         )
 
     def close(self) -> None:
@@ -117,7 +114,6 @@ class OutboxRelay:
                 type(error).__name__,
                 len(rows),
             )
-            self.publisher.close()
             raise
         finally:
             if confirmed:
