@@ -609,7 +609,8 @@ def pipeline(
 
 
 def _py_spy(worker: Group, out: Path, log_dir: Path) -> Group:
-    """Sample every worker process (native frames off) until SIGINT, as collapsed stacks."""
+    """Sample every worker process until SIGINT, as collapsed stacks; only the thread holding the GIL is
+    sampled (``--gil``), so the samples show where the worker's Python CPU goes, not where threads wait."""
     import shutil
 
     exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -621,6 +622,7 @@ def _py_spy(worker: Group, out: Path, log_dir: Path) -> Group:
             "--pid",
             str(worker.popen.pid),
             "--subprocesses",
+            "--gil",
             "--format",
             "raw",
             "--rate",

@@ -311,10 +311,12 @@ class Runner:
         if raw.exists():
             shutil.copy(raw, kept)
         summary = profile_summary.summarise(kept) if kept.exists() else {}
-        summary["raw"] = str(kept.relative_to(REPO)) if kept.exists() else None
+        shown = kept.relative_to(REPO) if kept.is_relative_to(REPO) else kept
+        summary["raw"] = str(shown) if kept.exists() else None
         summary["note"] = (
-            "wall-clock samples of non-idle worker threads while py-spy ran "
-            "(throughput under py-spy is not comparable)"
+            "samples of the worker thread holding the GIL while py-spy ran: where the process's Python CPU"
+            " goes (C code that releases the GIL, such as SQLite or socket I/O, is not in it;"
+            " throughput under py-spy is not comparable)"
         )
         summary["rate_under_pyspy"] = round(row.rate, 1)
         return summary

@@ -112,3 +112,21 @@ def migrate_in_process(url: str) -> int:
         return ledger.schema_version()
     finally:
         ledger.close()
+
+
+def hold_sqlite_writer_lock(path: str, ready_path: str) -> None:
+    """Runs in a process of its own: forks a child that lives on, then takes the file's writer lock and
+    waits to be killed. Writes the child's pid to ``ready_path`` once the lock is held."""
+    import time
+    from pathlib import Path
+
+    from worker.ledger.sqlite import SqliteDatabase
+
+    database = SqliteDatabase(path)
+    child = os.fork()
+    if child == 0:
+        time.sleep(120)
+        os._exit(0)
+    database._gate.lock_file()
+    Path(ready_path).write_text(str(child))
+    time.sleep(120)

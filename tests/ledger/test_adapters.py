@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import os
+import signal
 import sqlite3
 import threading
 import time
@@ -10,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ledger.helpers import T0, command, ref
+from tests.ledger.helpers import T0, command, hold_sqlite_writer_lock, ref
 from worker.ledger import open_ledger
 from worker.ledger.base import ClaimOutcome, Ledger
 from worker.ledger.sqlite import SqliteDatabase
@@ -36,7 +39,8 @@ def test_sqlite_durability_per_transaction(
 
 
 def test_sqlite_writer_waits_for_another_process_lock(tmp_path: Path) -> None:
-    """A write lock held elsewhere (another process) is waited for (busy_timeout), not failed on."""
+    """A write lock held by a client that does not take the lock file (an sqlite3 shell) is waited for
+    (busy_timeout), not failed on."""
     path = tmp_path / "busy.db"
     ledger = open_ledger(f"sqlite:///{path}")
     ledger.migrate()
@@ -50,6 +54,48 @@ def test_sqlite_writer_waits_for_another_process_lock(tmp_path: Path) -> None:
     finally:
         ledger.close()
         other.close()
+
+
+def test_sqlite_writers_queue_on_the_lock_file_and_a_killed_holder_frees_it(tmp_path: Path) -> None:
+    """Processes queue on ``<file>-writer.lock``. The holder here forked a child before taking it, as
+    Dramatiq's main process does: when the holder is killed the lock must be free, although the child
+    (which inherited the holder's descriptors) lives on."""
+    path = tmp_path / "held.db"
+    db = SqliteDatabase(str(path))
+    with db.write() as tx:
+        tx.run("CREATE TABLE t (x INTEGER)")
+    ready = tmp_path / "ready"
+    holder = multiprocessing.get_context("spawn").Process(
+        target=hold_sqlite_writer_lock, args=(str(path), str(ready))
+    )
+    holder.start()
+    child_pid = 0
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists() and holder.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        child_pid = int(ready.read_text())
+        written = threading.Event()
+
+        def write() -> None:
+            with db.write() as tx:
+                tx.run("INSERT INTO t VALUES (1)")
+            written.set()
+
+        threading.Thread(target=write, daemon=True).start()
+        assert not written.wait(0.5), "the writer did not wait for the other process's lock"
+        os.kill(holder.pid or 0, signal.SIGKILL)
+        holder.join(10)
+        assert written.wait(10), "the killed holder's lock outlived it"
+        with db.read() as s:
+            assert s.one("SELECT COUNT(*) FROM t") == (1,)
+    finally:
+        if holder.is_alive():
+            holder.kill()
+        if child_pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child_pid, signal.SIGKILL)
+        db.close()
 
 
 def test_sqlite_rolls_back_and_reuses_the_connection_after_an_error(tmp_path: Path) -> None:

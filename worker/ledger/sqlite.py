@@ -2,11 +2,16 @@
 
 SQLite has one writer at a time per file. Two mechanisms queue writers, one per scope:
 
-* between processes (Dramatiq workers, scheduler, relay, webhook receiver): ``BEGIN IMMEDIATE`` takes
-  the write lock before the first read of a transaction, so a read-modify-write can never be overtaken,
-  and ``busy_timeout`` makes a blocked writer wait instead of failing;
-* between threads of one process: a process-wide mutex. Without it every thread would poll SQLite's
-  busy handler, which sleeps in growing steps; a mutex hands the lock over at once.
+* between processes (Dramatiq workers, scheduler, relay, webhook receiver): an exclusive ``flock`` on
+  ``<file>-writer.lock``, taken before ``BEGIN IMMEDIATE`` and dropped after the COMMIT. SQLite's own
+  busy handler polls, sleeping 1, 2, 5, 10 ... ms between tries, so a process that found the file locked
+  stayed idle long after the lock was free; the kernel hands a released ``flock`` to its next waiter at
+  once. ``BEGIN IMMEDIATE`` still takes SQLite's write lock before the first read of a transaction (a
+  read-modify-write can never be overtaken), and ``busy_timeout`` still covers writers that do not take
+  the lock file (an ``sqlite3`` shell, say). Like a row lock in PostgreSQL, the wait has no time limit:
+  a holder only ever runs SQL, and the kernel drops the lock of a process that dies;
+* between threads of one process: a process-wide mutex, so that only one thread per process queues on
+  the lock file and the rest are handed the lock (and the open transaction) without a system call.
 
 WAL mode lets readers (gauges, lookups) run beside the writer. Connections are pooled and each is used by
 one thread at a time, which is what makes ``check_same_thread=False`` safe.
@@ -22,6 +27,7 @@ cost of a commit on SQLite; this keeps it where it buys safety.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import sqlite3
@@ -125,13 +131,24 @@ class _Gate:
     after the COMMIT that contains its unit, so what a caller was told is durable still is. One fsync
     then covers many units: that is where an SQLite ledger spends its time under concurrent writers."""
 
-    __slots__ = ("busy", "cond", "group", "waiting")
+    __slots__ = ("busy", "cond", "group", "key", "lock_fd", "users", "waiting")
 
-    def __init__(self) -> None:
+    def __init__(self, key: tuple[int, str]) -> None:
+        self.key = key
         self.cond = threading.Condition(threading.Lock())
         self.busy = False
         self.waiting = 0
         self.group: _Group | None = None
+        self.users = 0
+        # Opened by this process itself (a forked child opens its own): flock belongs to the open file
+        # description, so a child holding an inherited one would keep a dead parent's lock alive.
+        self.lock_fd = os.open(key[1] + "-writer.lock", os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+    def lock_file(self) -> None:
+        fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
+
+    def unlock_file(self) -> None:
+        fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
 
 
 _GATES: dict[tuple[int, str], _Gate] = {}
@@ -143,7 +160,22 @@ def _gate(path: str) -> _Gate:
     and a worker in one process, or tests)."""
     key = (os.getpid(), os.path.realpath(path))
     with _GATES_GUARD:
-        return _GATES.setdefault(key, _Gate())
+        gate = _GATES.get(key)
+        if gate is None:
+            gate = _GATES[key] = _Gate(key)
+        gate.users += 1
+        return gate
+
+
+def _drop_gate(gate: _Gate) -> None:
+    """Forget the gate when its last ledger object closes (tests open hundreds of files per process); a
+    gate still in use by a write in flight keeps its lock file open."""
+    with _GATES_GUARD:
+        gate.users -= 1
+        if gate.users > 0 or gate.busy or gate.group is not None:
+            return
+        del _GATES[gate.key]
+    os.close(gate.lock_fd)
 
 
 class _GroupFailed(sqlite3.OperationalError):
@@ -290,7 +322,12 @@ class SqliteDatabase(Database):
                     if conn.sync_level != level:  # only settable outside a transaction
                         conn.execute(f"PRAGMA synchronous = {level}")
                         conn.sync_level = level
-                    conn.execute("BEGIN IMMEDIATE")
+                    self._gate.lock_file()
+                    try:
+                        conn.execute("BEGIN IMMEDIATE")
+                    except BaseException:
+                        self._gate.unlock_file()
+                        raise
                 except BaseException:
                     self._checkin(conn)
                     raise
@@ -323,6 +360,7 @@ class SqliteDatabase(Database):
                 except sqlite3.Error:
                     conn.close()
         finally:
+            self._gate.unlock_file()
             if group.done is not None:
                 group.done.set()
             self._checkin(conn)
@@ -370,11 +408,15 @@ class SqliteDatabase(Database):
         return _Unit(self, self._durable_level, shareable=False)
 
     def close(self) -> None:
+        if self._closed:
+            return
         self._closed = True
+        _INSTANCES.discard(self)
         with self._pool_lock:
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
+        _drop_gate(self._gate)
 
 
 _ORPHANS: list[sqlite3.Connection] = []
@@ -385,6 +427,11 @@ def _after_fork_in_child() -> None:
     # Runs in the child right after fork, while it is still single-threaded (Dramatiq forks its workers).
     global _GATES_GUARD  # noqa: PLW0603 - the guard may have been held by a parent thread
     _GATES_GUARD = threading.Lock()
+    inherited = list(_GATES.values())
+    _GATES.clear()
+    for gate in inherited:  # the parent's lock files: closing our copies leaves its locks alone
+        with contextlib.suppress(OSError):
+            os.close(gate.lock_fd)
     for database in list(_INSTANCES):
         database._forked()
 
