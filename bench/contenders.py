@@ -21,13 +21,16 @@ from bench.common import (
     Group,
     child_env,
     dramatiq_envelope,
-    free_port,
     ledger_url,
     measure_drain,
     rabbitmq_processes,
     uid,
     wait_for,
 )
+
+# Ports below the kernel's ephemeral range, picked as the tests pick them: a port from bind(0) can be taken
+# by any outgoing connection before the server binds it (seen as a worker's metrics server failing to start).
+from tests.e2e.harness import free_port
 
 PY = sys.executable
 
@@ -429,7 +432,12 @@ class Stack:
             self.log_dir,
         )
         self.groups.append(group)
-        wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/readyz") or not group.alive, 90, f"{role} ready")
+        try:
+            wait_for(
+                lambda: http_ok(f"http://127.0.0.1:{port}/readyz") or not group.alive, 90, f"{role} ready"
+            )
+        except RuntimeError as exc:  # the run's logs are removed at the end: keep what the process said
+            raise RuntimeError(f"{exc}; its output ends with: {group.output()[-3000:]}") from None
         if not group.alive:
             raise RuntimeError(f"{role} died: {group.output()[-3000:]}")
         return group, port

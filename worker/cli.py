@@ -73,8 +73,14 @@ def _stop_on_signals() -> threading.Event:
 
 # ---------------------------------------------------------------------------------------------- roles
 def cmd_worker(args: argparse.Namespace) -> int:
+    from worker.observability import port_problem
+
     settings = _settings()
     settings.check_production_safety()
+    problem = port_problem(settings.metrics_host, settings.metrics_port)
+    if problem:
+        print(f"order-worker worker: {problem} (set ORDER_WORKER_METRICS_PORT)", file=sys.stderr)
+        return 2
     if not args.no_migrate:
         _migrate(settings)
     metrics_dir = Path(

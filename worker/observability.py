@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -111,6 +112,20 @@ def serve_http(host: str, port: int, readiness: Readiness) -> ThreadingHTTPServe
     return server
 
 
+def port_problem(host: str, port: int) -> str | None:
+    """Why ``port`` cannot be served on ``host`` now, or None; checked before the worker starts, so a port
+    taken by another service is a clear start-up error instead of a worker with no health endpoints."""
+    if port == 0:
+        return None
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the HTTP server binds
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            return f"cannot serve metrics and health on {host}:{port}: {error.strerror or error}"
+    return None
+
+
 def _exit_now(signum: int, frame: object) -> None:
     os._exit(0)
 
@@ -138,10 +153,22 @@ def serve_worker_http() -> None:
         ledger.ping()
         return None
 
-    server = serve_http(
-        settings.metrics_host,
-        settings.metrics_port,
-        all_of(ledger_check, broker_check(settings.broker_url.get_secret_value())),
-    )
+    try:
+        server = serve_http(
+            settings.metrics_host,
+            settings.metrics_port,
+            all_of(ledger_check, broker_check(settings.broker_url.get_secret_value())),
+        )
+    except OSError as error:
+        # Dramatiq watches its worker processes, not its fork processes: without this the workers would
+        # go on consuming with no /metrics and no /readyz, and the pod would never be ready. Stop them all.
+        log.critical(
+            "cannot serve metrics and health on %s:%d (%s); stopping the worker",
+            settings.metrics_host,
+            settings.metrics_port,
+            error.strerror or error,
+        )
+        os.kill(os.getppid(), signal.SIGTERM)
+        os._exit(1)
     log.info("metrics and health on port %d", server.server_address[1])
     threading.Event().wait()

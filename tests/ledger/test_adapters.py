@@ -15,6 +15,7 @@ import pytest
 
 from tests.ledger.helpers import T0, command, hold_sqlite_writer_lock, ref
 from worker.ledger import open_ledger
+from worker.ledger import sqlite as sqlite_adapter
 from worker.ledger.base import ClaimOutcome, Ledger
 from worker.ledger.sqlite import SqliteDatabase
 
@@ -96,6 +97,25 @@ def test_sqlite_writers_queue_on_the_lock_file_and_a_killed_holder_frees_it(tmp_
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child_pid, signal.SIGKILL)
         db.close()
+
+
+def test_sqlite_lock_file_is_shared_per_file_and_closed_with_its_last_ledger(tmp_path: Path) -> None:
+    """One lock-file descriptor per file and process, however many ledger objects use it (a second one
+    would queue this process behind itself), closed when the last of them closes (no descriptor leak)."""
+    first = SqliteDatabase(str(tmp_path / "f.db"))
+    second = SqliteDatabase(str(tmp_path / "f.db"))
+    gate = first._gate
+    assert second._gate is gate
+    lock_path = f"/proc/self/fd/{gate.lock_fd}"
+    first.close()
+    first.close()  # a second close must not count twice
+    assert os.readlink(lock_path).endswith("f.db-writer.lock")  # still open for the other ledger
+    with second.write() as tx:
+        tx.run("CREATE TABLE t (x INTEGER)")
+    second.close()
+    assert gate.key not in sqlite_adapter._GATES
+    with contextlib.suppress(FileNotFoundError):  # the number may already belong to another file
+        assert not os.readlink(lock_path).endswith("f.db-writer.lock")
 
 
 def test_sqlite_rolls_back_and_reuses_the_connection_after_an_error(tmp_path: Path) -> None:

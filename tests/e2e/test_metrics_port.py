@@ -1,0 +1,88 @@
+"""A worker whose metrics port is taken must stop, not consume with no /metrics and no /readyz.
+
+Dramatiq watches its worker processes but not its fork processes, and the metrics and health server is a
+fork process: when it could not bind, the workers went on consuming and the pod was never ready.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import Stack, free_port
+
+pytestmark = pytest.mark.parametrize("ledger_url", ["sqlite"], indirect=True)
+
+
+@contextlib.contextmanager
+def taken_port() -> Iterator[int]:
+    port = free_port()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        yield port
+
+
+def test_the_worker_command_refuses_a_taken_metrics_port(stack: Stack) -> None:
+    with taken_port() as port:
+        finished = subprocess.run(
+            [sys.executable, "-m", "worker.cli", "worker", "--processes", "1", "--threads", "1"],
+            env=stack.env(ORDER_WORKER_METRICS_HOST="127.0.0.1", ORDER_WORKER_METRICS_PORT=str(port)),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert finished.returncode == 2
+    assert f"cannot serve metrics and health on 127.0.0.1:{port}" in finished.stderr
+    assert "ORDER_WORKER_METRICS_PORT" in finished.stderr
+
+
+def test_workers_stop_when_the_metrics_server_cannot_bind(stack: Stack, tmp_path: Path) -> None:
+    """The port taken after the command's own check (a race the check cannot close): Dramatiq is started
+    as the worker command starts it, and the whole worker must exit."""
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    command = [
+        sys.executable,
+        "-m",
+        "dramatiq",
+        "worker.actors",
+        "--processes",
+        "1",
+        "--threads",
+        "1",
+        "--queues",
+        stack.create_queue,
+        stack.poll_queue,
+        "--fork-function",
+        "worker.observability:serve_worker_http",
+    ]
+    with taken_port() as port:
+        env = stack.env(
+            ORDER_WORKER_METRICS_HOST="127.0.0.1",
+            ORDER_WORKER_METRICS_PORT=str(port),
+            PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+        )
+        worker = subprocess.Popen(
+            command,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            output, _ = worker.communicate(timeout=90)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(worker.pid, signal.SIGKILL)
+    assert f"cannot serve metrics and health on 127.0.0.1:{port}" in output
+    assert "stopping the worker" in output
