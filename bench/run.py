@@ -5,7 +5,7 @@ torn down afterwards (unique queue names, throwaway SQLite files and PostgreSQL 
 table and the targets, and writes ``bench/results/bench-<time>.{json,md,png}`` (plus ``latest.*``).
 See bench/README.md for what each row measures.
 
-    .venv/bin/python -m bench.run            # full run (about 12-15 minutes on 2 cores)
+    .venv/bin/python -m bench.run            # full run (about 10-13 minutes on 2 cores)
     .venv/bin/python -m bench.run --quick    # smaller backlogs, 1 x 8 only, shorter scale/budget runs
     .venv/bin/python -m bench.run --only table,scale    # some sections only
 """
