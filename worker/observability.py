@@ -117,8 +117,8 @@ def port_problem(host: str, port: int) -> str | None:
     taken by another service is a clear start-up error instead of a worker with no health endpoints."""
     if port == 0:
         return None
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the HTTP server binds
+    with socket.socket(ThreadingHTTPServer.address_family) as probe:  # bound as the server binds
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as error:

@@ -169,10 +169,10 @@ def _gate(path: str) -> _Gate:
 
 def _drop_gate(gate: _Gate) -> None:
     """Forget the gate when its last ledger object closes (tests open hundreds of files per process); a
-    gate still in use by a write in flight keeps its lock file open."""
+    gate that a write is still running or queued on keeps its lock file open."""
     with _GATES_GUARD:
         gate.users -= 1
-        if gate.users > 0 or gate.busy or gate.group is not None:
+        if gate.users > 0 or gate.busy or gate.waiting or gate.group is not None:
             return
         del _GATES[gate.key]
     os.close(gate.lock_fd)
