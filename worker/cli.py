@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,25 +90,33 @@ def cmd_worker(args: argparse.Namespace) -> int:
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "dramatiq_prom_db": str(metrics_dir)}
-    command = [
+    command = dramatiq_command(
+        (settings.create_queue, settings.poll_queue), args.processes, args.threads, args.shutdown_timeout
+    )
+    os.execve(sys.executable, command, env)  # noqa: S606 - our own interpreter
+    return 0  # pragma: no cover - execve does not return
+
+
+def dramatiq_command(
+    queues: Sequence[str], processes: int, threads: int, shutdown_timeout: float
+) -> list[str]:
+    """The Dramatiq command line the worker role becomes (tests start it as the role does)."""
+    return [
         sys.executable,
         "-m",
         "dramatiq",
         "worker.actors",
         "--processes",
-        str(args.processes),
+        str(processes),
         "--threads",
-        str(args.threads),
+        str(threads),
         "--queues",
-        settings.create_queue,
-        settings.poll_queue,
+        *queues,
         "--worker-shutdown-timeout",
-        str(int(args.shutdown_timeout * 1000)),
+        str(int(shutdown_timeout * 1000)),
         "--fork-function",
         "worker.observability:serve_worker_http",
     ]
-    os.execve(sys.executable, command, env)  # noqa: S606 - our own interpreter
-    return 0  # pragma: no cover - execve does not return
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:

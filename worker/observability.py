@@ -122,8 +122,12 @@ def port_problem(host: str, port: int) -> str | None:
         try:
             probe.bind((host, port))
         except OSError as error:
-            return f"cannot serve metrics and health on {host}:{port}: {error.strerror or error}"
+            return _cannot_serve(host, port, error)
     return None
+
+
+def _cannot_serve(host: str, port: int, error: OSError) -> str:
+    return f"cannot serve metrics and health on {host}:{port}: {error.strerror or error}"
 
 
 def _exit_now(signum: int, frame: object) -> None:
@@ -163,10 +167,7 @@ def serve_worker_http() -> None:
         # Dramatiq watches its worker processes, not its fork processes: without this the workers would
         # go on consuming with no /metrics and no /readyz, and the pod would never be ready. Stop them all.
         log.critical(
-            "cannot serve metrics and health on %s:%d (%s); stopping the worker",
-            settings.metrics_host,
-            settings.metrics_port,
-            error.strerror or error,
+            "%s; stopping the worker", _cannot_serve(settings.metrics_host, settings.metrics_port, error)
         )
         os.kill(os.getppid(), signal.SIGTERM)
         os._exit(1)

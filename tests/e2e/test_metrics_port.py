@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.harness import Stack, free_port
+from worker.cli import dramatiq_command
 
 pytestmark = pytest.mark.parametrize("ledger_url", ["sqlite"], indirect=True)
 
@@ -50,21 +51,7 @@ def test_workers_stop_when_the_metrics_server_cannot_bind(stack: Stack, tmp_path
     as the worker command starts it, and the whole worker must exit."""
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
-    command = [
-        sys.executable,
-        "-m",
-        "dramatiq",
-        "worker.actors",
-        "--processes",
-        "1",
-        "--threads",
-        "1",
-        "--queues",
-        stack.create_queue,
-        stack.poll_queue,
-        "--fork-function",
-        "worker.observability:serve_worker_http",
-    ]
+    command = dramatiq_command((stack.create_queue, stack.poll_queue), 1, 1, shutdown_timeout=10)
     with taken_port() as port:
         env = stack.env(
             ORDER_WORKER_METRICS_HOST="127.0.0.1",
