@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pika
+
 from bench import http_floor
 from bench.common import (
     BROKER_URL,
@@ -31,6 +33,7 @@ from bench.common import (
 # Ports below the kernel's ephemeral range, picked as the tests pick them: a port from bind(0) can be taken
 # by any outgoing connection before the server binds it (seen as a worker's metrics server failing to start).
 from tests.e2e.harness import free_port
+from worker.broker import declare_work_queues
 
 PY = sys.executable
 
@@ -443,12 +446,8 @@ class Stack:
         return group, port
 
     def declare_queues(self) -> None:
-        from worker.broker import QuorumRabbitmqBroker
-
-        qb = QuorumRabbitmqBroker(url=BROKER_URL, delivery_limit=5)
-        for queue in (self.create_queue, self.poll_queue):
-            qb.declare_queue(queue, ensure=True)
-        qb.close()
+        with pika.BlockingConnection(pika.URLParameters(BROKER_URL)) as connection:
+            declare_work_queues(connection.channel(), (self.create_queue, self.poll_queue), 5)
 
     def stop(self) -> None:
         for group in reversed(self.groups):

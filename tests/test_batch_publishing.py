@@ -20,7 +20,7 @@ from pika.exceptions import AMQPConnectionError, ChannelClosedByBroker
 from tests.e2e.harness import RABBITMQ_URL, free_port, require_service
 from tests.ledger.helpers import T0, created
 from worker.amqp import BatchPublisher, Outgoing
-from worker.broker import malformed_reason
+from worker.broker import QuorumRabbitmqBroker, declare_work_queues, malformed_reason
 from worker.ledger.base import Ledger
 from worker.producer import CommandBatchPublisher
 from worker.relay import UNROUTED_SUFFIX, EventPublisher, OutboxRelay
@@ -202,3 +202,31 @@ def test_relay_releases_the_whole_batch_when_the_broker_is_unreachable(ledger: L
     with pytest.raises(AMQPConnectionError):
         relay.pass_once()
     assert len(ledger.claim_outbox(T0 + 101, 10, 30)) == 3  # not left leased to a relay that failed
+
+
+@pytest.mark.parametrize("first", ["publisher", "worker"])
+def test_publisher_and_worker_declare_work_queues_alike(
+    admin: BlockingChannel, names: Callable[[str], str], first: str
+) -> None:
+    """RabbitMQ refuses a declaration whose arguments differ (PRECONDITION_FAILED), so a scheduler that
+    declares the queues before any worker started must declare exactly what the worker will."""
+    queue = names("work")
+    worker_broker = QuorumRabbitmqBroker(url=RABBITMQ_URL, delivery_limit=5)
+    try:
+        with pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL)) as connection:
+            if first == "worker":
+                worker_broker.declare_queue(queue, ensure=True)
+                declare_work_queues(connection.channel(), [queue], 5)
+            else:
+                declare_work_queues(connection.channel(), [queue], 5)
+                worker_broker.declare_queue(queue, ensure=True)
+            check = connection.channel()
+            for name in (queue, f"{queue}.DQ", f"{queue}.XQ"):
+                check.queue_declare(name, passive=True)
+            with pytest.raises(ChannelClosedByBroker) as refused:  # the check can fail: other arguments
+                check.queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})
+            assert refused.value.reply_code == 406
+    finally:
+        worker_broker.close()
+        for name in (f"{queue}.DQ", f"{queue}.XQ"):
+            admin.queue_delete(name)

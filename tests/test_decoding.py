@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
+import dramatiq
 import pytest
+from dramatiq import Message
+from dramatiq.broker import MessageProxy
 
-from worker.broker import REJECT_ACTOR, CommandEncoder, malformed_reason
+from worker.broker import REJECT_ACTOR, CommandEncoder, build_broker, malformed_reason
 from worker.producer import envelope
+from worker.settings import Settings
 
 
 def test_well_formed_envelope_passes_through() -> None:
@@ -47,3 +52,27 @@ def test_positional_args_are_refused() -> None:
         "bad_envelope",
         "commands take keyword arguments only ('args' must be empty)",
     )
+
+
+def test_message_options_cannot_make_the_worker_send_messages() -> None:
+    """Dramatiq's Callbacks and Pipelines would enqueue what a command's options name (``on_success``,
+    ``pipe_target``): messages of the producer's choosing, sent with the worker's own rights."""
+    previous_broker, previous_encoder = dramatiq.get_broker(), dramatiq.get_encoder()
+    try:
+        broker = build_broker(Settings())
+        dramatiq.actor(lambda **_: None, actor_name="create_order", queue_name="orders.create", broker=broker)
+        sent: list[Message[Any]] = []
+        broker.enqueue = lambda message, **_: sent.append(message) or message  # type: ignore[method-assign]
+        follow_up = json.loads(envelope("orders.create", "create_order", {"command_id": "order-0002"}))
+        command = Message(
+            queue_name="orders.create",
+            actor_name="create_order",
+            args=(),
+            kwargs={"command_id": "order-0001"},
+            options={"on_success": "create_order", "pipe_target": follow_up},
+        )
+        broker.emit_after("process_message", MessageProxy(command), result=None)
+        assert sent == []
+    finally:
+        dramatiq.set_broker(previous_broker)
+        dramatiq.set_encoder(previous_encoder)

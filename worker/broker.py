@@ -15,21 +15,16 @@ import hashlib
 import json
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import dramatiq
 from dramatiq.broker import MessageProxy
-from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer
+from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL, RabbitmqBroker, _RabbitmqConsumer
+from dramatiq.common import dq_name, xq_name
 from dramatiq.encoder import JSONEncoder, MessageData
-from dramatiq.middleware import (
-    AgeLimit,
-    Callbacks,
-    CurrentMessage,
-    Pipelines,
-    Retries,
-    ShutdownNotifications,
-    TimeLimit,
-)
+from dramatiq.middleware import AgeLimit, CurrentMessage, Retries, ShutdownNotifications, TimeLimit
+from pika.adapters.blocking_connection import BlockingChannel
 
 from worker.messages import MAX_COMMAND_BYTES
 from worker.settings import Settings
@@ -75,14 +70,39 @@ class QuorumRabbitmqBroker(RabbitmqBroker):
         return _ArrivalQueueConsumer
 
     def _build_queue_arguments(self, queue_name: str) -> dict[str, Any]:
-        arguments: dict[str, Any] = super()._build_queue_arguments(queue_name)  # type: ignore[no-untyped-call]
-        arguments["x-queue-type"] = "quorum"
-        arguments["x-delivery-limit"] = self.delivery_limit
-        return arguments
+        return work_queue_arguments(queue_name, self.delivery_limit)
+
+
+def work_queue_arguments(queue_name: str, delivery_limit: int) -> dict[str, Any]:
+    """The arguments of a work queue and of its delay queue (both dead-letter into the ``.XQ`` queue)."""
+    return {
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": xq_name(queue_name),
+        "x-queue-type": "quorum",
+        "x-delivery-limit": delivery_limit,
+    }
+
+
+def declare_work_queues(channel: BlockingChannel, queue_names: Iterable[str], delivery_limit: int) -> None:
+    """Each queue with its delay and dead-letter queues, exactly as the worker's broker declares them.
+
+    RabbitMQ refuses a declaration whose arguments differ from the existing queue's, so whoever declares
+    first (a publisher before any worker started, say) must declare what the worker will."""
+    for name in queue_names:
+        arguments = work_queue_arguments(name, delivery_limit)
+        channel.queue_declare(name, durable=True, arguments=arguments)
+        channel.queue_declare(dq_name(name), durable=True, arguments=arguments)
+        channel.queue_declare(xq_name(name), durable=True, arguments={"x-message-ttl": DEAD_MESSAGE_TTL})
 
 
 def malformed_reason(data: bytes) -> tuple[str, str] | None:
     """(reason code, explanation) when ``data`` is not a usable Dramatiq envelope, else None."""
+    envelope = parse_envelope(data)
+    return envelope if isinstance(envelope, tuple) else None
+
+
+def parse_envelope(data: bytes) -> MessageData | tuple[str, str]:
+    """The envelope's fields, or (reason code, explanation) when it is not usable: one parse per body."""
     if len(data) > MAX_COMMAND_BYTES:
         return "oversized", f"message body is {len(data)} bytes; the limit is {MAX_COMMAND_BYTES}"
     try:
@@ -102,18 +122,18 @@ def malformed_reason(data: bytes) -> tuple[str, str] | None:
         return "unknown_actor", "actor_name must be create_order or poll_order"
     if fields["args"]:
         return "bad_envelope", "commands take keyword arguments only ('args' must be empty)"
-    return None
+    envelope: MessageData = fields
+    return envelope
 
 
 class CommandEncoder(JSONEncoder):
     """Decodes every body into *some* message: the real one, or a rejection of it."""
 
     def decode(self, data: bytes) -> MessageData:
-        problem = malformed_reason(data)
-        if problem is None:
-            decoded: MessageData = json.loads(data)
-            return decoded
-        code, explanation = problem
+        envelope = parse_envelope(data)
+        if not isinstance(envelope, tuple):
+            return envelope
+        code, explanation = envelope
         digest = hashlib.sha256(data).hexdigest()
         return {
             "queue_name": "",  # replaced by the queue it arrived on (see _ArrivalQueueConsumer)
@@ -127,13 +147,15 @@ class CommandEncoder(JSONEncoder):
 
 
 def build_broker(settings: Settings) -> QuorumRabbitmqBroker:
-    """The broker every role uses; actors are declared on it by ``worker.actors``."""
+    """The workers' broker; actors are declared on it by ``worker.actors``.
+
+    Dramatiq's Callbacks and Pipelines middleware are left out on purpose: with them, a command's
+    ``options`` (``on_success``, ``pipe_target``) would make the worker send messages of the producer's
+    choosing to any actor, and every message would pay for two middleware that no command uses."""
     middleware = [
         AgeLimit(),
         TimeLimit(time_limit=ACTOR_TIME_LIMIT_MS),
         ShutdownNotifications(),
-        Callbacks(),
-        Pipelines(),
         Retries(max_retries=5, min_backoff=1_000, max_backoff=60_000),
         CurrentMessage(),
     ]

@@ -120,7 +120,9 @@ def dramatiq_command(
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
-    from worker.actors import broker
+    from pika.adapters.blocking_connection import BlockingChannel
+
+    from worker.broker import declare_work_queues
     from worker.observability import all_of, broker_check, serve_http
     from worker.producer import CommandBatchPublisher
     from worker.relay import EventPublisher, OutboxRelay
@@ -133,9 +135,8 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     runtime = get_runtime()
     queues = {"create_order": settings.create_queue, "poll_order": settings.poll_queue}
 
-    def declare_queues(_channel: object) -> None:
-        for queue in queues.values():  # with the worker's own arguments (quorum, delivery limit)
-            broker.declare_queue(queue, ensure=True)
+    def declare_queues(channel: BlockingChannel) -> None:
+        declare_work_queues(channel, queues.values(), settings.delivery_limit)
 
     def ledger_ready() -> str | None:
         runtime.ledger.ping()
@@ -148,7 +149,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     )
     stop = _stop_on_signals()
     threads = []
-    closers = [broker.close, runtime.close]
+    closers = [runtime.close]
     if not args.no_relay:
         relay = OutboxRelay(
             runtime.ledger,

@@ -25,6 +25,7 @@ from typing import Any
 import pika
 import pytest
 
+from worker.broker import declare_work_queues
 from worker.consumer import EventWatcher
 from worker.ledger import open_ledger
 from worker.ledger.base import Ledger
@@ -343,12 +344,8 @@ class Stack:
     def declare_queues(self) -> None:
         """Producers publish with mandatory; the worker declares queues, so tests that publish before a
         worker starts declare them the same way first."""
-        from worker.broker import QuorumRabbitmqBroker
-
-        broker = QuorumRabbitmqBroker(url=RABBITMQ_URL, delivery_limit=5)
-        for queue in (self.create_queue, self.poll_queue):
-            broker.declare_queue(queue, ensure=True)
-        broker.close()
+        with pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL)) as connection:
+            declare_work_queues(connection.channel(), (self.create_queue, self.poll_queue), 5)
 
     def stop(self) -> None:
         for process in reversed(self.processes):

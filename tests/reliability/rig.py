@@ -51,6 +51,7 @@ from tests.e2e.harness import (
     wait_until,
 )
 from tests.e2e.harness import start_sandbox as harness_start_sandbox
+from worker.broker import declare_work_queues
 from worker.consumer import EventWatcher
 from worker.ledger.base import Ledger
 from worker.pipeline import partner_ref
@@ -337,14 +338,8 @@ class RelStack(Stack):
         return EventWatcher(self.broker_url, self.exchange)
 
     def declare_queues(self) -> None:
-        from worker.broker import QuorumRabbitmqBroker
-
-        broker = QuorumRabbitmqBroker(url=self.broker_url, delivery_limit=5)
-        try:
-            for queue in (self.create_queue, self.poll_queue):
-                broker.declare_queue(queue, ensure=True)
-        finally:
-            broker.close()
+        with pika.BlockingConnection(pika.URLParameters(self.broker_url)) as connection:
+            declare_work_queues(connection.channel(), (self.create_queue, self.poll_queue), 5)
 
     def queue_depths(self) -> dict[str, int]:
         """Ready messages per work queue (main, delay and dead-letter queue), via passive declares."""
