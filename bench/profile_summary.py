@@ -17,6 +17,9 @@ from typing import Any
 
 _FRAME = re.compile(r"^(?P<func>.+?) \((?P<file>[^:()]+)(?::(?P<line>\d+))?\)$")
 
+_TRANSPORT = ("PartnerHttp.", "_AnswerReader.", "_Connection.", "_request_head", "_host_header")
+"""The transport's own functions in ``worker/providers/http.py`` (the rest of it is shared helpers)."""
+
 # (bucket, predicate on (function, file)) in priority order, applied to the leaf frame.
 BUCKETS: list[tuple[str, Any]] = [
     (
@@ -28,9 +31,13 @@ BUCKETS: list[tuple[str, Any]] = [
         ),
     ),
     (
-        "HTTP client (urllib3, http.client, socket)",
-        lambda fn, f: any(
-            p in f for p in ("urllib3/", "http/client.py", "socket.py", "email/", "selectors.py", "ssl.py")
+        "HTTP client (PartnerHttp, httptools, socket)",
+        lambda fn, f: (
+            any(
+                p in f
+                for p in ("httptools/", "urllib3/", "http/client.py", "socket.py", "selectors.py", "ssl.py")
+            )
+            or (f.endswith("worker/providers/http.py") and fn.startswith(_TRANSPORT))
         ),
     ),
     ("broker (dramatiq, pika)", lambda fn, f: "dramatiq/" in f or "pika/" in f),

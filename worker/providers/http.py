@@ -10,11 +10,13 @@ Error texts carry the method and the URL path only: no host, no query, no userin
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import http.client
 import json
 import logging
 import math
+import re
 import socket
 import ssl
 import threading
@@ -25,6 +27,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
+import httptools
 from pydantic import SecretStr
 from urllib3 import HTTPHeaderDict, HTTPResponse
 from urllib3.exceptions import (
@@ -73,18 +76,25 @@ class HttpAnswer(NamedTuple):
 class PartnerHttp:
     """A keep-alive connection pool for partner calls; one per process, shared by threads.
 
-    Built directly on ``http.client`` (a partner call is one small request and one small answer; urllib3's
-    layers cost more CPU than the exchange itself), with the same contract as before:
+    A partner call is one small request and one small answer, and the worker makes one or two per command,
+    so the client's own CPU counts. Requests are written directly on the socket, and answers are read with
+    llhttp (the HTTP/1.1 parser of Node.js, through ``httptools``): ``http.client`` parses every answer's
+    headers with the ``email`` package and builds a file object per answer, which cost more CPU than the
+    rest of the exchange together. The contract:
 
     * one idle-connection list per origin, at most ``pool_size`` kept; when every pooled connection is
       busy a temporary one is opened instead of waiting (a wait for a pool slot would be one more failure
       mode with no partner-side meaning), and closed after use;
     * a pooled connection is checked before reuse (readable while idle means the partner closed it or
-      sent garbage), so an idle close by the partner does not fail the next call;
+      sent garbage), so an idle close by the partner does not fail the next call; a connection is kept only
+      when the answer's framing ended it exactly and the partner allows keep-alive;
     * no retries and no redirects: every attempt is visible to the caller;
-    * request line, headers and body leave in one ``send`` (no header/body split on the wire);
-    * connect-phase failures are raised as urllib3's exception types, so :func:`classify_transport_error`
-      stays the one place that decides what is provable about a request's fate.
+    * request line, headers and body leave in one ``send``; a header value with a line break is refused
+      before anything is sent (header injection), and so is a path with a space or control character;
+    * informational (1xx) answers are skipped; Content-Length, chunked and close-delimited bodies are read;
+    * failures are raised as urllib3's and ``http.client``'s exception types, so
+      :func:`classify_transport_error` stays the one place that decides what is provable about a request's
+      fate.
     """
 
     def __init__(
@@ -105,8 +115,9 @@ class PartnerHttp:
         self._ca_certs = ca_certs
         self._tls: ssl.SSLContext | None = None
         self._lock = threading.Lock()
-        self._idle: dict[tuple[str, str, int], list[http.client.HTTPConnection]] = {}
-        self._origins: dict[str, tuple[str, str, int, int]] = {}
+        self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
+        self._origins: dict[str, tuple[tuple[str, str, int], str]] = {}
+        """origin -> ((scheme, host, port), Host header)"""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PartnerHttp:
@@ -143,10 +154,11 @@ class PartnerHttp:
 
     def _request(self, method: str, url: str, body: bytes | None, headers: Mapping[str, str]) -> HttpAnswer:
         try:
-            key, target = self._split(url)
+            key, host, target = self._split(url)
+            head = _request_head(method, target, host, body, headers, url)
             conn = self._checkout(key)
             try:
-                answer = self._exchange(conn, key, method, target, body, headers, url)
+                answer = self._exchange(conn, key, head if body is None else head + body, method, url)
             except BaseException:
                 conn.close()
                 raise
@@ -158,34 +170,35 @@ class PartnerHttp:
 
     # --- connections -----------------------------------------------------------------------------------
 
-    def _split(self, url: str) -> tuple[tuple[str, str, int], str]:
-        """((scheme, host, port), path?query); the origin's parse is cached, the path is taken as is."""
+    def _split(self, url: str) -> tuple[tuple[str, str, int], str, str]:
+        """((scheme, host, port), Host header, path?query); the origin's parse is cached, the path is taken
+        as is."""
         scheme_end = url.find("://")
         path_at = url.find("/", scheme_end + 3) if scheme_end > 0 else -1
         origin = url if path_at < 0 else url[:path_at]
         parsed = self._origins.get(origin)
         if parsed is None:
-            parsed = _parse_origin(origin)
+            key = _parse_origin(origin)
+            parsed = key, _host_header(*key)
             if len(self._origins) < 64:
                 self._origins[origin] = parsed
-        scheme, host, port, _ = parsed
         target = "/" if path_at < 0 else url[path_at:]
         if "#" in target:
             target = target.split("#", 1)[0]
-        return (scheme, host, port), target
+        return parsed[0], parsed[1], target
 
-    def _checkout(self, key: tuple[str, str, int]) -> http.client.HTTPConnection:
+    def _checkout(self, key: tuple[str, str, int]) -> _Connection:
         while True:
             with self._lock:
                 idle = self._idle.get(key)
                 conn = idle.pop() if idle else None
             if conn is None:
                 return self._connect(key)
-            if conn.sock is not None and not wait_for_read(conn.sock, timeout=0.0):
+            if not wait_for_read(conn.sock, timeout=0.0):
                 return conn
             conn.close()  # closed by the partner while idle (or unread bytes): never reuse it
 
-    def _checkin(self, key: tuple[str, str, int], conn: http.client.HTTPConnection) -> None:
+    def _checkin(self, key: tuple[str, str, int], conn: _Connection) -> None:
         with self._lock:
             idle = self._idle.setdefault(key, [])
             if len(idle) < self._pool_size:
@@ -193,7 +206,7 @@ class PartnerHttp:
                 return
         conn.close()
 
-    def _connect(self, key: tuple[str, str, int]) -> http.client.HTTPConnection:
+    def _connect(self, key: tuple[str, str, int]) -> _Connection:
         scheme, host, port = key
         try:
             sock = socket.create_connection((host, port), timeout=self.connect_timeout)
@@ -205,24 +218,18 @@ class PartnerHttp:
             raise NewConnectionError(_NO_CONN, f"could not connect: {type(exc).__name__}") from exc
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn: http.client.HTTPConnection
             if scheme == "https":
-                context = self._tls_context()
                 try:
-                    sock = context.wrap_socket(sock, server_hostname=host)
+                    sock = self._tls_context().wrap_socket(sock, server_hostname=host)
                 except TimeoutError as exc:
                     raise ConnectTimeoutError(_NO_CONN, "TLS handshake timed out") from exc
                 except ssl.SSLError as exc:
                     raise SSLError(exc) from exc
-                conn = http.client.HTTPSConnection(host, port, timeout=self.read_timeout, context=context)
-            else:
-                conn = http.client.HTTPConnection(host, port, timeout=self.read_timeout)
             sock.settimeout(self.read_timeout)
-            conn.sock = sock
         except BaseException:
             sock.close()
             raise
-        return conn
+        return _Connection(sock)
 
     def _tls_context(self) -> ssl.SSLContext:
         if self._tls is None:
@@ -232,44 +239,41 @@ class PartnerHttp:
     # --- one exchange ---------------------------------------------------------------------------------
 
     def _exchange(
-        self,
-        conn: http.client.HTTPConnection,
-        key: tuple[str, str, int],
-        method: str,
-        target: str,
-        body: bytes | None,
-        headers: Mapping[str, str],
-        url: str,
+        self, conn: _Connection, key: tuple[str, str, int], request: bytes, method: str, url: str
     ) -> HttpAnswer:
-        conn.putrequest(method, target)
-        if body is not None:
-            conn.putheader("Content-Length", str(len(body)))
-        conn.putheader("User-Agent", USER_AGENT)
-        for name, value in headers.items():
-            if name.lower() != "user-agent":
-                conn.putheader(name, value)
+        sock = conn.sock
+        reader = _AnswerReader()
+        feed = reader.parser.feed_data
         try:
-            conn.endheaders(body)  # http.client sends a small body with the headers, in one send
-            response = conn.getresponse()
+            sock.sendall(request)
+            while not reader.complete:
+                data = sock.recv(_READ_CHUNK)
+                if not data:
+                    reader.end_of_stream()
+                    break
+                reader.received = True
+                try:
+                    feed(data)
+                except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+                    if not reader.complete:
+                        raise http.client.HTTPException("malformed answer") from exc
+                    reader.trailing = True  # the answer is whole; what follows it is not ours to read
+                if reader.size > self.max_response_bytes:
+                    raise self._too_large(reader.parser.get_status_code(), method, url)
         except TimeoutError as exc:
             raise ReadTimeoutError(_NO_POOL, "", "read timed out") from exc
-        try:
-            data = self._read_body(response, method, url)
-        except TimeoutError as exc:
-            raise ReadTimeoutError(_NO_POOL, "", "read timed out") from exc
-        if response.will_close:
-            conn.close()
-        else:
+        if reader.keep_alive and not reader.trailing:
             self._checkin(key, conn)
-        headers = HTTPHeaderDict(response.getheaders())
+        else:
+            conn.close()
+        headers = HTTPHeaderDict(reader.headers)
+        data = b"".join(reader.chunks)
         encoding = headers.get("content-encoding")
         if encoding and data:
-            data = self._decoded(data, encoding.lower(), response, method, url)
-        return HttpAnswer(response.status, headers, data)
+            data = self._decoded(data, encoding.lower(), reader.status, method, url)
+        return HttpAnswer(reader.status, headers, data)
 
-    def _decoded(
-        self, data: bytes, encoding: str, response: http.client.HTTPResponse, method: str, url: str
-    ) -> bytes:
+    def _decoded(self, data: bytes, encoding: str, status: int, method: str, url: str) -> bytes:
         """A compressed answer (we ask for ``identity``, a partner may still compress) is decoded with the
         decoders urllib3 uses, as before; the size limit applies to the decoded bytes too."""
         names = [part.strip() for part in encoding.split(",")]
@@ -281,33 +285,157 @@ class PartnerHttp:
         except (OSError, zlib.error) as exc:
             raise DecodeError(f"content-encoding {encoding!r} could not be decoded") from exc
         if len(decoded) > self.max_response_bytes:
-            raise self._too_large(response, method, url)
+            raise self._too_large(status, method, url)
         return decoded
 
-    def _read_body(self, response: http.client.HTTPResponse, method: str, url: str) -> bytes:
-        """Read at most ``max_response_bytes``; a larger answer is dropped with its connection."""
-        length = response.length
-        if length is not None and not response.chunked:
-            if length > self.max_response_bytes:
-                raise self._too_large(response, method, url)
-            return response.read()  # raises IncompleteRead when the answer is cut short
-        chunks: list[bytes] = []
-        size = 0
-        while chunk := response.read(_READ_CHUNK):
-            size += len(chunk)
-            if size > self.max_response_bytes:
-                raise self._too_large(response, method, url)
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    def _too_large(self, response: http.client.HTTPResponse, method: str, url: str) -> PartnerError:
+    def _too_large(self, status: int, method: str, url: str) -> PartnerError:
         return PartnerError(
             fate=Fate.UNKNOWN,
             code="response_too_large",
             reason=f"{_where(method, url)}: answer larger than {self.max_response_bytes} bytes",
             retryable=True,
-            http_status=response.status,
+            http_status=status,
         )
+
+
+class _Connection:
+    """One keep-alive socket to one origin."""
+
+    __slots__ = ("sock",)
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+class _AnswerReader:
+    """The llhttp parser's callbacks for one answer: its status, headers and body, and whether the
+    connection may carry the next request. Informational (1xx) answers before it are skipped."""
+
+    __slots__ = (
+        "chunks",
+        "complete",
+        "framed",
+        "headers",
+        "headers_done",
+        "keep_alive",
+        "parser",
+        "received",
+        "size",
+        "status",
+        "trailing",
+    )
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.headers: list[tuple[str, str]] = []
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.status = 0
+        self.framed = False
+        """The answer says where its body ends (Content-Length or Transfer-Encoding)."""
+        self.headers_done = False
+        self.complete = False
+        self.keep_alive = False
+        self.received = False
+        self.trailing = False
+        """Bytes arrived after the answer ended: the connection is out of step and is not reused."""
+
+    def on_message_begin(self) -> None:
+        if self.complete:
+            self.trailing = True
+            return
+        self.headers, self.chunks, self.size = [], [], 0
+        self.framed = self.headers_done = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.complete:
+            return
+        lowered = name.lower()
+        if lowered in _FRAMING_HEADERS:
+            self.framed = True
+        self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        self.headers_done = True
+
+    def on_body(self, body: bytes) -> None:
+        if not self.complete:
+            self.chunks.append(body)
+            self.size += len(body)
+
+    def on_message_complete(self) -> None:
+        if self.complete:
+            return
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:
+            return  # informational: the answer follows
+        self.status = status
+        self.keep_alive = self.parser.should_keep_alive()
+        self.complete = True
+
+    def end_of_stream(self) -> None:
+        """The partner closed the connection before the answer was complete by its own framing."""
+        if not self.received:
+            raise http.client.RemoteDisconnected("closed without answering")
+        if self.headers_done and not self.framed:
+            # A body without length or chunking ends where the connection does (RFC 9112, 6.3).
+            self.status = self.parser.get_status_code()
+            self.complete = True
+            return
+        raise http.client.IncompleteRead(b"".join(self.chunks))
+
+
+_FRAMING_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_UNSAFE_IN_TARGET = re.compile(r"[\x00-\x20\x7f]")
+_UNSAFE_IN_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _request_head(
+    method: str, target: str, host: str, body: bytes | None, headers: Mapping[str, str], url: str
+) -> bytes:
+    """Request line and headers, refused before anything is sent when a header or the path could split
+    the request (a line break in a value is header injection)."""
+    if _UNSAFE_IN_TARGET.search(target):
+        raise http.client.InvalidURL("path with a space or control character")
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}", "Accept-Encoding: identity"]
+    if body is not None:
+        lines.append(f"Content-Length: {len(body)}")
+    lines.append(f"User-Agent: {USER_AGENT}")
+    for name, value in headers.items():
+        if not _TOKEN.fullmatch(name) or _UNSAFE_IN_VALUE.search(value):
+            raise _bad_header(name, method, url)
+        if name.lower() != "user-agent":
+            lines.append(f"{name}: {value}")
+    lines.append("\r\n")
+    try:
+        return "\r\n".join(lines).encode("latin-1")
+    except UnicodeEncodeError:
+        raise _bad_header("(a header)", method, url) from None
+
+
+def _bad_header(name: str, method: str, url: str) -> PartnerError:
+    """Never the value (it may be a key), and the name only when it is a plain token."""
+    safe_name = name if _TOKEN.fullmatch(name) else "(a header)"
+    return _not_sent(
+        "bad_request_header",
+        f"{_where(method, url)}: header {safe_name} has a character HTTP does not allow",
+        retryable=False,
+    )
+
+
+def _host_header(scheme: str, host: str, port: int) -> str:
+    """The Host header ``http.client`` would send: IPv6 literals in brackets, the port unless default."""
+    name = f"[{host}]" if ":" in host else host
+    try:
+        name.encode("ascii")
+    except UnicodeEncodeError:
+        name = name.encode("idna").decode("ascii")
+    return name if port == (443 if scheme == "https" else 80) else f"{name}:{port}"
 
 
 _CONTENT_DECODERS = frozenset(HTTPResponse.CONTENT_DECODERS)
@@ -315,8 +443,8 @@ _NO_CONN: Any = None  # urllib3's exception types want a connection object; clas
 _NO_POOL: Any = None
 
 
-def _parse_origin(origin: str) -> tuple[str, str, int, int]:
-    """(scheme, host, port, 0) of ``scheme://[userinfo@]host[:port]``; userinfo is ignored, never sent."""
+def _parse_origin(origin: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of ``scheme://[userinfo@]host[:port]``; userinfo is ignored, never sent."""
     try:
         parts = urlsplit(origin)
         scheme = parts.scheme.lower()
@@ -326,7 +454,7 @@ def _parse_origin(origin: str) -> tuple[str, str, int, int]:
         raise LocationValueError("invalid URL") from exc
     if scheme not in ("http", "https") or not host:
         raise LocationValueError("unsupported URL scheme or no host")
-    return scheme, host, port or (443 if scheme == "https" else 80), 0
+    return scheme, host, port or (443 if scheme == "https" else 80)
 
 
 def _where(method: str, url: str) -> str:
