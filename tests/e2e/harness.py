@@ -238,6 +238,7 @@ class Stack:
     uid: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
     processes: list[Process] = field(default_factory=list)
     webhooks_port: int = field(default_factory=free_port)
+    broker_url: str = RABBITMQ_URL
     _ledger: Ledger | None = None
 
     @property
@@ -257,7 +258,7 @@ class Stack:
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         env.update(
             {
-                "ORDER_WORKER_BROKER_URL": RABBITMQ_URL,
+                "ORDER_WORKER_BROKER_URL": self.broker_url,
                 "ORDER_WORKER_LEDGER_URL": self.ledger_url,
                 "ORDER_WORKER_CREATE_QUEUE": self.create_queue,
                 "ORDER_WORKER_POLL_QUEUE": self.poll_queue,
@@ -330,10 +331,10 @@ class Stack:
             return str(response.read().decode())
 
     def producer(self) -> CommandProducer:
-        return CommandProducer(RABBITMQ_URL, self.create_queue, self.poll_queue)
+        return CommandProducer(self.broker_url, self.create_queue, self.poll_queue)
 
     def watcher(self) -> EventWatcher:
-        return EventWatcher(RABBITMQ_URL, self.exchange)
+        return EventWatcher(self.broker_url, self.exchange)
 
     def ledger(self) -> Ledger:
         """The test's own view of the ledger (one connection pool, closed by stop())."""
@@ -344,7 +345,7 @@ class Stack:
     def declare_queues(self) -> None:
         """Producers publish with mandatory; the worker declares queues, so tests that publish before a
         worker starts declare them the same way first."""
-        with pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL)) as connection:
+        with pika.BlockingConnection(pika.URLParameters(self.broker_url)) as connection:
             declare_work_queues(connection.channel(), (self.create_queue, self.poll_queue), 5)
 
     def stop(self) -> None:

@@ -43,7 +43,6 @@ import psycopg
 from pika.exceptions import AMQPError
 
 from tests.e2e.harness import (
-    RABBITMQ_URL,
     Process,
     Sandbox,
     Stack,
@@ -51,11 +50,9 @@ from tests.e2e.harness import (
     wait_until,
 )
 from tests.e2e.harness import start_sandbox as harness_start_sandbox
-from worker.broker import declare_work_queues
-from worker.consumer import EventWatcher
 from worker.ledger.base import Ledger
 from worker.pipeline import partner_ref
-from worker.producer import CommandProducer, envelope
+from worker.producer import envelope
 from worker.relay import declare_topology
 from worker.sealing import SealError, TokenSealer
 from worker.status import TERMINAL
@@ -312,15 +309,13 @@ def clear_faults(sandbox: Sandbox) -> None:
 
 @dataclass
 class RelStack(Stack):
-    """A :class:`Stack` with canary credentials and, optionally, its own broker URL."""
+    """A :class:`Stack` with canary credentials (and, like any stack, optionally its own broker URL)."""
 
-    broker_url: str = RABBITMQ_URL
     canaries: Canaries = field(default_factory=Canaries.fresh)
 
     def env(self, **extra: str) -> dict[str, str]:
-        """Defaults < this stack's broker and canaries < ``settings`` < ``extra``."""
+        """Defaults < this stack's canaries < ``settings`` < ``extra``."""
         merged = {
-            "ORDER_WORKER_BROKER_URL": self.broker_url,
             # the sandboxes here have a huge budget unless a scenario says otherwise (the rate-limit one)
             "ORDER_WORKER_ZEROTRACE_WEIGHT_BUDGET": "10000000",
             "ORDER_WORKER_METRICS_HOST": "127.0.0.1",
@@ -330,16 +325,6 @@ class RelStack(Stack):
             **extra,
         }
         return super().env(**merged)
-
-    def producer(self) -> CommandProducer:
-        return CommandProducer(self.broker_url, self.create_queue, self.poll_queue)
-
-    def watcher(self) -> EventWatcher:
-        return EventWatcher(self.broker_url, self.exchange)
-
-    def declare_queues(self) -> None:
-        with pika.BlockingConnection(pika.URLParameters(self.broker_url)) as connection:
-            declare_work_queues(connection.channel(), (self.create_queue, self.poll_queue), 5)
 
     def queue_depths(self) -> dict[str, int]:
         """Ready messages per work queue (main, delay and dead-letter queue), via passive declares."""
