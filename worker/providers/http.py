@@ -243,7 +243,6 @@ class PartnerHttp:
     ) -> HttpAnswer:
         sock = conn.sock
         reader = _AnswerReader()
-        feed = reader.parser.feed_data
         try:
             sock.sendall(request)
             while not reader.complete:
@@ -251,13 +250,7 @@ class PartnerHttp:
                 if not data:
                     reader.end_of_stream()
                     break
-                reader.received = True
-                try:
-                    feed(data)
-                except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
-                    if not reader.complete:
-                        raise http.client.HTTPException("malformed answer") from exc
-                    reader.trailing = True  # the answer is whole; what follows it is not ours to read
+                reader.feed(data)
                 if reader.size > self.max_response_bytes:
                     raise self._too_large(reader.parser.get_status_code(), method, url)
         except TimeoutError as exc:
@@ -343,6 +336,15 @@ class _AnswerReader:
         self.received = False
         self.trailing = False
         """Bytes arrived after the answer ended: the connection is out of step and is not reused."""
+
+    def feed(self, data: bytes) -> None:
+        self.received = True
+        try:
+            self.parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            if not self.complete:
+                raise http.client.HTTPException("malformed answer") from exc
+            self.trailing = True  # the answer is whole; what follows it is not ours to read
 
     def on_message_begin(self) -> None:
         if self.complete:
