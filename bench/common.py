@@ -142,6 +142,12 @@ def rabbitmq_processes() -> list[psutil.Process]:
     return [p for p in psutil.process_iter(["name"]) if p.info["name"] in ("beam.smp", "beam")]
 
 
+def postgres_processes() -> list[psutil.Process]:
+    """The PostgreSQL server's processes present now: one backend per open connection, so taken after the
+    contender's connection pools are open."""
+    return [p for p in psutil.process_iter(["name"]) if p.info["name"] in ("postgres", "postmaster")]
+
+
 # --- broker --------------------------------------------------------------------------------------------
 
 

@@ -25,6 +25,7 @@ from bench.common import (
     dramatiq_envelope,
     ledger_url,
     measure_drain,
+    postgres_processes,
     rabbitmq_processes,
     uid,
     wait_for,
@@ -561,6 +562,8 @@ def pipeline(
 
                 ids = [f"bench-{tag}-{i:07d}" for i in range(n)]
                 meters = _meters([worker], sandbox, {"relay": [sched]})
+                if kind == "postgres":
+                    meters["postgres"] = CpuMeter(postgres_processes())
                 if profile_to is not None:
                     spy = _py_spy(worker, profile_to, log_dir)
                 for phase, queue, actor, make, done_sql, target in (

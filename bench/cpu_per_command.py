@@ -6,7 +6,7 @@ sandbox, with no broker: ``handle_create`` then ``handle_poll`` for N orders, pl
 update. Each call's thread CPU time (``CLOCK_THREAD_CPUTIME_ID``) is split three ways by wrapping the two
 boundaries:
 
-* HTTP: time inside ``PartnerHttp._request`` (urllib3, http.client, socket syscalls);
+* HTTP: time inside ``PartnerHttp._request`` (request writing, llhttp parsing, socket syscalls);
 * DB engine: time inside every ``execute`` on a ledger connection (SQLite's C library / psycopg);
 * own: the rest, i.e. validation, idempotency key, claim/transition logic, record (de)serialisation,
   event building, signing, sealing, parsing partner answers, metrics.
@@ -148,10 +148,12 @@ def _own_profile(profile: cProfile.Profile, top: int) -> list[dict[str, Any]]:
         "bench/cpu_per_command.py",
         "email/",
         "ssl.py",
+        "worker/providers/http.py",  # the client's own Python code is in the HTTP column
+        "httptools",
     )
     skip_builtins = (
-        "recv_into",
-        "sendall",
+        "'recv",  # recv and recv_into: waiting for the partner's answer
+        "'send",
         "thread_time",
         "TimedConnection",
         "poll",

@@ -498,16 +498,18 @@ def render(result: dict[str, Any]) -> str:
     ]
     lines.append(
         "| contender | PxT | commands/s | create/s | poll/s | vs no-op (same PxT) "
-        "| worker CPU µs/cmd | RabbitMQ µs/cmd | note |"
+        "| worker CPU µs/cmd | RabbitMQ µs/cmd | all processes µs/cmd | cores busy | note |"
     )
-    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---|")
+    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for row in result.get("rows", []):
         ceiling = _row(result, "noop_dramatiq_stock", row["processes"], row["threads"])
         ratio = f"{row['rate_per_s'] / ceiling['rate_per_s']:.2f}x" if ceiling else "-"
         phases = row["phases"]
-        cpu_w, cpu_r = _cpu(phases, "workers"), _cpu(phases, "rabbitmq")
+        cpu_w, cpu_r, cpu_all = _cpu(phases, "workers"), _cpu(phases, "rabbitmq"), _cpu(phases, None)
         if "calls" in phases:
             cpu_w = phases["calls"]["cpu_us_per_msg"]["client"]
+            cpu_all = None  # the floor measures its client threads only
+        cores = f"{cpu_all * row['rate_per_s'] / 1e6:.2f}" if cpu_all is not None else "-"
         create = phases.get("create", {}).get("rate_per_s", "")
         poll = phases.get("poll", {}).get("rate_per_s", "")
         note = row["note"]
@@ -516,7 +518,8 @@ def render(result: dict[str, Any]) -> str:
         lines.append(
             f"| {row['name']} | {row['processes']}x{row['threads']} | {row['rate_per_s']:.0f} "
             f"| {create} | {poll} | {ratio} | "
-            f"{cpu_w if cpu_w is not None else '-'} | {cpu_r if cpu_r is not None else '-'} | {note} |"
+            f"{cpu_w if cpu_w is not None else '-'} | {cpu_r if cpu_r is not None else '-'} "
+            f"| {cpu_all if cpu_all is not None else '-'} | {cores} | {note} |"
         )
     rounds = result.get("rounds") or []
     if rounds:
@@ -609,9 +612,12 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _cpu(phases: dict[str, Any], name: str) -> float | None:
+def _cpu(phases: dict[str, Any], name: str | None) -> float | None:
+    """CPU µs per command of one process group, or of all of them (``None``: workers, RabbitMQ, sandbox,
+    relay), as the mean of the phases. All of them times the rate is how many cores the row kept busy: on
+    a 2-core machine, a row near 2 cannot go faster by adding processes, only by costing less."""
     values = [
-        p["cpu_us_per_msg"].get(name)
+        (p["cpu_us_per_msg"].get(name) if name else sum(p["cpu_us_per_msg"].values()))
         for p in phases.values()
         if isinstance(p, dict) and "cpu_us_per_msg" in p
     ]
