@@ -156,7 +156,7 @@ def _own_profile(profile: cProfile.Profile, top: int) -> list[dict[str, Any]]:
         "'send",
         "thread_time",
         "TimedConnection",
-        "poll",
+        "'poll'",  # the selector's wait, not the pipeline's poll functions
         "settimeout",
         "'connect'",
     )

@@ -614,8 +614,9 @@ def render(result: dict[str, Any]) -> str:
 
 def _cpu(phases: dict[str, Any], name: str | None) -> float | None:
     """CPU µs per command of one process group, or of all of them (``None``: workers, RabbitMQ, sandbox,
-    relay), as the mean of the phases. All of them times the rate is how many cores the row kept busy: on
-    a 2-core machine, a row near 2 cannot go faster by adding processes, only by costing less."""
+    relay, PostgreSQL server), as the mean of the phases. All of them times the rate is how many cores the
+    row kept busy: on a 2-core machine, a row near 2 cannot go faster by adding processes, only by costing
+    less."""
     values = [
         (p["cpu_us_per_msg"].get(name) if name else sum(p["cpu_us_per_msg"].values()))
         for p in phases.values()
