@@ -10,7 +10,7 @@ import pytest
 from dramatiq import Message
 from dramatiq.broker import MessageProxy
 
-from worker.broker import REJECT_ACTOR, CommandEncoder, build_broker, malformed_reason
+from worker.broker import REJECT_ACTOR, CommandEncoder, build_broker, parse_envelope
 from worker.producer import envelope
 from worker.settings import Settings
 
@@ -35,8 +35,8 @@ def test_well_formed_envelope_passes_through() -> None:
     ],
 )
 def test_malformed_bodies_become_rejections(body: bytes, code: str) -> None:
-    problem = malformed_reason(body)
-    assert problem is not None and problem[0] == code
+    problem = parse_envelope(body)
+    assert isinstance(problem, tuple) and problem[0] == code
     decoded = CommandEncoder().decode(body)
     assert decoded["actor_name"] == REJECT_ACTOR
     assert decoded["kwargs"]["code"] == code
@@ -48,7 +48,7 @@ def test_malformed_bodies_become_rejections(body: bytes, code: str) -> None:
 def test_positional_args_are_refused() -> None:
     raw = json.loads(envelope("orders.create", "create_order", {}))
     raw["args"] = ["x"]
-    assert malformed_reason(json.dumps(raw).encode()) == (
+    assert parse_envelope(json.dumps(raw).encode()) == (
         "bad_envelope",
         "commands take keyword arguments only ('args' must be empty)",
     )

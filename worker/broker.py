@@ -95,12 +95,6 @@ def declare_work_queues(channel: BlockingChannel, queue_names: Iterable[str], de
         channel.queue_declare(xq_name(name), durable=True, arguments={"x-message-ttl": DEAD_MESSAGE_TTL})
 
 
-def malformed_reason(data: bytes) -> tuple[str, str] | None:
-    """(reason code, explanation) when ``data`` is not a usable Dramatiq envelope, else None."""
-    envelope = parse_envelope(data)
-    return envelope if isinstance(envelope, tuple) else None
-
-
 def parse_envelope(data: bytes) -> MessageData | tuple[str, str]:
     """The envelope's fields, or (reason code, explanation) when it is not usable: one parse per body."""
     if len(data) > MAX_COMMAND_BYTES:
