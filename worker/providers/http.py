@@ -437,12 +437,16 @@ def _host_header(scheme: str, host: str, port: int) -> str:
         name.encode("ascii")
     except UnicodeEncodeError:
         name = name.encode("idna").decode("ascii")
-    return name if port == (443 if scheme == "https" else 80) else f"{name}:{port}"
+    return name if port == _default_port(scheme) else f"{name}:{port}"
 
 
 _CONTENT_DECODERS = frozenset(HTTPResponse.CONTENT_DECODERS)
 _NO_CONN: Any = None  # urllib3's exception types want a connection object; classification never reads it
 _NO_POOL: Any = None
+
+
+def _default_port(scheme: str) -> int:
+    return 443 if scheme == "https" else 80
 
 
 def _parse_origin(origin: str) -> tuple[str, str, int]:
@@ -456,7 +460,7 @@ def _parse_origin(origin: str) -> tuple[str, str, int]:
         raise LocationValueError("invalid URL") from exc
     if scheme not in ("http", "https") or not host:
         raise LocationValueError("unsupported URL scheme or no host")
-    return scheme, host, port or (443 if scheme == "https" else 80)
+    return scheme, host, port or _default_port(scheme)
 
 
 def _where(method: str, url: str) -> str:
