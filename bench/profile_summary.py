@@ -95,7 +95,6 @@ def summarise(path: Path, top: int = 25) -> dict[str, Any]:
                     n
                     for n in reversed(names)
                     if n.startswith(("OrderPipeline.", "SqlLedger.", "ZeroTraceClient.", "TokenSealer."))
-                    and n not in ("OrderPipeline._done",)
                 ),
                 "actor (outside the pipeline)",
             )

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import dramatiq
 import pytest
 from dramatiq import Message
 from dramatiq.broker import MessageProxy
+from dramatiq.encoder import MessageData
 
 from worker.broker import REJECT_ACTOR, CommandEncoder, build_broker, parse_envelope
 from worker.producer import envelope
@@ -73,6 +75,88 @@ def test_message_options_cannot_make_the_worker_send_messages() -> None:
         )
         broker.emit_after("process_message", MessageProxy(command), result=None)
         assert sent == []
+    finally:
+        dramatiq.set_broker(previous_broker)
+        dramatiq.set_encoder(previous_encoder)
+
+
+def _options_of(options: dict[str, Any]) -> MessageData | tuple[str, str]:
+    raw = json.loads(envelope("orders.create", "create_order", {"command_id": "order-0001"}))
+    raw["options"] = options
+    return parse_envelope(json.dumps(raw).encode())
+
+
+def test_only_the_documented_retry_settings_and_dramatiqs_own_bookkeeping_survive_decoding() -> None:
+    eta = int(time.time() * 1000) + 5_000
+    decoded = _options_of(
+        {
+            "max_retries": 2,
+            "min_backoff": 500,
+            "max_backoff": 10_000,
+            "retries": 1,
+            "eta": eta,
+            "traceback": "Traceback (most recent call last): ...",
+            "throws": "ValueError",
+            "time_limit": 1,
+            "max_age": 1,
+            "notify_shutdown": True,
+            "on_retry_exhausted": "create_order",
+            "broker_priority": 9,
+        }
+    )
+    assert not isinstance(decoded, tuple)
+    assert decoded["options"] == {
+        "max_retries": 2,
+        "min_backoff": 500,
+        "max_backoff": 10_000,
+        "retries": 1,
+        "eta": eta,
+    }
+
+
+@pytest.mark.parametrize(
+    ("options", "reason"),
+    [
+        ({"max_retries": "many"}, "options.max_retries must be an integer from 0 to 20"),
+        ({"max_retries": True}, "options.max_retries must be an integer from 0 to 20"),
+        ({"max_retries": 21}, "options.max_retries must be an integer from 0 to 20"),
+        ({"max_backoff": 3_600_000}, "options.max_backoff must be an integer from 0 to 900000"),
+        ({"eta": 10**15}, "options.eta is more than 3600 s ahead; no command is held that long"),
+    ],
+)
+def test_a_retry_setting_out_of_range_is_refused_with_its_name(options: dict[str, Any], reason: str) -> None:
+    assert _options_of(options) == ("bad_envelope", reason)
+
+
+def test_a_command_dramatiq_retries_keeps_its_retry_count() -> None:
+    """The Retries middleware re-enqueues a failed command with ``retries`` one higher (and a delay, which
+    the broker writes as ``eta``); the filter must keep the count, or a failing command would be retried
+    forever."""
+    previous_broker, previous_encoder = dramatiq.get_broker(), dramatiq.get_encoder()
+    try:
+        broker = build_broker(Settings())
+        dramatiq.actor(lambda **_: None, actor_name="create_order", queue_name="orders.create", broker=broker)
+        requeued: list[tuple[Message[Any], int | None]] = []
+
+        def enqueue(message: Message[Any], *, delay: int | None = None) -> Message[Any]:
+            requeued.append((message, delay))
+            return message
+
+        broker.enqueue = enqueue  # type: ignore[method-assign]
+        failed = Message(
+            queue_name="orders.create",
+            actor_name="create_order",
+            args=(),
+            kwargs={"command_id": "order-0001"},
+            options={"retries": 3},
+        )
+        try:
+            raise RuntimeError("ledger unavailable")
+        except RuntimeError as error:
+            broker.emit_after("process_message", MessageProxy(failed), exception=error)
+        [(message, delay)] = requeued
+        assert delay is not None and delay > 0
+        assert CommandEncoder().decode(message.encode())["options"]["retries"] == 4
     finally:
         dramatiq.set_broker(previous_broker)
         dramatiq.set_encoder(previous_encoder)

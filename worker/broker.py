@@ -32,6 +32,10 @@ from worker.settings import Settings
 REJECT_ACTOR = "reject_malformed"
 KNOWN_ACTORS = frozenset({"create_order", "poll_order", REJECT_ACTOR})
 ACTOR_TIME_LIMIT_MS = 60_000
+MAX_ETA_AHEAD_SECONDS = 3600
+"""A retried command's delay is at most 15 minutes (``max_backoff``); the rest is room for clock skew."""
+RETRY_OPTIONS = {"max_retries": (0, 20), "min_backoff": (0, 900_000), "max_backoff": (0, 900_000)}
+"""The retry settings a command may carry (README, "Commands"), with the range of each."""
 _ENVELOPE_FIELDS = (
     "queue_name",
     "actor_name",
@@ -116,8 +120,41 @@ def parse_envelope(data: bytes) -> MessageData | tuple[str, str]:
         return "unknown_actor", "actor_name must be create_order or poll_order"
     if fields["args"]:
         return "bad_envelope", "commands take keyword arguments only ('args' must be empty)"
+    if fields["options"]:
+        options = honoured_options(fields["options"], time.time())
+        if isinstance(options, str):
+            return "bad_envelope", options
+        fields["options"] = options
     envelope: MessageData = fields
     return envelope
+
+
+def honoured_options(options: dict[str, Any], now: float) -> dict[str, Any] | str:
+    """The envelope options the worker acts on, or why one of them is refused.
+
+    Dramatiq reads its policy from each message's options before the actor's own, so without this filter a
+    producer would choose how the worker behaves: ``throws`` naming no exception class makes Dramatiq's
+    error handling raise, which acks the command unprocessed and ends the worker thread; ``time_limit``
+    interrupts a partner call between its answer and the ledger commit; ``max_age`` dead-letters a command
+    without a rejection event. Kept: the documented retry settings, bounded, and what Dramatiq reads back
+    from the messages it re-enqueues itself (``retries``, and ``eta`` for the delay). Any other option is
+    dropped, as the README says."""
+    kept: dict[str, Any] = {}
+    for name, (low, high) in RETRY_OPTIONS.items():
+        if name in options:
+            value = options[name]
+            if type(value) is not int or not low <= value <= high:
+                return f"options.{name} must be an integer from {low} to {high}"
+            kept[name] = value
+    retries = options.get("retries")
+    if type(retries) is int and retries >= 0:
+        kept["retries"] = retries
+    eta = options.get("eta")
+    if isinstance(eta, (int, float)) and not isinstance(eta, bool):
+        if eta > (now + MAX_ETA_AHEAD_SECONDS) * 1000:
+            return f"options.eta is more than {MAX_ETA_AHEAD_SECONDS} s ahead; no command is held that long"
+        kept["eta"] = eta
+    return kept
 
 
 class CommandEncoder(JSONEncoder):

@@ -75,7 +75,6 @@ class OrderPipeline:
         itrx: ItrxClient,
         sealer: TokenSealer,
         clock: Callable[[], float] = time.time,
-        on_events: Callable[[list[OrderEvent]], None] | None = None,
     ) -> None:
         self.settings = settings
         self.ledger = ledger
@@ -83,7 +82,6 @@ class OrderPipeline:
         self.itrx = itrx
         self.sealer = sealer
         self.clock = clock
-        self.on_events = on_events or (lambda events: None)
         self.zerotrace_budget = zerotrace_budget(ledger)  # the account's weight budget, shared by replicas
 
     # ------------------------------------------------------------------ commands
@@ -138,7 +136,7 @@ class OrderPipeline:
         if events:
             metrics.REJECTIONS.labels(code).inc()
             metrics.DEAD_LETTERS.labels(code).inc()
-        return self._done("rejected", events)
+        return Outcome("rejected", events)
 
     # ------------------------------------------------------------------ create
     def _advance_create(
@@ -149,11 +147,11 @@ class OrderPipeline:
         begun: Attempt | None = None,
     ) -> Outcome:
         if record.status != Status.SUBMITTING:
-            return self._done("duplicate", [])
+            return Outcome("duplicate", [])
         if command.provider is Provider.ITRX and record.attempts == 0 and not record.attempt_open:
             check = self._itrx_balance_check(command, record)
             if isinstance(check, EventError):
-                return self._done(
+                return Outcome(
                     "failed",
                     self.ledger.record_failed(command.command_id, check, Source.CREATE, self.clock()),
                 )
@@ -163,7 +161,7 @@ class OrderPipeline:
             command.command_id, self.clock(), self.settings.create_lease_seconds
         )
         if attempt is None:
-            return self._done("busy", [])
+            return Outcome("busy", [])
         if command.provider is Provider.ITRX and attempt.previous_unresolved:
             return self._in_doubt(
                 attempt.record,
@@ -228,7 +226,7 @@ class OrderPipeline:
                 "order %s was created without a token (replay); it is tracked by webhooks only",
                 command.command_id,
             )
-        return self._done("untrackable" if untrackable else "created", events)
+        return Outcome("untrackable" if untrackable else "created", events)
 
     def _create_failed(
         self, command: CreateOrderCommand, record: OrderRecord, error: PartnerError
@@ -240,23 +238,23 @@ class OrderPipeline:
             metrics.CREATE_RETRIES.labels(provider, "not_sent").inc()
             delay = self._retry_delay(record, error)
             self.ledger.end_attempt_unsent(command.command_id, now + delay, reason)
-            return self._done("retry", [])
+            return Outcome("retry", [])
         safe_to_resend = error.fate is Fate.REFUSED or command.provider is Provider.ZEROTRACE
         if error.retryable and safe_to_resend:
             delay = self._retry_delay(record, error)
             metrics.CREATE_RETRIES.labels(provider, error.code).inc()
             self.ledger.schedule_retry(command.command_id, now + delay, reason)
-            return self._done("retry", [])
+            return Outcome("retry", [])
         if error.fate is Fate.UNKNOWN and not safe_to_resend:
             return self._in_doubt(record, reason)
-        return self._done("failed", self.ledger.record_failed(command.command_id, reason, Source.CREATE, now))
+        return Outcome("failed", self.ledger.record_failed(command.command_id, reason, Source.CREATE, now))
 
     def _in_doubt(self, record: OrderRecord, error: EventError) -> Outcome:
         events = self.ledger.mark_in_doubt(record.command_id, error, self.clock())
         if events:
             metrics.IN_DOUBT.labels(record.provider).inc()
             log.warning("order %s is in_doubt (%s); it will not be sent again", record.command_id, error.code)
-        return self._done("in_doubt", events)
+        return Outcome("in_doubt", events)
 
     def _itrx_balance_check(
         self, command: CreateOrderCommand, record: OrderRecord
@@ -292,7 +290,7 @@ class OrderPipeline:
         self.ledger.schedule_retry(
             command.command_id, self.clock() + delay, EventError(code=error.code, reason=error.reason)
         )
-        return self._done("retry", [])
+        return Outcome("retry", [])
 
     def _age(self, record: OrderRecord) -> float:
         return self.clock() - record.created_at
@@ -312,17 +310,17 @@ class OrderPipeline:
     def refresh(self, record: OrderRecord, source: Source) -> Outcome:
         """Read the order from the partner and record what changed."""
         if is_terminal(record.status) or record.status in (Status.SUBMITTING, Status.IN_DOUBT):
-            return self._done("not_open", [])
+            return Outcome("not_open", [])
         if record.order_id is None or record.untrackable:
-            return self._done("untrackable", [])
+            return Outcome("untrackable", [])
         try:
             observed = self._fetch(record)
         except SealError as error:
             log.error("cannot open the token of %s: %s", record.command_id, error)
-            return self._done("token_unreadable", [])
+            return Outcome("token_unreadable", [])
         except PartnerError as error:
             log.info("poll of %s failed: %s", record.command_id, error.code)
-            return self._done("poll_failed", [])
+            return Outcome("poll_failed", [])
         return self.observe(record, observed, source)
 
     def observe(
@@ -334,7 +332,7 @@ class OrderPipeline:
         events = self.ledger.apply_observation(
             record.command_id, observed, source, now, self._next_poll(status, now, last_push), push=push
         )
-        return self._done("changed" if events else "unchanged", events)
+        return Outcome("changed" if events else "unchanged", events)
 
     def follow_itrx_signal(self, record: OrderRecord, serial: str) -> Outcome:
         """A verified itrx callback is a trigger, not a source: re-query by serial and record the answer.
@@ -343,7 +341,7 @@ class OrderPipeline:
         saw. Raises PartnerError when the re-query fails, so the receiver can ask itrx to retry.
         """
         if is_terminal(record.status):
-            return self._done("not_open", [])
+            return Outcome("not_open", [])
         return self.observe(record, self.itrx.fetch(serial), Source.WEBHOOK, push=True)
 
     def _fetch(self, record: OrderRecord) -> PartnerOrder:
@@ -391,9 +389,4 @@ class OrderPipeline:
         if events:
             metrics.REJECTIONS.labels(code).inc()
             metrics.DEAD_LETTERS.labels(code).inc()
-        return self._done("rejected", events)
-
-    def _done(self, name: str, events: list[OrderEvent]) -> Outcome:
-        if events:
-            self.on_events(events)
-        return Outcome(name, events)
+        return Outcome("rejected", events)

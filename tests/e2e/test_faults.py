@@ -99,6 +99,65 @@ def test_malformed_commands_are_rejected_once_and_valid_ones_complete(stack: Sta
     assert 'order_worker_rejections_total{reason="not_json"}' in metrics
 
 
+def _with_options(queue: str, command: dict[str, Any], options: dict[str, Any]) -> bytes:
+    body = json.loads(envelope(queue, "create_order", command))
+    body["options"] = options
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize("ledger_url", ["sqlite"], indirect=True)
+def test_envelope_options_cannot_steer_the_worker(stack: Stack) -> None:
+    """Dramatiq takes its policy from a message's options before the actor's. A producer's ``max_age`` would
+    dead-letter the command unprocessed and without an event; ``time_limit`` would interrupt the create
+    after the partner answered (the retry's replay carries no token: an untrackable order); a ``throws``
+    that names no exception class would then make Dramatiq's error handling raise, ack the command and end
+    the worker thread. The worker drops such options; a documented retry setting out of range is refused
+    with a reason; every other command completes with one partner order and its token."""
+    stack.sandbox.control(
+        "faults", {"endpoint": "0trace.create", "kind": "latency", "latency_ms": 1500, "probability": 1.0}
+    )
+    aged, timed, refused = zerotrace_command(), zerotrace_command(), zerotrace_command()
+    hostile = {
+        aged["command_id"]: {
+            "max_age": 1,
+            "notify_shutdown": True,
+            "on_retry_exhausted": "poll_order",
+            "broker_priority": "high",
+            "on_success": "create_order",
+        },
+        timed["command_id"]: {"time_limit": 1, "throws": "ValueError", "max_retries": 2},
+        refused["command_id"]: {"max_retries": "many"},
+    }
+    stack.declare_queues()
+    worker = stack.start_worker(threads=2)
+    stack.start_scheduler()
+    created_ids = {aged["command_id"], timed["command_id"]}
+
+    def done(events: list[dict[str, Any]]) -> bool:
+        created = {e["command_id"] for e in events if e["type"] == "created"}
+        return created_ids <= created and any(e["type"] == "rejected" for e in events)
+
+    with stack.watcher() as watcher, stack.producer() as producer:
+        for command in (aged, timed, refused):
+            producer.publish_raw(
+                stack.create_queue, _with_options(stack.create_queue, command, hostile[command["command_id"]])
+            )
+        events = collect_events(watcher, done, timeout=60)
+
+    rejected = [e for e in events if e["type"] == "rejected"]
+    assert [(e["command_id"], e["error"]["code"]) for e in rejected] == [(None, "bad_envelope")]
+    assert rejected[0]["error"]["reason"] == "options.max_retries must be an integer from 0 to 20"
+    assert not stack.sandbox.orders_for(partner_ref("order-worker", refused["command_id"]))
+    for command_id in created_ids:
+        assert len(stack.sandbox.orders_for(partner_ref("order-worker", command_id))) == 1
+        record = stack.ledger().get(command_id)
+        assert record is not None and record.sealed_token is not None and not record.untrackable
+    assert not [e for e in events if e["type"] == "untrackable"]
+    assert worker.alive
+    assert "Failed to process message" not in worker.output()
+    assert "Unexpected failure" not in worker.output()
+
+
 CRASH_POINTS = ("after_intent", "after_partner", "after_commit", "before_ack")
 
 
