@@ -160,3 +160,23 @@ def test_a_command_dramatiq_retries_keeps_its_retry_count() -> None:
     finally:
         dramatiq.set_broker(previous_broker)
         dramatiq.set_encoder(previous_encoder)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"command_id": "shop-42:order-7"}, "shop-42:order-7"),
+        ({"command_id": "shop-42:order-7\n"}, None),
+        ({"command_id": "short"}, None),
+        ({"command_id": ["shop-42:order-7"]}, None),
+        ({}, None),
+    ],
+)
+def test_a_refused_envelope_is_answered_under_the_command_id_it_names(
+    kwargs: dict[str, Any], named: str | None
+) -> None:
+    raw = json.loads(envelope("orders.create", "create_order", kwargs))
+    raw["options"] = {"max_retries": -1}
+    decoded = CommandEncoder().decode(json.dumps(raw).encode())
+    assert decoded["actor_name"] == REJECT_ACTOR
+    assert decoded["kwargs"].get("command_id") == named

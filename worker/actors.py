@@ -67,8 +67,10 @@ def poll_order(*args: Any, **kwargs: Any) -> None:
 
 
 @dramatiq.actor(actor_name=REJECT_ACTOR, queue_name=_settings.create_queue, max_retries=5)
-def reject_malformed(code: str, reason: str, body_sha256: str, body_bytes: int) -> None:
+def reject_malformed(
+    code: str, reason: str, body_sha256: str, body_bytes: int, command_id: str | None = None
+) -> None:
     outcome = get_runtime().pipeline.handle_malformed(
-        code, reason, {"body_sha256": body_sha256, "body_bytes": body_bytes}
+        code, reason, {"body_sha256": body_sha256, "body_bytes": body_bytes}, command_id
     )
     metrics.child(metrics.COMMANDS, REJECT_ACTOR, outcome.name).inc()

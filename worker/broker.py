@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterable
@@ -26,7 +27,7 @@ from dramatiq.encoder import JSONEncoder, MessageData
 from dramatiq.middleware import AgeLimit, CurrentMessage, Retries, ShutdownNotifications, TimeLimit
 from pika.adapters.blocking_connection import BlockingChannel
 
-from worker.messages import MAX_COMMAND_BYTES
+from worker.messages import COMMAND_ID_PATTERN, MAX_COMMAND_BYTES
 from worker.settings import Settings
 
 REJECT_ACTOR = "reject_malformed"
@@ -157,6 +158,19 @@ def honoured_options(options: dict[str, Any], now: float) -> dict[str, Any] | st
     return kept
 
 
+_COMMAND_ID = re.compile(COMMAND_ID_PATTERN)
+
+
+def named_command(data: bytes) -> str | None:
+    """The well-formed command_id a refused envelope names, if any: without it the producer could not tell
+    which of its commands a rejection answers (an option out of range, positional args)."""
+    try:
+        command_id = json.loads(data).get("kwargs", {}).get("command_id")
+    except (ValueError, AttributeError):  # not JSON (UnicodeDecodeError is a ValueError), or not objects
+        return None
+    return command_id if isinstance(command_id, str) and _COMMAND_ID.fullmatch(command_id) else None
+
+
 class CommandEncoder(JSONEncoder):
     """Decodes every body into *some* message: the real one, or a rejection of it."""
 
@@ -166,11 +180,15 @@ class CommandEncoder(JSONEncoder):
             return envelope
         code, explanation = envelope
         digest = hashlib.sha256(data).hexdigest()
+        rejection = {"code": code, "reason": explanation, "body_sha256": digest, "body_bytes": len(data)}
+        command_id = None if code == "oversized" else named_command(data)
+        if command_id is not None:
+            rejection["command_id"] = command_id
         return {
             "queue_name": "",  # replaced by the queue it arrived on (see _ArrivalQueueConsumer)
             "actor_name": REJECT_ACTOR,
             "args": [],
-            "kwargs": {"code": code, "reason": explanation, "body_sha256": digest, "body_bytes": len(data)},
+            "kwargs": rejection,
             "options": {},
             "message_id": str(uuid.uuid5(uuid.NAMESPACE_OID, digest)),
             "message_timestamp": int(time.time() * 1000),

@@ -128,10 +128,12 @@ class OrderPipeline:
             )
         return self.refresh(record, Source.POLL)
 
-    def handle_malformed(self, code: str, reason: str, detail: dict[str, Any]) -> Outcome:
+    def handle_malformed(
+        self, code: str, reason: str, detail: dict[str, Any], command_id: str | None = None
+    ) -> Outcome:
         key = f"body:{detail.get('body_sha256', '')}"
         events = self.ledger.record_rejection(
-            key, None, None, EventError(code=code, reason=reason), {}, detail, self.clock()
+            key, command_id, None, EventError(code=code, reason=reason), {}, detail, self.clock()
         )
         if events:
             metrics.REJECTIONS.labels(code).inc()

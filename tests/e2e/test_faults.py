@@ -112,7 +112,8 @@ def test_envelope_options_cannot_steer_the_worker(stack: Stack) -> None:
     after the partner answered (the retry's replay carries no token: an untrackable order); a ``throws``
     that names no exception class would then make Dramatiq's error handling raise, ack the command and end
     the worker thread. The worker drops such options; a documented retry setting out of range is refused
-    with a reason; every other command completes with one partner order and its token."""
+    with a reason, under the command's id; every other command completes with one partner order and its
+    token."""
     stack.sandbox.control(
         "faults", {"endpoint": "0trace.create", "kind": "latency", "latency_ms": 1500, "probability": 1.0}
     )
@@ -145,7 +146,9 @@ def test_envelope_options_cannot_steer_the_worker(stack: Stack) -> None:
         events = collect_events(watcher, done, timeout=60)
 
     rejected = [e for e in events if e["type"] == "rejected"]
-    assert [(e["command_id"], e["error"]["code"]) for e in rejected] == [(None, "bad_envelope")]
+    assert [(e["command_id"], e["error"]["code"]) for e in rejected] == [
+        (refused["command_id"], "bad_envelope")
+    ]
     assert rejected[0]["error"]["reason"] == "options.max_retries must be an integer from 0 to 20"
     assert not stack.sandbox.orders_for(partner_ref("order-worker", refused["command_id"]))
     for command_id in created_ids:
