@@ -14,16 +14,19 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 import time
 import uuid
 from collections.abc import Iterable
 from typing import Any
 
 import dramatiq
+import pika.exceptions
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL, RabbitmqBroker, _RabbitmqConsumer
 from dramatiq.common import dq_name, xq_name
 from dramatiq.encoder import JSONEncoder, MessageData
+from dramatiq.errors import ConnectionClosed
 from dramatiq.middleware import AgeLimit, CurrentMessage, Retries, ShutdownNotifications, TimeLimit
 from pika.adapters.blocking_connection import BlockingChannel
 
@@ -49,18 +52,51 @@ _ENVELOPE_FIELDS = (
 
 
 class _ArrivalQueueConsumer(_RabbitmqConsumer):
-    """Makes every message name the queue it actually arrived on.
+    """Makes every message name the queue it actually arrived on, and sends acks together.
 
     Dramatiq acks through ``consumers[message.queue_name]``; an envelope naming another queue (a producer
     mistake, or a synthesised rejection) would otherwise kill the worker thread with a KeyError, or ack a
     delivery tag on the wrong channel. The queue a message came from is the only trustworthy answer.
+
+    Dramatiq wakes the consumer's I/O loop once per ack (pika's ``add_callback_threadsafe``). Here an ack
+    that finds one already waiting joins it: the loop wakes once and sends every ack due, as soon as it
+    would have sent the first, so no ack waits longer than before. Measured on the 1 x 8 pipeline, the
+    worker spends about 2.5 % less CPU per command and RabbitMQ 5-10 % less (``bench/README.md``).
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        self._ack_lock = threading.Lock()
+        self._acks_due: list[int] = []
 
     def __next__(self) -> MessageProxy | None:
         message: MessageProxy | None = super().__next__()  # type: ignore[no-untyped-call]
         if message is not None and message.queue_name != self.queue_name:
             message._message = message._message.copy(queue_name=self.queue_name)
         return message
+
+    def ack(self, message: MessageProxy) -> None:
+        try:
+            self.known_tags.remove(message._tag)
+        except KeyError:
+            self.logger.warning("Failed to ack message: not in known tags.")
+            return
+        with self._ack_lock:
+            self._acks_due.append(message._tag)
+            if len(self._acks_due) > 1:
+                return  # the wake-up already asked for sends this ack too
+        try:
+            self.connection.add_callback_threadsafe(self._send_acks)
+        except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as error:
+            with self._ack_lock:
+                self._acks_due.clear()  # the connection is gone; RabbitMQ delivers these messages again
+            raise ConnectionClosed(error) from None  # type: ignore[no-untyped-call]
+
+    def _send_acks(self) -> None:
+        with self._ack_lock:
+            tags, self._acks_due = self._acks_due, []
+        for tag in tags:
+            self.channel.basic_ack(tag)
 
 
 class QuorumRabbitmqBroker(RabbitmqBroker):
