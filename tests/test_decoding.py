@@ -34,6 +34,7 @@ def test_well_formed_envelope_passes_through() -> None:
         (envelope("orders.create", "drop_tables", {}), "unknown_actor"),
         (envelope("orders.create", REJECT_ACTOR, {}), "unknown_actor"),
         (b"{" + b" " * 20000 + b"}", "oversized"),
+        (b"[" * 5000 + b"]" * 5000, "not_json"),
     ],
 )
 def test_malformed_bodies_become_rejections(body: bytes, code: str) -> None:
