@@ -115,7 +115,7 @@ def test_envelope_options_cannot_steer_the_worker(stack: Stack) -> None:
     with a reason, under the command's id; every other command completes with one partner order and its
     token."""
     stack.sandbox.control(
-        "faults", {"endpoint": "0trace.create", "kind": "latency", "latency_ms": 1500, "probability": 1.0}
+        "faults", {"endpoint": "0trace.create", "kind": "latency", "latency_ms": 1500, "times": 2}
     )
     aged, timed, refused = zerotrace_command(), zerotrace_command(), zerotrace_command()
     hostile = {
