@@ -19,8 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import ZT_PARAMS, Broker, dramatiq_envelope, ledger_url, log, uid
+from bench.common import ZT_PARAMS, Broker, ledger_url, log, uid
 from bench.contenders import SandboxProc, Stack
+from worker.producer import envelope
 
 BUDGET = 2500
 WINDOW = 60.0
@@ -87,7 +88,7 @@ def run(
                 broker.publish(
                     stack.create_queue,
                     (
-                        dramatiq_envelope(
+                        envelope(
                             stack.create_queue,
                             "create_order",
                             {

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import os
 import signal
 import subprocess
@@ -138,14 +137,18 @@ class CpuMeter:
         return total
 
 
+def _processes_named(*names: str) -> list[psutil.Process]:
+    return [p for p in psutil.process_iter(["name"]) if p.info["name"] in names]
+
+
 def rabbitmq_processes() -> list[psutil.Process]:
-    return [p for p in psutil.process_iter(["name"]) if p.info["name"] in ("beam.smp", "beam")]
+    return _processes_named("beam.smp", "beam")
 
 
 def postgres_processes() -> list[psutil.Process]:
     """The PostgreSQL server's processes present now: one backend per open connection, so taken after the
     contender's connection pools are open."""
-    return [p for p in psutil.process_iter(["name"]) if p.info["name"] in ("postgres", "postmaster")]
+    return _processes_named("postgres", "postmaster")
 
 
 # --- broker --------------------------------------------------------------------------------------------
@@ -214,21 +217,6 @@ class Broker:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.connection.close()
-
-
-def dramatiq_envelope(queue: str, actor: str, kwargs: dict[str, Any]) -> bytes:
-    return json.dumps(
-        {
-            "queue_name": queue,
-            "actor_name": actor,
-            "args": [],
-            "kwargs": kwargs,
-            "options": {},
-            "message_id": str(uuid.uuid4()),
-            "message_timestamp": int(time.time() * 1000),
-        },
-        separators=(",", ":"),
-    ).encode()
 
 
 # --- drain measurement ---------------------------------------------------------------------------------

@@ -22,7 +22,6 @@ from bench.common import (
     CpuMeter,
     Group,
     child_env,
-    dramatiq_envelope,
     ledger_url,
     measure_drain,
     postgres_processes,
@@ -35,6 +34,7 @@ from bench.common import (
 # by any outgoing connection before the server binds it (seen as a worker's metrics server failing to start).
 from tests.e2e.harness import free_port
 from worker.broker import declare_work_queues
+from worker.producer import envelope
 
 PY = sys.executable
 
@@ -168,11 +168,11 @@ def dramatiq_noop(sandbox: SandboxProc, log_dir: Path, kind: str, procs: int, th
         workers.append(worker)
         wait_for(lambda: broker.consumers(queue) >= procs, 60, "no-op consumers")
         body_kwargs = {"command_id": "bench-noop-0001", "provider": "0trace", "params": ZT_PARAMS}
-        broker.publish(queue, (dramatiq_envelope(queue, actor, body_kwargs) for _ in range(200)))
+        broker.publish(queue, (envelope(queue, actor, body_kwargs) for _ in range(200)))
         wait_for(lambda: broker.ready(queue) == 0, 60, "no-op warm-up")
         time.sleep(0.5)
         worker.pause()
-        broker.publish(queue, (dramatiq_envelope(queue, actor, body_kwargs) for _ in range(n)))
+        broker.publish(queue, (envelope(queue, actor, body_kwargs) for _ in range(n)))
         total = broker.wait_ready_count(queue, n, slack=procs * threads * 4)
         drain = measure_drain(broker, queue, total, _meters(workers, sandbox), worker.resume)
         label = (
@@ -537,7 +537,7 @@ def pipeline(
             broker.publish(
                 stack.create_queue,
                 (
-                    dramatiq_envelope(
+                    envelope(
                         stack.create_queue,
                         "create_order",
                         {"command_id": c, "provider": "0trace", "params": ZT_PARAMS},
@@ -555,7 +555,7 @@ def pipeline(
                 polled = "SELECT COUNT(*) FROM orders WHERE updated_at >= {since}"
                 broker.publish(
                     stack.poll_queue,
-                    (dramatiq_envelope(stack.poll_queue, "poll_order", {"command_id": c}) for c in creates),
+                    (envelope(stack.poll_queue, "poll_order", {"command_id": c}) for c in creates),
                 )
                 wait_for(lambda: _count(ledger, polled.format(since=since)) >= warm, 120, "warm-up polls")
                 time.sleep(0.3)
@@ -579,7 +579,7 @@ def pipeline(
                 ):
                     done_sql = done_sql.format(since=time.time())
                     worker.pause()
-                    broker.publish(queue, (dramatiq_envelope(queue, actor, make(c)) for c in ids))
+                    broker.publish(queue, (envelope(queue, actor, make(c)) for c in ids))
                     total = broker.wait_ready_count(queue, n, slack=procs * threads * 4)
                     released = time.perf_counter()
                     drain = measure_drain(broker, queue, total, meters, worker.resume, timeout=900)

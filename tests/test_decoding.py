@@ -82,9 +82,9 @@ def test_message_options_cannot_make_the_worker_send_messages() -> None:
 
 
 def _options_of(options: dict[str, Any]) -> MessageData | tuple[str, str]:
-    raw = json.loads(envelope("orders.create", "create_order", {"command_id": "order-0001"}))
-    raw["options"] = options
-    return parse_envelope(json.dumps(raw).encode())
+    return parse_envelope(
+        envelope("orders.create", "create_order", {"command_id": "order-0001"}, options=options)
+    )
 
 
 def test_only_the_documented_retry_settings_and_dramatiqs_own_bookkeeping_survive_decoding() -> None:
@@ -176,8 +176,8 @@ def test_a_command_dramatiq_retries_keeps_its_retry_count() -> None:
 def test_a_refused_envelope_is_answered_under_the_command_id_it_names(
     kwargs: dict[str, Any], named: str | None
 ) -> None:
-    raw = json.loads(envelope("orders.create", "create_order", kwargs))
-    raw["options"] = {"max_retries": -1}
-    decoded = CommandEncoder().decode(json.dumps(raw).encode())
+    decoded = CommandEncoder().decode(
+        envelope("orders.create", "create_order", kwargs, options={"max_retries": -1})
+    )
     assert decoded["actor_name"] == REJECT_ACTOR
     assert decoded["kwargs"].get("command_id") == named

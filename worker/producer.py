@@ -23,16 +23,21 @@ COMMAND_PROPERTIES = {"delivery_mode": pika.DeliveryMode.Persistent, "content_ty
 
 
 def envelope(
-    queue_name: str, actor_name: str, kwargs: dict[str, Any], message_id: str | None = None
+    queue_name: str,
+    actor_name: str,
+    kwargs: dict[str, Any],
+    message_id: str | None = None,
+    options: dict[str, Any] | None = None,
 ) -> bytes:
-    """The Dramatiq message format (version-stable since Dramatiq 1.0)."""
+    """The Dramatiq message format (version-stable since Dramatiq 1.0); ``options`` as the README's command
+    contract allows."""
     return json.dumps(
         {
             "queue_name": queue_name,
             "actor_name": actor_name,
             "args": [],
             "kwargs": kwargs,
-            "options": {},
+            "options": options or {},
             "message_id": message_id or str(uuid.uuid4()),
             "message_timestamp": int(time.time() * 1000),
         },

@@ -99,12 +99,6 @@ def test_malformed_commands_are_rejected_once_and_valid_ones_complete(stack: Sta
     assert 'order_worker_rejections_total{reason="not_json"}' in metrics
 
 
-def _with_options(queue: str, command: dict[str, Any], options: dict[str, Any]) -> bytes:
-    body = json.loads(envelope(queue, "create_order", command))
-    body["options"] = options
-    return json.dumps(body).encode()
-
-
 @pytest.mark.parametrize("ledger_url", ["sqlite"], indirect=True)
 def test_envelope_options_cannot_steer_the_worker(stack: Stack) -> None:
     """Dramatiq takes its policy from a message's options before the actor's. A producer's ``max_age`` would
@@ -140,8 +134,9 @@ def test_envelope_options_cannot_steer_the_worker(stack: Stack) -> None:
 
     with stack.watcher() as watcher, stack.producer() as producer:
         for command in (aged, timed, refused):
+            options = hostile[command["command_id"]]
             producer.publish_raw(
-                stack.create_queue, _with_options(stack.create_queue, command, hostile[command["command_id"]])
+                stack.create_queue, envelope(stack.create_queue, "create_order", command, options=options)
             )
         events = collect_events(watcher, done, timeout=60)
 
