@@ -447,7 +447,7 @@ class ResendsAmbiguousCreates(OrderPipeline):
 
     def _in_doubt(self, record: OrderRecord, error: EventError) -> Outcome:
         self.ledger.schedule_retry(record.command_id, self.clock() + 1.0, error)
-        return self._done("retry", [])
+        return Outcome("retry", [])
 
 
 class BrokenLifecycle(OrderLifecycle):
