@@ -28,6 +28,7 @@ class DramatiqMetrics(Prometheus):
         return []
 
 
+failpoints.hit("worker_boot")
 _settings = get_settings()
 broker = build_broker(_settings)
 if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -97,6 +97,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover - execve does not return
 
 
+# How long Dramatiq's main process waits for its worker processes to report that they booted before it
+# starts the fork process serving /metrics and /healthz. A worker process that dies while booting (a
+# command that crashes the interpreter, taken the moment its consumers start; the OOM killer) never
+# reports, and with Dramatiq's default of 30 s the main process then sat for 30 s with no health endpoint
+# and without noticing the dead worker, which a liveness probe reads as a hang. Our only fork process
+# serves HTTP and needs nothing from the workers, so it may start before they are up: the main process
+# then sees the dead worker within a second and exits, and the pod is restarted as for any crash.
+WORKER_FORK_TIMEOUT_MS = 1000
+
+
 def dramatiq_command(
     queues: Sequence[str], processes: int, threads: int, shutdown_timeout: float
 ) -> list[str]:
@@ -114,6 +124,8 @@ def dramatiq_command(
         *queues,
         "--worker-shutdown-timeout",
         str(int(shutdown_timeout * 1000)),
+        "--worker-fork-timeout",
+        str(WORKER_FORK_TIMEOUT_MS),
         "--fork-function",
         "worker.observability:serve_worker_http",
     ]

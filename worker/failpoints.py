@@ -25,6 +25,7 @@ POINTS = (
     "after_poll",  # poll: observation committed, message not acked yet
     "relay_after_publish",  # relay: broker confirmed a batch, ledger not told yet
     "on_message",  # any command, before anything is done with it (use with @TEXT for a poison command)
+    "worker_boot",  # a Dramatiq worker process loading the actors, before it has told its parent it is up
 )
 
 

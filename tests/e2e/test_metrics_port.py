@@ -1,7 +1,10 @@
-"""A worker whose metrics port is taken must stop, not consume with no /metrics and no /readyz.
+"""A worker that cannot run as a whole must stop at once, so that it is restarted like any crash.
 
-Dramatiq watches its worker processes but not its fork processes, and the metrics and health server is a
-fork process: when it could not bind, the workers went on consuming and the pod was never ready.
+* Its metrics port is taken: Dramatiq watches its worker processes but not its fork processes, and the
+  metrics and health server is a fork process; when it could not bind, the workers went on consuming and
+  the pod was never ready.
+* A worker process dies while booting: Dramatiq's main process waited 30 s for it to report before
+  starting the health server and noticing the death, and a liveness probe read that as a hang.
 """
 
 from __future__ import annotations
@@ -73,3 +76,32 @@ def test_workers_stop_when_the_metrics_server_cannot_bind(stack: Stack, tmp_path
                 os.killpg(worker.pid, signal.SIGKILL)
     assert f"cannot serve metrics and health on 127.0.0.1:{port}" in output
     assert "stopping the worker" in output
+
+
+def test_a_worker_process_dying_while_booting_stops_the_worker_promptly(stack: Stack, tmp_path: Path) -> None:
+    """The ``worker_boot`` failpoint kills the worker process while it loads the actors, before it tells
+    the main process it is up: what a command that crashes the interpreter does when it is taken the moment
+    the consumers start. The main process must exit on its own well before Dramatiq's 30 s default wait
+    (the liveness probe of the reliability suite restarts after 23 s)."""
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    command = dramatiq_command((stack.create_queue, stack.poll_queue), 1, 1, shutdown_timeout=10)
+    env = stack.env(
+        ORDER_WORKER_METRICS_HOST="127.0.0.1",
+        ORDER_WORKER_METRICS_PORT=str(free_port()),
+        PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+        ORDER_WORKER_FAILPOINTS="worker_boot=1",
+    )
+    worker = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    try:
+        output, _ = worker.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the worker was still running 20 s after its worker process died while booting")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGKILL)
+    assert "failpoint worker_boot: SIGKILL" in output
+    assert "exited unexpectedly" in output
+    assert worker.returncode != 0
