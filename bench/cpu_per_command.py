@@ -11,7 +11,9 @@ boundaries:
 * own: the rest, i.e. validation, idempotency key, claim/transition logic, record (de)serialisation,
   event building, signing, sealing, parsing partner answers, metrics.
 
-A second pass runs under cProfile and lists where "own" goes. Usage (normally called by bench.run)::
+The DB engine's time is also split by statement (verb and table, e.g. ``COMMIT``, ``INSERT outbox``), with
+how many of each a command runs. A second pass runs under cProfile and lists where "own" goes. Usage
+(normally called by bench.run)::
 
     .venv/bin/python -m bench.cpu_per_command --sandbox http://127.0.0.1:PORT \
         [--orders 2000] [--ledger sqlite|postgres]
@@ -55,9 +57,34 @@ class Split:
     def __init__(self) -> None:
         self.http = 0
         self.db = 0
+        self.statements: dict[str, list[int]] = {}  # kind -> [executions, nanoseconds]
+
+    def reset(self) -> None:
+        self.http = self.db = 0
+        self.statements = {}
+
+    def add_db(self, sql: Any, started: int) -> None:
+        spent = _clock() - started
+        self.db += spent
+        entry = self.statements.setdefault(_statement_kind(sql), [0, 0])
+        entry[0] += 1
+        entry[1] += spent
 
 
 SPLIT = Split()
+
+
+def _statement_kind(sql: Any) -> str:
+    """``COMMIT``, ``INSERT orders``, ``SELECT outbox``...: the verb and the table it names."""
+    words = str(sql).split()
+    if not words:
+        return "?"
+    verb = words[0].upper()
+    upper = [w.upper() for w in words]
+    for marker in ("INTO", "UPDATE", "FROM"):
+        if marker in upper[:-1]:
+            return f"{verb} {words[upper.index(marker) + 1].strip('(')}"
+    return " ".join(words[:2]) if verb in ("BEGIN", "PRAGMA") else verb
 
 
 def _instrument() -> None:
@@ -78,7 +105,7 @@ def _instrument() -> None:
             try:
                 return super().execute(*args, **kwargs)
             finally:
-                SPLIT.db += _clock() - started
+                SPLIT.add_db(args[0] if args else kwargs.get("sql"), started)
 
     sqlite_adapter._Connection = TimedConnection  # type: ignore[misc]
     try:
@@ -92,7 +119,7 @@ def _instrument() -> None:
                 cursor = original_execute(self, *args, **kwargs)
                 return cursor
             finally:
-                SPLIT.db += _clock() - started
+                SPLIT.add_db(args[0] if args else kwargs.get("query"), started)
 
         psycopg.Connection.execute = timed_execute  # type: ignore[method-assign]
     except ImportError:  # pragma: no cover
@@ -104,7 +131,7 @@ def _run(runtime: Any, tag: str, n: int, profile: cProfile.Profile | None = None
     ids = [f"cpu-{tag}-{i:07d}" for i in range(n)]
     out: dict[str, Any] = {}
     for phase in ("create", "poll"):
-        SPLIT.http = SPLIT.db = 0
+        SPLIT.reset()
         total = 0
         names: dict[str, int] = {}
         if phase == "poll":
@@ -132,6 +159,10 @@ def _run(runtime: Any, tag: str, n: int, profile: cProfile.Profile | None = None
             "http_client_us": round(SPLIT.http / n / 1000, 1),
             "db_engine_us": round(SPLIT.db / n / 1000, 1),
             "own_us": round((total - SPLIT.http - SPLIT.db) / n / 1000, 1),
+            "db_statements": {
+                kind: {"per_command": round(count / n, 2), "us_per_command": round(spent / n / 1000, 1)}
+                for kind, (count, spent) in sorted(SPLIT.statements.items(), key=lambda item: -item[1][1])
+            },
         }
     return out
 

@@ -30,11 +30,11 @@ from typing import Any
 
 import psutil
 
-from bench import budget, contenders, profile_summary, relay_confirms, scale
+from bench import budget, contenders, profile_summary, queue_cost, relay_confirms, scale
 from bench.common import POSTGRES_URL, REPO, RESULTS, child_env, log
 from bench.contenders import Row, SandboxProc
 
-SECTIONS = ("table", "rounds", "relay", "latency", "cpu", "profile", "scale", "budget", "push")
+SECTIONS = ("table", "rounds", "relay", "queues", "latency", "cpu", "profile", "scale", "budget", "push")
 
 
 def _sizes(quick: bool) -> dict[str, Any]:
@@ -245,6 +245,9 @@ class Runner:
                 )
             )
             self.result["relay_confirms"] = self.section("relay", lambda: relay_confirms.run(3000))
+            self.result["queue_cost"] = self.section(
+                "queues", lambda: queue_cost.run(6000, _queue_pace(self.result))
+            )
             self.result["cpu_per_command"] = self.section("cpu", lambda: self._cpu(sandbox))
             self.result["profile"] = self.section("profile", lambda: self._profile(sandbox))
             self.result["scale"] = self.section(
@@ -405,6 +408,15 @@ def _row(result: dict[str, Any], key: str, procs: int, threads: int) -> dict[str
     return None
 
 
+def _queue_pace(result: dict[str, Any]) -> float:
+    """The paced queue measurement runs at the pipeline's own rate: its 2 x 8 SQLite row, else 1 x 8."""
+    for procs in (2, 1):
+        row = _row(result, "pipeline_sqlite", procs, 8)
+        if row is not None:
+            return round(float(row["rate_per_s"]))
+    return 900.0
+
+
 _ROUND_ROWS = {"noop": "noop_dramatiq_stock", "peer": "celery_peer_acks_on", "pipeline": "pipeline_sqlite"}
 
 
@@ -546,6 +558,23 @@ def render(result: dict[str, Any]) -> str:
                 f"{r['rabbitmq_cpu_us_per_event']} µs/event, "
                 f"publisher {r['publisher_cpu_us_per_event']} µs/event"
             )
+    queues = result.get("queue_cost") or {}
+    if "quorum_paced" in queues:
+        lines += [
+            "",
+            "## RabbitMQ CPU per command consumed and acked (`.venv/bin/python -m bench.queue_cost "
+            f"--rate {queues['paced_rate_per_s']:g}`)",
+            "",
+            "| queue | paced at the pipeline's rate, µs | unpaced, µs (messages/s) |",
+            "|---|---:|---:|",
+        ]
+        labels = {"classic": "classic (the Celery peer's)", "quorum": "quorum (order-worker's)"}
+        for kind, label in labels.items():
+            paced, unpaced = queues[f"{kind}_paced"], queues[f"{kind}_unpaced"]
+            lines.append(
+                f"| {label} | {paced['rabbitmq_cpu_us_per_message']} "
+                f"| {unpaced['rabbitmq_cpu_us_per_message']} ({unpaced['messages_per_s']}) |"
+            )
     cpu = result.get("cpu_per_command") or {}
     if cpu:
         lines += [
@@ -563,6 +592,17 @@ def render(result: dict[str, Any]) -> str:
                         f"| {kind} | {phase} | {c['total_us']} | {c['http_client_us']} "
                         f"| {c['db_engine_us']} | {c['own_us']} |"
                     )
+        lines += ["", "DB engine time by statement (executions per command x, µs per command):", ""]
+        for kind in ("sqlite", "postgres"):
+            for phase in ("create", "poll"):
+                statements = cpu.get(kind, {}).get(phase, {}).get("db_statements") or {}
+                listed = ", ".join(
+                    f"{name} {st['per_command']:g}x {st['us_per_command']}"
+                    for name, st in statements.items()
+                    if st["per_command"]
+                )
+                if listed:
+                    lines.append(f"- {kind} {phase}: {listed}")
     prof = result.get("profile") or {}
     if prof.get("buckets"):
         lines += ["", "## Where the worker's time goes (py-spy, pipeline SQLite 1x8)", ""]
