@@ -78,7 +78,7 @@ class SandboxProc:
 
 
 def start_sandbox(
-    log_dir: Path, *args: str, name: str = "sandbox", module: str = "worker.sandbox"
+    log_dir: Path, *args: str, name: str = "sandbox", module: str = "order_worker_sandbox"
 ) -> SandboxProc:
     port = free_port()
     group = Group(name, [PY, "-m", module, "--port", str(port), "--quiet", *args], child_env(), log_dir)

@@ -1,6 +1,6 @@
 """Throughput of the partner sandbox: signed ``POST /api/v1/order`` vs a trivial endpoint, same run.
 
-Starts ``python -m worker.sandbox`` as a subprocess on 127.0.0.1 (ephemeral port, rate limit raised),
+Starts ``python -m order_worker_sandbox`` as a subprocess on 127.0.0.1 (ephemeral port, rate limit raised),
 creates one order, then drives it with several client *processes*, each holding several keep-alive raw
 sockets. Requests are pre-built bytes: the body (and so X-API-SIGN) is fixed, only the nonce changes per
 request, which keeps the client cheap enough not to be the bottleneck on a 2-core machine. Every
@@ -27,7 +27,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from worker.sandbox.signing import zerotrace_sign  # noqa: E402
+from order_worker_sandbox.signing import zerotrace_sign  # noqa: E402
+
 from worker.settings import SANDBOX_ZEROTRACE_API_KEY, SANDBOX_ZEROTRACE_API_SECRET  # noqa: E402
 
 CREATE_BODY = (
@@ -40,7 +41,7 @@ def start_sandbox(uvloop: bool) -> tuple[subprocess.Popen[str], str, int]:
     cmd = [
         sys.executable,
         "-m",
-        "worker.sandbox",
+        "order_worker_sandbox",
         "--port",
         "0",
         "--quiet",

@@ -14,9 +14,9 @@ import asyncio
 import signal
 import time
 
-from worker.sandbox.config import from_env
-from worker.sandbox.itrx_orders import ItrxOrder
-from worker.sandbox.server import SandboxServer
+from order_worker_sandbox.config import from_env
+from order_worker_sandbox.itrx_orders import ItrxOrder
+from order_worker_sandbox.server import SandboxServer
 
 TRON = "TExWKszFWYTKZH8LYiovAPKzS3L9MLZ4kw"
 

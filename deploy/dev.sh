@@ -33,10 +33,11 @@ setup() {
     say "creating $VENV"
     "$(command -v python3.11 || command -v python3)" -m venv "$VENV"
   fi
-  if ! "$PY" -c 'import worker, dramatiq, pytest' 2>/dev/null || [ pyproject.toml -nt "$VENV/.installed" ]; then
-    say "installing order-worker and its development tools into $VENV"
+  if ! "$PY" -c 'import worker, order_worker_sandbox, dramatiq, pytest' 2>/dev/null \
+      || [ pyproject.toml -nt "$VENV/.installed" ] || [ sandbox/pyproject.toml -nt "$VENV/.installed" ]; then
+    say "installing order-worker, the partner sandbox and the development tools into $VENV"
     "$PY" -m pip install -q --upgrade pip
-    "$PY" -m pip install -q -e '.[dev]'
+    "$PY" -m pip install -q -e ./sandbox -e '.[dev,sandbox]'
     touch "$VENV/.installed"
   fi
 }
@@ -75,9 +76,11 @@ postgres() {
 
 lint() {
   say "ruff"
-  "$VENV/bin/ruff" check worker tests bench
-  say "mypy --strict worker/"
-  "$VENV/bin/mypy" worker
+  "$VENV/bin/ruff" check worker sandbox tests bench
+  say "mypy --strict worker/ sandbox/"
+  "$VENV/bin/mypy" worker sandbox/order_worker_sandbox
+  say "import-linter (layering contracts in pyproject.toml)"
+  "$VENV/bin/lint-imports"
 }
 
 case "${1:-help}" in
@@ -87,16 +90,22 @@ case "${1:-help}" in
   demo) setup; broker; shift; exec "$VENV/bin/order-worker" demo "$@" ;;
   run) setup; broker; shift; exec "$VENV/bin/order-worker" run "$@" ;;
   test) setup; broker; postgres; bash deploy/check.sh --install; shift; exec "$PY" -m pytest "$@" ;;
+  reliability) setup; broker; postgres; shift; exec "$PY" -m pytest --reliability tests/reliability "$@" ;;
   lint) setup; lint ;;
-  ci) setup; broker; postgres; lint; bash deploy/check.sh --no-pytest; "$PY" -m pytest -q -p no:cacheprovider ;;
+  ci) setup; broker; postgres; lint; bash deploy/check.sh --no-pytest
+      say "tests: the fast tier"
+      "$PY" -m pytest -q -p no:cacheprovider
+      say "tests: the reliability scenarios"
+      "$PY" -m pytest -q -p no:cacheprovider --reliability tests/reliability ;;
   help|-h|--help)
     cat <<'USAGE'
 usage: bash deploy/dev.sh COMMAND [ARGS]
   demo [--orders N]   install, start RabbitMQ, run the whole stack and watch demo orders complete
   run                 install, start RabbitMQ, run the whole stack until Ctrl-C
-  test [PYTEST ARGS]  install, start RabbitMQ and PostgreSQL, run the test suite
+  test [PYTEST ARGS]  install, start RabbitMQ and PostgreSQL, run the fast tier of the tests (a few minutes)
+  reliability [ARGS]  the reliability scenarios (real processes killed, paused, starved; about 20 minutes)
   lint                ruff + mypy --strict
-  ci                  everything CI checks (lint, deployment checks, tests)
+  ci                  everything CI checks (lint, deployment checks, both tiers of tests)
   setup | broker | postgres   the individual steps
 USAGE
     ;;

@@ -11,8 +11,17 @@ import pytest
 from worker.ledger import open_ledger
 from worker.ledger.base import Ledger
 
+RELIABILITY_DIR = Path(__file__).parent / "reliability"
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--reliability",
+        action="store_true",
+        default=False,
+        help="also run the reliability scenarios (tests/reliability: real processes killed, paused and "
+        "starved, about 20 minutes); naming that folder on the command line includes them too",
+    )
     parser.addoption(
         "--reliability-size",
         choices=["ci", "large"],
@@ -28,3 +37,28 @@ def ledger(tmp_path: Path) -> Iterator[Ledger]:
     opened.migrate()
     yield opened
     opened.close()
+
+
+def _names_reliability(config: pytest.Config) -> bool:
+    for arg in config.args:
+        path = Path(arg.split("::", 1)[0]).resolve()
+        if path == RELIABILITY_DIR or RELIABILITY_DIR in path.parents:
+            return True
+    return False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The fast tier by default: the reliability scenarios run with ``--reliability`` or when their folder
+    (or a file in it) is named, so a plain ``pytest`` answers in minutes whether the project works."""
+    if config.getoption("--reliability") or _names_reliability(config):
+        return
+    scenarios = [item for item in items if RELIABILITY_DIR in Path(str(item.path)).parents]
+    if not scenarios:
+        return
+    config.hook.pytest_deselected(items=scenarios)
+    items[:] = [item for item in items if RELIABILITY_DIR not in Path(str(item.path)).parents]
+    terminal = config.pluginmanager.get_plugin("terminalreporter")
+    if terminal is not None:
+        terminal.write_line(
+            f"{len(scenarios)} reliability scenarios not run (the fast tier); add --reliability to run them"
+        )

@@ -8,6 +8,7 @@ Roles (one image, chosen by sub-command): ``worker``, ``scheduler`` (scheduler +
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -196,9 +197,20 @@ def cmd_webhooks(args: argparse.Namespace) -> int:
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
-    from worker.sandbox.__main__ import main as sandbox_main
-
-    return sandbox_main(args.rest)
+    # The simulator is a separate distribution that production images do not carry: it is looked up by
+    # name, so the product never imports it and a missing install is a clear message, not a traceback.
+    try:
+        simulator = importlib.import_module("order_worker_sandbox.__main__")
+    except ModuleNotFoundError as error:
+        if error.name is None or not error.name.startswith("order_worker_sandbox"):
+            raise
+        print(
+            "order-worker sandbox: the partner simulator is not installed here; install it with "
+            "'pip install ./sandbox' from a source checkout (production images do not carry it)",
+            file=sys.stderr,
+        )
+        return 2
+    return int(simulator.main(args.rest))
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

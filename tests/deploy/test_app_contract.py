@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from order_worker_sandbox.config import field_names as sandbox_fields
 
 from tests.deploy.conftest import DEPLOY, FULL_VALUES, RELEASE, REPO, Rendered, RenderFn, load_yaml
 from worker import cli
-from worker.sandbox.config import field_names as sandbox_fields
 from worker.settings import ENV_PREFIX, Settings
 
 SETTINGS = set(Settings.model_fields)

@@ -200,7 +200,7 @@ def start_sandbox(
         "sandbox",
         [
             "-m",
-            "worker.sandbox",
+            "order_worker_sandbox",
             "--host",
             "127.0.0.1",
             "--port",

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 import requests
+from order_worker_sandbox.testing import RunningSandbox, running_sandbox
 
-from worker.sandbox.testing import RunningSandbox, running_sandbox
 from worker.settings import (
     SANDBOX_ITRX_API_KEY,
     SANDBOX_ITRX_API_SECRET,

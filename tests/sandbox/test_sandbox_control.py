@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 import requests
+from order_worker_sandbox.__main__ import main
+from order_worker_sandbox.clock import SandboxClock
+from order_worker_sandbox.config import SandboxConfig, coerce_value, from_env
+from order_worker_sandbox.limits import NonceStore, WeightWindow
+from order_worker_sandbox.market import parse_amount
+from order_worker_sandbox.testing import ControlError, RunningSandbox, running_sandbox, wait_until
 
 from tests.sandbox.conftest import CREATE, ZeroTrace, compact, hmac_hex
-from worker.sandbox.__main__ import main
-from worker.sandbox.clock import SandboxClock
-from worker.sandbox.config import SandboxConfig, coerce_value, from_env
-from worker.sandbox.limits import NonceStore, WeightWindow
-from worker.sandbox.market import parse_amount
-from worker.sandbox.testing import ControlError, RunningSandbox, running_sandbox, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -123,7 +123,7 @@ def test_cli_subprocess_with_env_credentials() -> None:
         [
             sys.executable,
             "-m",
-            "worker.sandbox",
+            "order_worker_sandbox",
             "--port",
             "0",
             "--speed",
@@ -228,3 +228,20 @@ def test_wait_until_is_bounded() -> None:
     assert wait_until(lambda: 7) == 7
     with pytest.raises(TimeoutError):
         wait_until(lambda: 0, timeout=0.05)
+
+
+def test_the_simulator_and_the_worker_default_to_the_same_development_credentials() -> None:
+    """The simulator keeps its own copy of the public development credentials (it must not import the
+    worker); the two copies must agree, or the README's demo fails with bad signatures."""
+    from order_worker_sandbox import config as simulator
+
+    from worker import settings as product
+
+    names = [
+        "SANDBOX_ZEROTRACE_API_KEY",
+        "SANDBOX_ZEROTRACE_API_SECRET",
+        "SANDBOX_ZEROTRACE_WEBHOOK_SECRET",
+        "SANDBOX_ITRX_API_KEY",
+        "SANDBOX_ITRX_API_SECRET",
+    ]
+    assert {name: getattr(simulator, name) for name in names} == {name: getattr(product, name) for name in names}

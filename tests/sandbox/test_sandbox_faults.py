@@ -6,9 +6,9 @@ import time
 
 import pytest
 import requests
+from order_worker_sandbox.testing import ControlError, RunningSandbox
 
 from tests.sandbox.conftest import CREATE, Itrx, ZeroTrace
-from worker.sandbox.testing import ControlError, RunningSandbox
 
 
 def test_lose_response_commits_then_drops_0trace(zt: ZeroTrace, sb: RunningSandbox) -> None:

@@ -6,10 +6,10 @@ import json
 import time
 
 import pytest
+from order_worker_sandbox.addresses import b58decode, b58encode, tron_address_from_seed
+from order_worker_sandbox.testing import RunningSandbox
 
 from tests.sandbox.conftest import TRON_OK, Itrx
-from worker.sandbox.addresses import b58decode, b58encode, tron_address_from_seed
-from worker.sandbox.testing import RunningSandbox
 
 ORDER = {"energy_amount": 65000, "period": "1H", "receive_address": TRON_OK}
 
@@ -126,7 +126,7 @@ def test_non_object_body_and_content_type(itrx: Itrx) -> None:
 
 
 def test_tron_base58check() -> None:
-    from worker.sandbox.addresses import is_tron_address
+    from order_worker_sandbox.addresses import is_tron_address
 
     assert is_tron_address(TRON_OK)
     raw = b58decode(TRON_OK)

@@ -12,7 +12,8 @@ import subprocess
 import sys
 import textwrap
 
-from worker.sandbox.testing import RunningSandbox
+from order_worker_sandbox.testing import RunningSandbox
+
 from worker.settings import (
     SANDBOX_ITRX_API_KEY,
     SANDBOX_ITRX_API_SECRET,

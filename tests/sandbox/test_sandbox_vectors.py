@@ -17,9 +17,7 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from tests.sandbox.conftest import openssl_hmac
-from worker.sandbox.signing import (
+from order_worker_sandbox.signing import (
     canonical_json,
     hmac_hex,
     itrx_callback,
@@ -28,6 +26,8 @@ from worker.sandbox.signing import (
     zerotrace_sign,
     zerotrace_verify,
 )
+
+from tests.sandbox.conftest import openssl_hmac
 
 API = "test-api-secret-0123456789abcdef"
 WEBHOOK = "test-webhook-secret-fedcba9876543210"

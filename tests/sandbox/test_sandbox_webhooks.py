@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from order_worker_sandbox.signing import canonical_json
+from order_worker_sandbox.testing import RunningSandbox, wait_until
+
 from tests.sandbox.conftest import TRON_OK, Itrx, ZeroTrace
-from worker.sandbox.signing import canonical_json
-from worker.sandbox.testing import RunningSandbox, wait_until
 from worker.settings import SANDBOX_ITRX_API_SECRET, SANDBOX_ZEROTRACE_WEBHOOK_SECRET
 
 

@@ -8,9 +8,9 @@ import struct
 import zlib
 
 import pytest
+from order_worker_sandbox.testing import RunningSandbox, wait_until
 
 from tests.sandbox.conftest import CREATE, ZeroTrace, compact
-from worker.sandbox.testing import RunningSandbox, wait_until
 
 PRICE = {"type": "float", "fromCcy": "btc", "toCcy": "usdt_trc20", "direction": "from", "amount": "0.01"}
 INVALID = (400, {"code": 1, "msg": "INVALID_REQUEST"})

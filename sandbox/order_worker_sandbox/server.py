@@ -12,9 +12,9 @@ import threading
 
 from aiohttp import web
 
-from worker.sandbox.app import build_app
-from worker.sandbox.config import SandboxConfig
-from worker.sandbox.core import Sandbox
+from order_worker_sandbox.app import build_app
+from order_worker_sandbox.config import SandboxConfig
+from order_worker_sandbox.core import Sandbox
 
 
 class SandboxServer:

@@ -1,4 +1,4 @@
-"""``python -m worker.sandbox`` / ``order-worker sandbox``: serve both partner simulators on one port."""
+"""``python -m order_worker_sandbox`` / ``order-worker sandbox``: both partner simulators on one port."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import sys
 import textwrap
 from typing import Any
 
-from worker.sandbox.config import ENV_PREFIX, HELP, SandboxConfig, coerce_value, field_names, from_env
-from worker.sandbox.server import SandboxServer
+from order_worker_sandbox.config import ENV_PREFIX, HELP, SandboxConfig, coerce_value, field_names, from_env
+from order_worker_sandbox.server import SandboxServer
 
 DESCRIPTION = """\
 Local, strict simulators of the 0trace Partner API and the itrx energy API, on one port:
@@ -22,21 +22,21 @@ Local, strict simulators of the 0trace Partner API and the itrx energy API, on o
 
 Every setting can also come from the environment as ORDER_WORKER_SANDBOX_<NAME> (e.g.
 ORDER_WORKER_SANDBOX_ZEROTRACE_API_SECRET); flags win over the environment. Credentials default to
-the public development values in worker.settings, which the worker also uses by default.
+the public development values in order_worker_sandbox.config, which the worker also uses by default.
 Use --list-settings to see every setting, its default and meaning; set any of them with --set NAME=VALUE.
 """
 
 EPILOG = """\
 examples:
   order-worker sandbox --speed 60 --webhook-url http://127.0.0.1:8091/webhooks/0trace
-  python -m worker.sandbox --port 0 --set zerotrace_scenario=manual --set itrx_strict_out_trade_no=true
+  python -m order_worker_sandbox --port 0 --set zerotrace_scenario=manual --set itrx_strict_out_trade_no=true
   curl -s localhost:8090/_sandbox/stats
 """
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="order-worker sandbox",
+        prog="order-worker-sandbox",
         description=DESCRIPTION.format(url="http://HOST:PORT"),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

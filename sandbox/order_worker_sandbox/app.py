@@ -15,12 +15,12 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from worker.sandbox.control import ControlApi
-from worker.sandbox.core import Sandbox
-from worker.sandbox.faults import FaultRule
-from worker.sandbox.itrx import ItrxApi
-from worker.sandbox.responses import html_response, json_response, zt_error
-from worker.sandbox.zerotrace import ZeroTraceApi
+from order_worker_sandbox.control import ControlApi
+from order_worker_sandbox.core import Sandbox
+from order_worker_sandbox.faults import FaultRule
+from order_worker_sandbox.itrx import ItrxApi
+from order_worker_sandbox.responses import html_response, json_response, zt_error
+from order_worker_sandbox.zerotrace import ZeroTraceApi
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SANDBOX_KEY: web.AppKey[Sandbox] = web.AppKey("sandbox", Sandbox)

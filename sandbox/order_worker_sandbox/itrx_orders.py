@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from worker.sandbox.addresses import hex_hash
-from worker.sandbox.signing import canonical_json, itrx_sign
+from order_worker_sandbox.addresses import hex_hash
+from order_worker_sandbox.signing import canonical_json, itrx_sign
 
 if TYPE_CHECKING:
-    from worker.sandbox.core import Sandbox
+    from order_worker_sandbox.core import Sandbox
 
 STATUSES = (0, 10, 20, 30, 31, 32, 40, 41, 43)
 FINAL = frozenset({0, 40, 41, 43})

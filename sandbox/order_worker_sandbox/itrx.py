@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from worker.sandbox.addresses import is_tron_address
-from worker.sandbox.itrx_orders import (
+from order_worker_sandbox.addresses import is_tron_address
+from order_worker_sandbox.itrx_orders import (
     ACTIVATION_FEE_SUN,
     CN_TZ,
     PERIODS,
@@ -41,11 +41,11 @@ from worker.sandbox.itrx_orders import (
     ItrxBook,
     price_sun,
 )
-from worker.sandbox.responses import JSON_TYPE, itrx_detail, itrx_fields, json_response
-from worker.sandbox.signing import itrx_verify
+from order_worker_sandbox.responses import JSON_TYPE, itrx_detail, itrx_fields, json_response
+from order_worker_sandbox.signing import itrx_verify
 
 if TYPE_CHECKING:
-    from worker.sandbox.core import Sandbox
+    from order_worker_sandbox.core import Sandbox
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _URL_RE = re.compile(r"^https?://[^\s/$.?#][^\s]*$", re.IGNORECASE)

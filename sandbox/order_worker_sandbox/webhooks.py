@@ -21,8 +21,8 @@ from typing import Any
 
 import aiohttp
 
-from worker.sandbox.clock import Scheduler
-from worker.sandbox.stats import Stats
+from order_worker_sandbox.clock import Scheduler
+from order_worker_sandbox.stats import Stats
 
 HeaderFactory = Callable[[bytes, int], dict[str, str]]
 """(body, unix seconds of this attempt) -> headers to send."""

@@ -2,7 +2,7 @@
 
 Typical use::
 
-    from worker.sandbox.testing import running_sandbox
+    from order_worker_sandbox.testing import running_sandbox
 
     with running_sandbox(zerotrace_scenario="manual", speed=100) as sb:
         settings = Settings(zerotrace_base_url=sb.base_url, itrx_base_url=sb.base_url)
@@ -10,8 +10,9 @@ Typical use::
         assert len(sb.control.orders(provider="0trace")) == 1
         sb.control.drive_zerotrace(order_id, "DONE")
 
-The signers here are deliberately the sandbox's own implementation (``worker.sandbox.signing``); tests of
-the worker's signer must not use them as the expected value for that signer, or both could share a bug.
+The signers here are deliberately the sandbox's own implementation (``order_worker_sandbox.signing``);
+tests of the worker's signer must not use them as the expected value for that signer, or both could
+share a bug.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from worker.sandbox.config import SandboxConfig, coerce_value, from_env
-from worker.sandbox.server import SandboxServer
-from worker.sandbox.signing import canonical_json, itrx_sign, zerotrace_sign
+from order_worker_sandbox.config import SandboxConfig, coerce_value, from_env
+from order_worker_sandbox.server import SandboxServer
+from order_worker_sandbox.signing import canonical_json, itrx_sign, zerotrace_sign
 
 T = TypeVar("T")
 

@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from worker.sandbox.addresses import hex_hash, payin_address
-from worker.sandbox.limits import NonceStore, WeightWindow
-from worker.sandbox.market import Asset, Quote, default_assets
-from worker.sandbox.responses import dumps
-from worker.sandbox.signing import zerotrace_sign
+from order_worker_sandbox.addresses import hex_hash, payin_address
+from order_worker_sandbox.limits import NonceStore, WeightWindow
+from order_worker_sandbox.market import Asset, Quote, default_assets
+from order_worker_sandbox.responses import dumps
+from order_worker_sandbox.signing import zerotrace_sign
 
 if TYPE_CHECKING:
-    from worker.sandbox.core import Sandbox
+    from order_worker_sandbox.core import Sandbox
 
 STATUSES = ("NEW", "PENDING", "EXCHANGE", "DONE", "EXPIRED", "EMERGENCY")
 TERMINAL = frozenset({"DONE", "EXPIRED"})

@@ -6,15 +6,16 @@ It is the test oracle of order-worker, so it errs on the strict side wherever th
 Running it
 ==========
 
-* CLI: ``order-worker sandbox`` or ``python -m worker.sandbox [--host 127.0.0.1] [--port 8090]
+* CLI: ``order-worker sandbox`` or ``python -m order_worker_sandbox [--host 127.0.0.1] [--port 8090]
   [--speed FACTOR] [--webhook-url URL] [--itrx-callback-url URL] [--set NAME=VALUE ...]``;
   ``--list-settings`` prints every setting. Settings also come from ``ORDER_WORKER_SANDBOX_<NAME>``
   (e.g. ``ORDER_WORKER_SANDBOX_ZEROTRACE_API_SECRET``); credentials default to the development constants
-  of ``worker.settings``. ``--port 0`` binds a free port; the first stdout line is always
+  of ``order_worker_sandbox.config`` (the worker's settings default to the same values). ``--port 0``
+  binds a free port; the first stdout line is always
   ``order-worker sandbox listening on http://HOST:PORT``.
-* In-process (tests): ``with worker.sandbox.testing.running_sandbox(**settings) as sb:`` serves on
+* In-process (tests): ``with order_worker_sandbox.testing.running_sandbox(**settings) as sb:`` serves on
   ``127.0.0.1:<ephemeral>`` in a background thread; ``sb.base_url``, ``sb.control`` (a
-  :class:`~worker.sandbox.testing.SandboxControl`), ``sb.port``. ``wait_until(fn, timeout)`` polls a
+  :class:`~order_worker_sandbox.testing.SandboxControl`), ``sb.port``. ``wait_until(fn, timeout)`` polls a
   condition with a bound. Both APIs share one origin: 0trace under ``/api/v1/...``, itrx under
   ``/api/v1/frontend/...``.
 
@@ -74,13 +75,13 @@ reset, failures not remembered; out-of-bounds amounts -> 1/400 on create and ``e
 ``codes/enable`` is ``POST {"code", "enabled"}``; webhooks retry on non-2xx/timeout/redirect on
 ``zerotrace_webhook_schedule``, re-signed per attempt with the current webhookSecret; the catalog is
 served live (no 30 s cache); qrPng is a real 256x256 QR (segno).
-itrx: see ``worker.sandbox.itrx`` (errors) and ``worker.sandbox.itrx_orders`` (lifecycle, callback body
-assumption); callbacks succeed only on HTTP 200.
+itrx: see ``order_worker_sandbox.itrx`` (errors) and ``order_worker_sandbox.itrx_orders`` (lifecycle,
+callback body assumption); callbacks succeed only on HTTP 200.
 """
 
 from __future__ import annotations
 
-from worker.sandbox.config import SandboxConfig
-from worker.sandbox.testing import RunningSandbox, SandboxControl, running_sandbox, wait_until
+from order_worker_sandbox.config import SandboxConfig
+from order_worker_sandbox.testing import RunningSandbox, SandboxControl, running_sandbox, wait_until
 
 __all__ = ["RunningSandbox", "SandboxConfig", "SandboxControl", "running_sandbox", "wait_until"]

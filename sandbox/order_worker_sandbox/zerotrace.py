@@ -31,15 +31,15 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from worker.sandbox.addresses import valid_for_network
-from worker.sandbox.market import Asset, Quote, parse_amount, price_data, quote
-from worker.sandbox.qr import png_data_url
-from worker.sandbox.responses import JSON_TYPE, zt_error, zt_ok
-from worker.sandbox.signing import canonical_json, zerotrace_verify
-from worker.sandbox.zerotrace_orders import Partner, RefCode, ZeroTraceBook, ZtOrder
+from order_worker_sandbox.addresses import valid_for_network
+from order_worker_sandbox.market import Asset, Quote, parse_amount, price_data, quote
+from order_worker_sandbox.qr import png_data_url
+from order_worker_sandbox.responses import JSON_TYPE, zt_error, zt_ok
+from order_worker_sandbox.signing import canonical_json, zerotrace_verify
+from order_worker_sandbox.zerotrace_orders import Partner, RefCode, ZeroTraceBook, ZtOrder
 
 if TYPE_CHECKING:
-    from worker.sandbox.core import Sandbox
+    from order_worker_sandbox.core import Sandbox
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

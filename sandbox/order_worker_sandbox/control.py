@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from worker.sandbox.responses import json_response
+from order_worker_sandbox.responses import json_response
 
 if TYPE_CHECKING:
-    from worker.sandbox.core import Sandbox
+    from order_worker_sandbox.core import Sandbox
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 WEBHOOK_FIELDS = (

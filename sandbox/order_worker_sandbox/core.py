@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker.sandbox.clock import SandboxClock, Scheduler
-from worker.sandbox.config import SandboxConfig, apply_patch, validate
-from worker.sandbox.faults import FaultBook
-from worker.sandbox.itrx_orders import ItrxBook
-from worker.sandbox.stats import Stats
-from worker.sandbox.webhooks import Deliverer
-from worker.sandbox.zerotrace_orders import ZeroTraceBook
+from order_worker_sandbox.clock import SandboxClock, Scheduler
+from order_worker_sandbox.config import SandboxConfig, apply_patch, validate
+from order_worker_sandbox.faults import FaultBook
+from order_worker_sandbox.itrx_orders import ItrxBook
+from order_worker_sandbox.stats import Stats
+from order_worker_sandbox.webhooks import Deliverer
+from order_worker_sandbox.zerotrace_orders import ZeroTraceBook
 
 ZEROTRACE_ENDPOINTS = (
     "0trace.currencies",

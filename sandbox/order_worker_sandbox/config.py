@@ -20,15 +20,16 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from worker.settings import (
-    SANDBOX_ITRX_API_KEY,
-    SANDBOX_ITRX_API_SECRET,
-    SANDBOX_ZEROTRACE_API_KEY,
-    SANDBOX_ZEROTRACE_API_SECRET,
-    SANDBOX_ZEROTRACE_WEBHOOK_SECRET,
-)
-
 ENV_PREFIX = "ORDER_WORKER_SANDBOX_"
+
+# Public development credentials. The worker's settings default to the same values so that the two run
+# together with no configuration; the simulator keeps its own copy because it stands where the partner
+# stands and must not borrow the code it checks (tests/sandbox asserts the two copies agree).
+SANDBOX_ZEROTRACE_API_KEY = "sandbox-0trace-key"
+SANDBOX_ZEROTRACE_API_SECRET = "sandbox-0trace-api-secret-0123456789abcdef"  # noqa: S105 - public dev value
+SANDBOX_ZEROTRACE_WEBHOOK_SECRET = "sandbox-0trace-webhook-secret-fedcba9876543210"  # noqa: S105 - public dev value
+SANDBOX_ITRX_API_KEY = "5A4DB0B0C1E24F1E9D3C2B1A09F8E7D6"
+SANDBOX_ITRX_API_SECRET = "A625BA0793D030795F36FE24964DCAA69F926A84D3BC610568121EAC1F2CF997"  # noqa: S105 - public dev value
 
 ZeroTraceScenario = Literal["auto", "manual", "emergency"]
 ItrxScenario = Literal["auto", "manual", "fail", "refund"]
