@@ -90,13 +90,13 @@ case "${1:-help}" in
   demo) setup; broker; shift; exec "$VENV/bin/order-worker" demo "$@" ;;
   run) setup; broker; shift; exec "$VENV/bin/order-worker" run "$@" ;;
   test) setup; broker; postgres; bash deploy/check.sh --install; shift; exec "$PY" -m pytest "$@" ;;
-  reliability) setup; broker; postgres; shift; exec "$PY" -m pytest --reliability tests/reliability "$@" ;;
+  reliability) setup; broker; postgres; shift; exec "$PY" -m pytest --reliability -m reliability "$@" ;;
   lint) setup; lint ;;
   ci) setup; broker; postgres; lint; bash deploy/check.sh --no-pytest
       say "tests: the fast tier"
       "$PY" -m pytest -q -p no:cacheprovider
       say "tests: the reliability scenarios"
-      "$PY" -m pytest -q -p no:cacheprovider --reliability tests/reliability ;;
+      "$PY" -m pytest -q -p no:cacheprovider --reliability -m reliability ;;
   help|-h|--help)
     cat <<'USAGE'
 usage: bash deploy/dev.sh COMMAND [ARGS]

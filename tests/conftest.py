@@ -11,7 +11,7 @@ import pytest
 from worker.ledger import open_ledger
 from worker.ledger.base import Ledger
 
-RELIABILITY_DIR = Path(__file__).parent / "reliability"
+RELIABILITY_DIR = (Path(__file__).parent / "reliability").resolve()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -39,26 +39,43 @@ def ledger(tmp_path: Path) -> Iterator[Ledger]:
     opened.close()
 
 
-def _names_reliability(config: pytest.Config) -> bool:
+def _is_scenario(item: pytest.Item) -> bool:
+    return item.get_closest_marker("reliability") is not None
+
+
+def _named_on_the_command_line(item: pytest.Item, config: pytest.Config) -> bool:
+    """True when an argument names the item's folder, file or node id (``path::test``)."""
+    item_path = Path(str(item.path)).resolve()
     for arg in config.args:
-        path = Path(arg.split("::", 1)[0]).resolve()
-        if path == RELIABILITY_DIR or RELIABILITY_DIR in path.parents:
-            return True
+        path_part, _, node_part = arg.partition("::")
+        path = Path(path_part).resolve()
+        if path != item_path and path not in item_path.parents:
+            continue
+        if path.is_dir() or not node_part or item.nodeid.split("::", 1)[-1].startswith(node_part):
+            if path != Path(str(config.rootpath)).resolve() and path != Path(__file__).parent:
+                return True
     return False
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The fast tier by default: the reliability scenarios run with ``--reliability`` or when their folder
-    (or a file in it) is named, so a plain ``pytest`` answers in minutes whether the project works."""
-    if config.getoption("--reliability") or _names_reliability(config):
+    """The fast tier by default, so a plain ``pytest`` answers in minutes whether the project works.
+
+    Reliability scenarios (everything in tests/reliability, and fault tests marked ``reliability``
+    elsewhere) run with ``--reliability`` (``pytest --reliability -m reliability`` runs only them), or when
+    an argument names them: their folder, their file or their node id."""
+    for item in items:
+        if RELIABILITY_DIR in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.reliability)
+    if config.getoption("--reliability"):
         return
-    scenarios = [item for item in items if RELIABILITY_DIR in Path(str(item.path)).parents]
-    if not scenarios:
+    held_back = [item for item in items if _is_scenario(item) and not _named_on_the_command_line(item, config)]
+    if not held_back:
         return
-    config.hook.pytest_deselected(items=scenarios)
-    items[:] = [item for item in items if RELIABILITY_DIR not in Path(str(item.path)).parents]
+    config.hook.pytest_deselected(items=held_back)
+    kept = set(map(id, items)) - set(map(id, held_back))
+    items[:] = [item for item in items if id(item) in kept]
     terminal = config.pluginmanager.get_plugin("terminalreporter")
     if terminal is not None:
         terminal.write_line(
-            f"{len(scenarios)} reliability scenarios not run (the fast tier); add --reliability to run them"
+            f"{len(held_back)} reliability scenarios not run (the fast tier); add --reliability to run them"
         )

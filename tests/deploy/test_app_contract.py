@@ -29,8 +29,11 @@ def check_command(args: list[str]) -> Any:
     """Parse a rendered command line as `order-worker` will (roles with their own parser get the rest)."""
     delegated = getattr(cli, "_DELEGATED", {})
     if args[0] in delegated:
-        module = {"webhooks": "webhooks/server.py", "sandbox": "sandbox/__main__.py"}[args[0]]
-        source = (REPO / "worker" / module).read_text()
+        module = {
+            "webhooks": REPO / "worker" / "webhooks" / "server.py",
+            "sandbox": REPO / "sandbox" / "order_worker_sandbox" / "__main__.py",
+        }[args[0]]
+        source = module.read_text()
         for option in (a for a in args[1:] if a.startswith("--")):
             assert f'"{option}"' in source, f"{args[0]} has no option {option}"
         return None

@@ -33,10 +33,34 @@ def instructions() -> list[tuple[str, str]]:
     ]
 
 
+def stages() -> dict[str, list[tuple[str, str]]]:
+    """Each named stage's instructions, its FROM first."""
+    named: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] = []
+    for op, args in instructions():
+        if op == "FROM":
+            current = []
+            named[args.split()[-1]] = current
+        current.append((op, args))
+    return named
+
+
 def final_stage() -> list[tuple[str, str]]:
     steps = instructions()
     last_from = max(i for i, (op, _) in enumerate(steps) if op == "FROM")
     return steps[last_from:]
+
+
+def effective(stage: str) -> dict[str, str]:
+    """A stage's settings as the image has them: its own instructions over those of the stages it is
+    built FROM (ENTRYPOINT, STOPSIGNAL... are inherited)."""
+    chain = stages()
+    settings: dict[str, str] = {}
+    while stage in chain:
+        for op, args in reversed(chain[stage][1:]):
+            settings.setdefault(op, args)
+        stage = chain[stage][0][1].split()[0]
+    return settings
 
 
 def test_hadolint_finds_nothing() -> None:
@@ -73,11 +97,22 @@ def test_runs_as_a_numeric_non_root_user_matching_the_chart_and_compose() -> Non
 
 
 def test_one_entrypoint_for_every_role_and_sigterm() -> None:
-    final = dict(final_stage())
+    final = effective("runtime")
     assert json.loads(final["ENTRYPOINT"]) == ["order-worker"]
     assert json.loads(final["CMD"]) == ["worker"]
     assert final["STOPSIGNAL"] == "SIGTERM"
-    assert set(final["EXPOSE"].split()) == {"9191", "8091", "8090"}
+    assert set(final["EXPOSE"].split()) == {"9191", "8091"}
+
+
+def test_the_production_image_carries_no_simulator_and_the_sandbox_target_does() -> None:
+    named = stages()
+    assert final_stage() == named["runtime"]
+    copied = [args for op, args in named["runtime"] if op == "COPY"]
+    assert copied == ["--from=build /opt/order-worker /opt/order-worker"]
+    assert all("sandbox" not in args for op, args in named["build"])
+    sandbox = effective("sandbox")
+    assert json.loads(sandbox["CMD"]) == ["sandbox"] and sandbox["EXPOSE"] == "8090"
+    assert sandbox["USER"] == "10001:10001"
 
 
 def test_the_build_context_is_an_allow_list_of_what_the_package_needs() -> None:

@@ -159,6 +159,7 @@ def test_envelope_options_cannot_steer_the_worker(stack: Stack) -> None:
 CRASH_POINTS = ("after_intent", "after_partner", "after_commit", "before_ack")
 
 
+@pytest.mark.reliability
 @pytest.mark.parametrize("ledger_url", ["sqlite", "postgres"], indirect=True)
 def test_kill_9_at_every_create_step_loses_and_duplicates_nothing(stack: Stack) -> None:
     """Workers die by SIGKILL at each named step of create, over and over; a supervisor (this test, like
