@@ -46,14 +46,14 @@ def _is_scenario(item: pytest.Item) -> bool:
 def _named_on_the_command_line(item: pytest.Item, config: pytest.Config) -> bool:
     """True when an argument names the item's folder, file or node id (``path::test``)."""
     item_path = Path(str(item.path)).resolve()
+    too_wide = {Path(str(config.rootpath)).resolve(), Path(__file__).parent.resolve()}
     for arg in config.args:
         path_part, _, node_part = arg.partition("::")
         path = Path(path_part).resolve()
-        if path != item_path and path not in item_path.parents:
+        if path in too_wide or (path != item_path and path not in item_path.parents):
             continue
-        if path.is_dir() or not node_part or item.nodeid.split("::", 1)[-1].startswith(node_part):
-            if path != Path(str(config.rootpath)).resolve() and path != Path(__file__).parent:
-                return True
+        if not node_part or item.nodeid.split("::", 1)[-1].startswith(node_part):
+            return True
     return False
 
 
