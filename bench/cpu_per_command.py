@@ -215,8 +215,7 @@ def measure(sandbox_url: str, orders: int, ledger_kind: str, tmp: Path) -> dict[
     with ledger_url(ledger_kind, tmp, pool_size=2) as url:
         settings = Settings(
             ledger_url=SecretStr(url),
-            zerotrace_base_url=sandbox_url,
-            itrx_base_url=sandbox_url,
+            partners={"0trace": {"base_url": sandbox_url}, "itrx": {"base_url": sandbox_url}},
         )
         runtime = build_runtime(settings)
         runtime.ledger.migrate()

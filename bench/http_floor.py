@@ -16,9 +16,11 @@ import threading
 import time
 from typing import Any
 
+from worker.partners.signing import new_nonce
+from worker.partners.zerotrace.settings import DEVELOPMENT_API_KEY as SANDBOX_ZEROTRACE_API_KEY
+from worker.partners.zerotrace.settings import DEVELOPMENT_API_SECRET as SANDBOX_ZEROTRACE_API_SECRET
+from worker.partners.zerotrace.signing import sign_body
 from worker.providers.http import PartnerHttp
-from worker.settings import SANDBOX_ZEROTRACE_API_KEY, SANDBOX_ZEROTRACE_API_SECRET
-from worker.signing import new_nonce, sign_body
 
 
 def _compact(obj: Any) -> bytes:

@@ -47,10 +47,10 @@ from pydantic import SecretStr  # noqa: E402
 
 from worker.ledger import open_ledger  # noqa: E402
 from worker.messages import CreateOrderCommand  # noqa: E402
+from worker.partners.zerotrace.client import parse_order  # noqa: E402
+from worker.partners.zerotrace.signing import sign_body  # noqa: E402
 from worker.pipeline import partner_ref  # noqa: E402
-from worker.providers.zerotrace import parse_order  # noqa: E402
 from worker.settings import Settings  # noqa: E402
-from worker.signing import sign_body  # noqa: E402
 
 PARAMS = {
     "fromCcy": "btc",
@@ -102,9 +102,11 @@ def dto(order_id: str, status: str, updated: int) -> dict[str, Any]:
 def make_settings(url: str, webhook_secret: str) -> Settings:
     return Settings(
         ledger_url=SecretStr(url),
-        zerotrace_webhook_secrets=[SecretStr(webhook_secret)],
-        zerotrace_base_url="http://127.0.0.1:9",  # never called: webhooks need no partner call
-        itrx_base_url="http://127.0.0.1:9",
+        partners={
+            # never called: webhooks need no partner call
+            "0trace": {"base_url": "http://127.0.0.1:9", "webhook_secrets": [SecretStr(webhook_secret)]},
+            "itrx": {"base_url": "http://127.0.0.1:9"},
+        },
     )
 
 

@@ -29,7 +29,8 @@ sys.path.insert(0, str(REPO))
 
 from order_worker_sandbox.signing import zerotrace_sign  # noqa: E402
 
-from worker.settings import SANDBOX_ZEROTRACE_API_KEY, SANDBOX_ZEROTRACE_API_SECRET  # noqa: E402
+from worker.partners.zerotrace.settings import DEVELOPMENT_API_KEY as SANDBOX_ZEROTRACE_API_KEY  # noqa: E402
+from worker.partners.zerotrace.settings import DEVELOPMENT_API_SECRET as SANDBOX_ZEROTRACE_API_SECRET  # noqa: E402
 
 CREATE_BODY = (
     b'{"type":"float","fromCcy":"btc","toCcy":"usdt_trc20","direction":"from","amount":"0.01",'

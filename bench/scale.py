@@ -242,7 +242,7 @@ def _ledger_costs(url: str) -> tuple[float, float]:
     """take_due's scan (batch 500, nothing due: the index seek) and apply_observation, on the full table."""
     from worker.ledger import open_ledger
     from worker.messages import Source
-    from worker.providers.base import PartnerOrder
+    from worker.partners.base import PartnerOrder
     from worker.status import Status
 
     ledger = open_ledger(url)

@@ -13,10 +13,11 @@ from worker.messages import (
     EventType,
     OrderEvent,
     Source,
-    is_tron_address,
     rejection_event_id,
     transition_event_id,
 )
+from worker.partners.itrx.params import is_tron_address
+from worker.partners.registry import UnknownPartnerError, check_command
 from worker.schemas import SCHEMA_DIR, render_schemas
 
 TRON = "TExWKszFWYTKZH8LYiovAPKzS3L9MLZ4kw"
@@ -36,13 +37,22 @@ def test_shipped_schemas_are_current() -> None:
 
 
 def test_valid_commands_for_both_providers() -> None:
-    CreateOrderCommand(command_id="order-0001", provider="0trace", params=ZT_PARAMS).validated()
-    CreateOrderCommand(
-        command_id="order:0002",
-        provider="itrx",
-        params={"energy_amount": 65000, "period": "1H", "receive_address": TRON},
-        metadata={"tenant": "a"},
-    ).validated()
+    check_command(CreateOrderCommand(command_id="order-0001", provider="0trace", params=ZT_PARAMS))
+    check_command(
+        CreateOrderCommand(
+            command_id="order:0002",
+            provider="itrx",
+            params={"energy_amount": 65000, "period": "1H", "receive_address": TRON},
+            metadata={"tenant": "a"},
+        )
+    )
+
+
+def test_an_unknown_provider_is_refused_naming_the_installed_ones() -> None:
+    command = CreateOrderCommand(command_id="order-0001", provider="binance", params=ZT_PARAMS)
+    with pytest.raises(UnknownPartnerError) as info:
+        check_command(command)
+    assert str(info.value) == "unknown provider 'binance' (known: 0trace, itrx)"
 
 
 @pytest.mark.parametrize(
@@ -50,7 +60,7 @@ def test_valid_commands_for_both_providers() -> None:
     [
         ({"command_id": "short"}, "command_id"),
         ({"command_id": "has space in it"}, "command_id"),
-        ({"provider": "binance"}, "provider"),
+        ({"provider": "not a provider id"}, "provider"),
         ({"params": {**ZT_PARAMS, "amount": "-1"}}, "amount"),
         ({"params": {**ZT_PARAMS, "amount": "1e5"}}, "amount"),
         ({"params": {**ZT_PARAMS, "amount": "0"}}, "amount"),
@@ -65,7 +75,7 @@ def test_valid_commands_for_both_providers() -> None:
 def test_zerotrace_commands_rejected_with_field(change: dict[str, object], where: str) -> None:
     raw = {"command_id": "order-0001", "provider": "0trace", "params": ZT_PARAMS, **change}
     with pytest.raises(ValidationError) as info:
-        CreateOrderCommand.model_validate(raw).validated()
+        check_command(CreateOrderCommand.model_validate(raw))
     assert where in str(info.value)
 
 
@@ -80,7 +90,7 @@ def test_zerotrace_commands_rejected_with_field(change: dict[str, object], where
 )
 def test_itrx_params_rejected(params: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
-        CreateOrderCommand(command_id="order-0001", provider="itrx", params=params).validated()
+        check_command(CreateOrderCommand(command_id="order-0001", provider="itrx", params=params))
 
 
 def test_tron_checksum() -> None:

@@ -10,12 +10,11 @@ from typing import Any, cast
 from pydantic import SecretStr
 
 from tests.ledger.helpers import command, created, observed
+from tests.support.partners import bound
 from worker.ledger.base import Ledger
-from worker.messages import CreateOrderCommand, Provider, Source
+from worker.messages import CreateOrderCommand, Source
+from worker.partners.base import CreateResult, Fate, PartnerError, PartnerOrder
 from worker.pipeline import OrderPipeline
-from worker.providers.base import CreateResult, Fate, PartnerError, PartnerOrder
-from worker.providers.itrx import ItrxClient
-from worker.providers.zerotrace import ZeroTraceClient
 from worker.sealing import TokenSealer
 from worker.settings import Settings
 from worker.status import Status
@@ -53,13 +52,9 @@ class Clock:
 
 
 def pipeline(ledger: Ledger, partner: ScriptedPartner, clock: Clock, **settings: Any) -> OrderPipeline:
+    chosen = Settings(token_keys=KEY, retry_base_seconds=1.0, retry_max_seconds=8.0, **settings)
     return OrderPipeline(
-        Settings(token_keys=KEY, retry_base_seconds=1.0, retry_max_seconds=8.0, **settings),
-        ledger,
-        cast(ZeroTraceClient, partner),
-        cast(ItrxClient, partner),
-        TokenSealer.from_settings(KEY),
-        clock=clock,
+        chosen, ledger, bound(chosen, partner, partner), TokenSealer.from_settings(KEY), clock=clock
     )
 
 
@@ -70,7 +65,7 @@ def created_result(order_id: str = "po-1", token: str | None = "t" * 43) -> Crea
 def itrx_command() -> CreateOrderCommand:
     return CreateOrderCommand(
         command_id="cmd-00000001",
-        provider=Provider.ITRX,
+        provider="itrx",
         params={
             "energy_amount": 65_000,
             "period": "1H",

@@ -51,6 +51,28 @@ def _settings() -> Any:
         )
 
 
+def _check_partners(settings: Any) -> None:
+    """Every partner's settings group readable and safe, or a message naming what to fix."""
+    from worker.partners import registry
+
+    lines = []
+    for name in registry.names():
+        prefix = str(registry.get(name).settings_model.model_config.get("env_prefix", ""))
+        try:
+            registry.partner_settings(settings, name)
+        except ValidationError as error:
+            lines += [
+                f"  {prefix}{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+                for e in error.errors(include_input=False)
+            ]
+    if lines:
+        sys.exit("order-worker: invalid partner settings:\n" + "\n".join(lines))
+    try:
+        registry.checked_groups(settings)
+    except ValueError as error:
+        sys.exit(f"order-worker: {error}")
+
+
 def _migrate(settings: Any) -> None:
     from worker.ledger import open_ledger
 
@@ -78,7 +100,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from worker.observability import port_problem
 
     settings = _settings()
-    settings.check_production_safety()
+    _check_partners(settings)
     problem = port_problem(settings.metrics_host, settings.metrics_port)
     if problem:
         print(f"order-worker worker: {problem} (set ORDER_WORKER_METRICS_PORT)", file=sys.stderr)
@@ -236,6 +258,7 @@ def _parse_params(pairs: list[str]) -> dict[str, Any]:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from worker.messages import CreateOrderCommand
+    from worker.partners import registry
     from worker.producer import CommandProducer
 
     settings = _settings()
@@ -250,7 +273,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if args.meta:
         kwargs["metadata"] = dict(item.split("=", 1) for item in args.meta)
     try:
-        CreateOrderCommand.model_validate(kwargs).validated()
+        registry.check_command(CreateOrderCommand.model_validate(kwargs))
+    except registry.UnknownPartnerError as error:
+        print(f"order-worker submit: invalid command: provider: {error}", file=sys.stderr)
+        return 2
     except (ValidationError, ValueError) as error:
         from worker.pipeline import validation_summary
 
@@ -305,12 +331,13 @@ def cmd_resolve(args: argparse.Namespace) -> int:
         return 1
     observation = None
     if args.serial:
-        if record.provider != "itrx":
-            print("order-worker resolve: --serial applies to itrx orders", file=sys.stderr)
+        try:
+            observation = runtime.pipeline.read_by_order_id(record.provider, args.serial)
+        except ValueError as error:
+            print(f"order-worker resolve: --serial: {error}", file=sys.stderr)
             return 2
-        observation = runtime.pipeline.itrx.fetch(args.serial)
     note = args.note or (
-        "abandoned by operator" if args.abandon else f"operator matched serial {args.serial}"
+        "abandoned by operator" if args.abandon else f"operator matched partner order {args.serial}"
     )
     events = runtime.ledger.resolve_in_doubt(args.command_id, observation, note, time.time())
     for event in events:
@@ -363,6 +390,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_stack(demo_orders=args.orders, speed=args.speed)
 
 
+def _provider_names() -> list[str]:
+    from worker.partners import registry
+
+    return registry.names()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="order-worker",
@@ -406,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_migrate)
 
     p = sub.add_parser("submit", help="publish a create_order command")
-    p.add_argument("--provider", choices=["0trace", "itrx"], required=True)
+    p.add_argument("--provider", choices=_provider_names(), required=True, help="an installed partner")
     p.add_argument("--command-id", help="8..128 chars of [A-Za-z0-9._:-] (default: random)")
     p.add_argument(
         "--param", action="append", default=[], metavar="KEY=VALUE", help="a create field (repeatable)"
@@ -428,7 +461,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("command_id")
     group = p.add_mutually_exclusive_group(required=True)
-    group.add_argument("--serial", help="the itrx serial this command created (it is queried, then recorded)")
+    group.add_argument(
+        "--order-id",
+        "--serial",
+        dest="serial",
+        help="the partner's order id this command created, e.g. an itrx serial (it is read, then recorded)",
+    )
     group.add_argument(
         "--abandon", action="store_true", help="no partner order exists: mark the order failed"
     )

@@ -21,14 +21,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from worker.partners import registry
 from worker.settings import get_settings
 
 SANDBOX_PORT = 8090
 WEBHOOKS_PORT = 8091
 WORKER_METRICS_PORT = 9191
 SCHEDULER_METRICS_PORT = 9192
-DEMO_TRON_ADDRESS = "TExWKszFWYTKZH8LYiovAPKzS3L9MLZ4kw"
-DEMO_BTC_REFUND = "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq"
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -52,36 +51,23 @@ def _wait_http(url: str, timeout: float) -> bool:
     return False
 
 
+SIMULATED_PARTNERS = ("0trace", "itrx")
+"""The partners the local simulator stands in for."""
+
+
 def demo_commands(count: int) -> list[dict[str, Any]]:
-    """Alternating 0trace swaps and itrx energy rentals with valid, sandbox-accepted fields."""
+    """Orders for each simulated partner in turn, with the partner's own example params."""
     commands = []
     for index in range(count):
-        command_id = f"demo-{uuid.uuid4().hex[:12]}"
-        if index % 2 == 0:
-            commands.append(
-                {
-                    "command_id": command_id,
-                    "provider": "0trace",
-                    "params": {
-                        "fromCcy": "btc",
-                        "toCcy": "usdt_trc20",
-                        "direction": "from",
-                        "amount": "0.01",
-                        "toAddress": DEMO_TRON_ADDRESS,
-                        "refundAddress": DEMO_BTC_REFUND,
-                    },
-                    "metadata": {"demo": "true", "index": str(index)},
-                }
-            )
-        else:
-            commands.append(
-                {
-                    "command_id": command_id,
-                    "provider": "itrx",
-                    "params": {"energy_amount": 65000, "period": "1H", "receive_address": DEMO_TRON_ADDRESS},
-                    "metadata": {"demo": "true", "index": str(index)},
-                }
-            )
+        provider = SIMULATED_PARTNERS[index % len(SIMULATED_PARTNERS)]
+        commands.append(
+            {
+                "command_id": f"demo-{uuid.uuid4().hex[:12]}",
+                "provider": provider,
+                "params": dict(registry.get(provider).example_params),
+                "metadata": {"demo": "true", "index": str(index)},
+            }
+        )
     return commands
 
 

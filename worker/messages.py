@@ -2,6 +2,7 @@
 
 Validation is strict on purpose: a command that is wrong is rejected once with a reason the producer can
 read, instead of reaching a partner that would refuse it (or, worse, accept something unintended). The
+params of a create belong to its partner (``worker.partners.<partner>.params``) and are checked there. The
 JSON Schemas in ``worker/schemas/`` are generated from these models (``order-worker schemas``).
 """
 
@@ -9,112 +10,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import uuid
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from worker.status import Status
 
 COMMAND_ID_PATTERN = r"^[A-Za-z0-9._:-]{8,128}$"
 CommandId = Annotated[str, StringConstraints(pattern=COMMAND_ID_PATTERN)]
 MAX_COMMAND_BYTES = 16 * 1024
-_ADDRESS = re.compile(r"^[A-Za-z0-9:._-]{10,200}$")
-_ASSET = re.compile(r"^[a-z0-9_]{2,32}$")
-_AMOUNT = re.compile(r"^\d{1,20}(\.\d{1,18})?$")
-_B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-
-
-class Provider(StrEnum):
-    ZEROTRACE = "0trace"
-    ITRX = "itrx"
+PROVIDER_PATTERN = r"^[A-Za-z0-9_.-]{1,32}$"
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
-
-
-def _positive_decimal(value: str) -> str:
-    if not _AMOUNT.match(value):
-        raise ValueError("amount must be a plain decimal string such as '0.01' (no sign, no exponent)")
-    try:
-        if Decimal(value) <= 0:
-            raise ValueError("amount must be greater than zero")
-    except InvalidOperation:
-        raise ValueError("amount is not a decimal number") from None
-    return value
-
-
-def _address(value: str) -> str:
-    if not _ADDRESS.match(value):
-        raise ValueError("address must be 10..200 characters of letters, digits and ':._-'")
-    return value
-
-
-class ZeroTraceParams(_Strict):
-    """Fields of 0trace ``POST /api/v1/create``, named as the partner names them."""
-
-    type: Literal["float"] = "float"
-    fromCcy: Annotated[str, StringConstraints(pattern=_ASSET.pattern)]
-    toCcy: Annotated[str, StringConstraints(pattern=_ASSET.pattern)]
-    direction: Literal["from", "to"]
-    amount: str
-    toAddress: str
-    refundAddress: str
-    fromNetwork: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
-    toNetwork: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
-    tag: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
-    afftax: Annotated[int, Field(ge=0, le=2000, strict=True)] | None = None
-
-    @field_validator("amount")
-    @classmethod
-    def _amount(cls, value: str) -> str:
-        return _positive_decimal(value)
-
-    @field_validator("toAddress", "refundAddress")
-    @classmethod
-    def _addresses(cls, value: str) -> str:
-        return _address(value)
-
-    def wire_body(self) -> dict[str, Any]:
-        """The create body in the partner's field order, optional fields left out when unset."""
-        return self.model_dump(exclude_none=True)
-
-
-def is_tron_address(value: str) -> bool:
-    """Base58Check with version byte 0x41: a typo in a TRON address fails the checksum, not the partner."""
-    if len(value) != 34 or value[0] != "T":
-        return False
-    number = 0
-    for char in value:
-        index = _B58.find(char)
-        if index < 0:
-            return False
-        number = number * 58 + index
-    raw = number.to_bytes(25, "big")
-    payload, checksum = raw[:21], raw[21:]
-    return payload[0] == 0x41 and hashlib.sha256(hashlib.sha256(payload).digest()).digest()[:4] == checksum
-
-
-class ItrxParams(_Strict):
-    """Fields of itrx ``POST /api/v1/frontend/order`` chosen by the producer (energy in units, not sun)."""
-
-    energy_amount: Annotated[int, Field(ge=10_000, le=100_000_000, strict=True)]
-    period: Literal["1H", "1D", "3D", "30D"]
-    receive_address: str
-    active: Annotated[int, Field(ge=0, le=1_000_000, strict=True)] | None = None
-    exclusive: Literal[0, 1] | None = None
-
-    @field_validator("receive_address")
-    @classmethod
-    def _tron(cls, value: str) -> str:
-        if not is_tron_address(value):
-            raise ValueError("receive_address is not a valid TRON base58check address")
-        return value
 
 
 Metadata = Annotated[
@@ -134,31 +46,17 @@ class CreateOrderCommand(_Strict):
     """kwargs of the ``create_order`` actor (queue ``orders.create``)."""
 
     command_id: CommandId
-    provider: Provider
+    provider: Annotated[str, StringConstraints(pattern=PROVIDER_PATTERN)]
+    """A provider id of an installed partner (``0trace``, ``itrx``, ...); checked against the registry
+    when the command is handled, since which partners exist is a deployment's choice."""
     params: dict[str, Any]
     ref_code: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{4,32}$")] | None = None
     metadata: Metadata = Field(default_factory=dict)
 
-    def zerotrace_params(self) -> ZeroTraceParams:
-        return ZeroTraceParams.model_validate(self.params)
-
-    def itrx_params(self) -> ItrxParams:
-        return ItrxParams.model_validate(self.params)
-
-    def validated(self) -> CreateOrderCommand:
-        """Check ``params`` against the provider's model; raises ``ValidationError`` with field paths."""
-        if self.provider is Provider.ZEROTRACE:
-            self.zerotrace_params()
-        else:
-            if self.ref_code is not None:
-                raise ValueError("ref_code is a 0trace feature; itrx orders cannot carry one")
-            self.itrx_params()
-        return self
-
     def fingerprint(self) -> str:
         """Identity of the request: the same command_id with another fingerprint is a different order."""
         canonical = _FINGERPRINT_JSON.encode(
-            {"provider": self.provider.value, "params": self.params, "ref_code": self.ref_code}
+            {"provider": self.provider, "params": self.params, "ref_code": self.ref_code}
         )
         return hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -34,7 +34,7 @@ PARTNER_LATENCY = Histogram(
     buckets=_LATENCY_BUCKETS,
 )
 PARTNER_WEIGHT = Counter(
-    "order_worker_partner_weight", "0trace rate-limit weight spent (budget: 2,500 per minute).", ["provider"]
+    "order_worker_partner_weight", "Rate-limit weight spent against each partner's budget.", ["provider"]
 )
 CREATE_RETRIES = Counter(
     "order_worker_create_retries", "Create attempts scheduled again, by reason code.", ["provider", "reason"]
@@ -65,9 +65,6 @@ PUSH_TO_EVENT = Histogram(
     "order_worker_push_to_event_seconds",
     "From a push's arrival to its event committed to the outbox.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
-)
-ITRX_BALANCE = Gauge(
-    "order_worker_itrx_balance_sun", "itrx account balance last read, in sun.", multiprocess_mode="mostrecent"
 )
 
 

@@ -1,8 +1,9 @@
 """The order pipeline: what a create or poll command does, independent of how it was delivered.
 
 Actors (Dramatiq), the scheduler, the webhook receiver and tests all call this module; it knows the ledger,
-the partner clients and the token sealer, and nothing of the broker. Every decision about sending a create
-again lives here, and it follows one rule: send again only what cannot create a second order.
+partners through their contract (``worker.partners``) and the token sealer, and nothing of the broker.
+Every decision about sending a create again lives here, and it follows one rule: send again only what
+cannot create a second order, which a partner's :class:`~worker.partners.Capabilities` tell.
 """
 
 from __future__ import annotations
@@ -11,33 +12,25 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from worker import failpoints, metrics
 from worker.ledger.base import Attempt, ClaimOutcome, Ledger, OrderRecord
-from worker.messages import (
-    CreateOrderCommand,
-    EventError,
-    OrderEvent,
-    PollOrderCommand,
-    Provider,
-    Source,
-    ZeroTraceParams,
-)
-from worker.providers.base import CreateResult, Fate, PartnerError, PartnerOrder
-from worker.providers.itrx import ItrxClient
-from worker.providers.zerotrace import WEIGHTS as ZEROTRACE_WEIGHTS
-from worker.providers.zerotrace import ZeroTraceClient
-from worker.ratelimit import zerotrace_budget
+from worker.messages import CreateOrderCommand, EventError, OrderEvent, PollOrderCommand, Source
+from worker.partners.base import CreateResult, Fate, PartnerError, PartnerOrder
+from worker.partners.registry import Connected, UnknownPartnerError
+from worker.ratelimit import BudgetSettings, WeightBudget
 from worker.sealing import SealError, TokenSealer
 from worker.settings import Settings
 from worker.status import Status, is_terminal
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def partner_ref(namespace: str, command_id: str) -> str:
@@ -71,39 +64,46 @@ class OrderPipeline:
         self,
         settings: Settings,
         ledger: Ledger,
-        zerotrace: ZeroTraceClient,
-        itrx: ItrxClient,
+        partners: Mapping[str, Connected],
         sealer: TokenSealer,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.ledger = ledger
-        self.zerotrace = zerotrace
-        self.itrx = itrx
+        self.partners = dict(partners)
         self.sealer = sealer
         self.clock = clock
-        self.zerotrace_budget = zerotrace_budget(ledger)  # the account's weight budget, shared by replicas
+        # Each account's weight budget, shared by every replica through the ledger.
+        self.budgets = {
+            name: WeightBudget(ledger, _budget_settings(connected), name=name)
+            for name, connected in self.partners.items()
+            if connected.partner.capabilities.weights
+        }
+
+    def partner(self, name: str) -> Connected:
+        connected = self.partners.get(name)
+        if connected is None:
+            raise UnknownPartnerError(name, sorted(self.partners))
+        return connected
 
     # ------------------------------------------------------------------ commands
     def handle_create(self, kwargs: dict[str, Any], message_id: str) -> Outcome:
-        zerotrace_params: ZeroTraceParams | None = None
         try:
             command = CreateOrderCommand.model_validate(kwargs)
-            if command.provider is Provider.ZEROTRACE:
-                # Exactly what validated() checks for 0trace, kept for the partner call: validated once.
-                zerotrace_params = command.zerotrace_params()
-            else:
-                command.validated()
+            connected = self.partner(command.provider)
+            params = connected.partner.check_params(command.params, command.ref_code)
         except ValidationError as error:
             return self._reject(message_id, kwargs, "invalid_command", validation_summary(error))
+        except UnknownPartnerError as error:
+            return self._reject(message_id, kwargs, "invalid_command", f"provider: {error}")
         except ValueError as error:
             return self._reject(message_id, kwargs, "invalid_command", str(error))
         now = self.clock()
         ref = partner_ref(self.settings.idempotency_namespace, command.command_id)
         begun: Attempt | None = None
-        if zerotrace_params is not None:
-            # 0trace has nothing to check between the claim and the first attempt (itrx reads its
-            # balance there), so a first sight of the command claims and records the intent in one unit.
+        if not connected.partner.capabilities.precheck:
+            # Nothing to check between the claim and the first attempt, so a first sight of the command
+            # claims and records the intent in one unit.
             claim, begun = self.ledger.claim_attempt(command, ref, now, self.settings.create_lease_seconds)
         else:
             claim = self.ledger.claim(command, ref, now)
@@ -114,7 +114,7 @@ class OrderPipeline:
                 "command_id_conflict",
                 "command_id was already used for a different order (params, provider or ref_code differ)",
             )
-        return self._advance_create(command, claim.record, zerotrace_params, begun)
+        return self._advance_create(command, connected, params, claim.record, begun)
 
     def handle_poll(self, kwargs: dict[str, Any], message_id: str) -> Outcome:
         try:
@@ -144,14 +144,16 @@ class OrderPipeline:
     def _advance_create(
         self,
         command: CreateOrderCommand,
+        connected: Connected,
+        params: BaseModel,
         record: OrderRecord,
-        zerotrace_params: ZeroTraceParams | None = None,
         begun: Attempt | None = None,
     ) -> Outcome:
         if record.status != Status.SUBMITTING:
             return Outcome("duplicate", [])
-        if command.provider is Provider.ITRX and record.attempts == 0 and not record.attempt_open:
-            check = self._itrx_balance_check(command, record)
+        capabilities = connected.partner.capabilities
+        if capabilities.precheck and record.attempts == 0 and not record.attempt_open:
+            check = self._precheck(command, connected, params, record)
             if isinstance(check, EventError):
                 return Outcome(
                     "failed",
@@ -164,15 +166,16 @@ class OrderPipeline:
         )
         if attempt is None:
             return Outcome("busy", [])
-        if command.provider is Provider.ITRX and attempt.previous_unresolved:
+        if not capabilities.idempotent_create and attempt.previous_unresolved:
             return self._in_doubt(
                 attempt.record,
                 EventError(
-                    code="interrupted", reason="a create call was interrupted; it may have reached itrx"
+                    code="interrupted",
+                    reason=f"a create call was interrupted; it may have reached {connected.name}",
                 ),
             )
         if (
-            command.provider is Provider.ZEROTRACE
+            capabilities.idempotent_create
             and attempt.record.attempts > 1
             and self._age(attempt.record) > self.settings.create_retry_window_seconds
         ):
@@ -186,32 +189,31 @@ class OrderPipeline:
             )
         failpoints.hit("after_intent")
         try:
-            result = self._call_create(command, attempt, zerotrace_params)
+            result = self._budgeted(
+                connected,
+                "create",
+                lambda: connected.session.create(params, attempt.record.partner_ref, command.ref_code),
+            )
         except PartnerError as error:
-            return self._create_failed(command, attempt.record, error)
+            return self._create_failed(command, connected, attempt.record, error)
         failpoints.hit("after_partner")
-        outcome = self._created(command, result)
+        outcome = self._created(command, connected, result)
         failpoints.hit("after_commit")
         return outcome
 
-    def _call_create(
-        self, command: CreateOrderCommand, attempt: Attempt, zerotrace_params: ZeroTraceParams | None = None
-    ) -> CreateResult:
-        if command.provider is Provider.ZEROTRACE:
-            params = command.zerotrace_params() if zerotrace_params is None else zerotrace_params
-            return self.zerotrace_budget.call(
-                ZEROTRACE_WEIGHTS["create"],
-                lambda: self.zerotrace.create(params, attempt.record.partner_ref, command.ref_code),
-            )
-        return self.itrx.create(
-            command.itrx_params(), attempt.record.partner_ref, self.settings.itrx_callback_url
-        )
+    def _budgeted(self, connected: Connected, operation: str, call: Callable[[], T]) -> T:
+        """``call()`` once its weight fits in the partner account's shared budget (if it keeps one)."""
+        budget = self.budgets.get(connected.name)
+        weight = connected.partner.capabilities.weights.get(operation, 0)
+        if budget is None or not weight:
+            return call()
+        return budget.call(weight, call)
 
-    def _created(self, command: CreateOrderCommand, result: CreateResult) -> Outcome:
+    def _created(self, command: CreateOrderCommand, connected: Connected, result: CreateResult) -> Outcome:
         now = self.clock()
         observed = result.order
         sealed = self.sealer.seal(result.token, observed.order_id) if result.token else None
-        untrackable = command.provider is Provider.ZEROTRACE and sealed is None
+        untrackable = connected.partner.capabilities.secret_to_fetch and sealed is None
         next_at = None if untrackable else self._next_poll(observed.status, now, last_push_at=None)
         events = self.ledger.record_created(
             command.command_id,
@@ -223,7 +225,7 @@ class OrderPipeline:
             now,
         )
         if untrackable and events:
-            metrics.UNTRACKABLE.labels(command.provider.value).inc()
+            metrics.UNTRACKABLE.labels(command.provider).inc()
             log.warning(
                 "order %s was created without a token (replay); it is tracked by webhooks only",
                 command.command_id,
@@ -231,17 +233,17 @@ class OrderPipeline:
         return Outcome("untrackable" if untrackable else "created", events)
 
     def _create_failed(
-        self, command: CreateOrderCommand, record: OrderRecord, error: PartnerError
+        self, command: CreateOrderCommand, connected: Connected, record: OrderRecord, error: PartnerError
     ) -> Outcome:
         now = self.clock()
-        provider = command.provider.value
+        provider = command.provider
         reason = EventError(code=error.code, reason=error.reason)
         if error.fate is Fate.NOT_SENT and error.retryable:
             metrics.CREATE_RETRIES.labels(provider, "not_sent").inc()
             delay = self._retry_delay(record, error)
             self.ledger.end_attempt_unsent(command.command_id, now + delay, reason)
             return Outcome("retry", [])
-        safe_to_resend = error.fate is Fate.REFUSED or command.provider is Provider.ZEROTRACE
+        safe_to_resend = error.fate is Fate.REFUSED or connected.partner.capabilities.idempotent_create
         if error.retryable and safe_to_resend:
             delay = self._retry_delay(record, error)
             metrics.CREATE_RETRIES.labels(provider, error.code).inc()
@@ -258,36 +260,27 @@ class OrderPipeline:
             log.warning("order %s is in_doubt (%s); it will not be sent again", record.command_id, error.code)
         return Outcome("in_doubt", events)
 
-    def _itrx_balance_check(
-        self, command: CreateOrderCommand, record: OrderRecord
+    def _precheck(
+        self, command: CreateOrderCommand, connected: Connected, params: BaseModel, record: OrderRecord
     ) -> EventError | PartnerError | None:
-        """An ``EventError`` refuses an order the balance cannot cover; a ``PartnerError`` defers the create.
+        """An ``EventError`` refuses an order the partner's precheck says cannot succeed (a balance that
+        cannot cover it); a ``PartnerError`` defers the create.
 
-        A balance read that fails transiently means itrx is struggling, and a create sent now could be
+        A check that fails transiently means the partner is struggling, and a create sent now could be
         answered 5xx and end in_doubt; nothing has been sent yet, so waiting costs nothing. After the retry
-        window, or on a definite refusal of the read, the create goes ahead unchecked (itrx refuses what
-        the balance cannot cover anyway)."""
-        if not self.settings.itrx_check_balance:
-            return None
-        params = command.itrx_params()
+        window, or on a definite refusal of the check, the create goes ahead unchecked (the partner refuses
+        what it cannot do anyway)."""
         try:
-            balance = self.itrx.balance()
-            cost = self.itrx.price(params.energy_amount, params.period)
+            refusal = connected.session.precheck(params)
         except PartnerError as error:
             if error.retryable and self._age(record) < self.settings.create_retry_window_seconds:
                 return error
-            log.info("itrx balance check skipped for %s: %s", command.command_id, error.code)
+            log.info("%s precheck skipped for %s: %s", connected.name, command.command_id, error.code)
             return None
-        metrics.ITRX_BALANCE.set(balance)
-        if cost > balance:
-            return EventError(
-                code="insufficient_balance",
-                reason=f"order costs {cost} sun but the itrx balance is {balance} sun",
-            )
-        return None
+        return None if refusal is None else EventError(code=refusal.code, reason=refusal.reason)
 
     def _defer_unsent(self, command: CreateOrderCommand, record: OrderRecord, error: PartnerError) -> Outcome:
-        metrics.CREATE_RETRIES.labels(command.provider.value, "deferred").inc()
+        metrics.CREATE_RETRIES.labels(command.provider, "deferred").inc()
         delay = self._retry_delay(record, error)
         self.ledger.schedule_retry(
             command.command_id, self.clock() + delay, EventError(code=error.code, reason=error.reason)
@@ -336,27 +329,37 @@ class OrderPipeline:
         )
         return Outcome("changed" if events else "unchanged", events)
 
-    def follow_itrx_signal(self, record: OrderRecord, serial: str) -> Outcome:
-        """A verified itrx callback is a trigger, not a source: re-query by serial and record the answer.
+    def follow_signal(self, record: OrderRecord, order_id: str) -> Outcome:
+        """A verified push that only signals a change is a trigger, not a source: read the order by its id
+        and record the answer.
 
-        This is also how an in_doubt itrx order resolves itself: its callback names the serial we never
-        saw. Raises PartnerError when the re-query fails, so the receiver can ask itrx to retry.
+        This is also how an in_doubt order resolves itself: its push names the partner order we never
+        saw. Raises PartnerError when the read fails, so the receiver can ask the partner to retry.
         """
         if is_terminal(record.status):
             return Outcome("not_open", [])
-        return self.observe(record, self.itrx.fetch(serial), Source.WEBHOOK, push=True)
+        connected = self.partner(record.provider)
+        observed = self._budgeted(connected, "fetch", lambda: connected.session.fetch(order_id, None))
+        return self.observe(record, observed, Source.WEBHOOK, push=True)
+
+    def read_by_order_id(self, provider: str, order_id: str) -> PartnerOrder:
+        """The partner's order as it is now, named by its id alone (an operator settling an in_doubt
+        order); refused for partners that cannot read an order without its secret."""
+        connected = self.partner(provider)
+        if not connected.partner.capabilities.fetch_by_order_id:
+            raise ValueError(f"{provider} orders cannot be read by their id alone")
+        return self._budgeted(connected, "fetch", lambda: connected.session.fetch(order_id, None))
 
     def _fetch(self, record: OrderRecord) -> PartnerOrder:
         assert record.order_id is not None
-        if record.provider == Provider.ZEROTRACE.value:
+        connected = self.partner(record.provider)
+        secret: str | None = None
+        if connected.partner.capabilities.secret_to_fetch:
             if record.sealed_token is None:
                 raise SealError("no token stored")
-            token = self.sealer.open(record.sealed_token, record.order_id)
-            order_id = record.order_id
-            return self.zerotrace_budget.call(
-                ZEROTRACE_WEIGHTS["order"], lambda: self.zerotrace.fetch(order_id, token)
-            )
-        return self.itrx.fetch(record.order_id)
+            secret = self.sealer.open(record.sealed_token, record.order_id)
+        order_id = record.order_id
+        return self._budgeted(connected, "fetch", lambda: connected.session.fetch(order_id, secret))
 
     def _next_poll(self, status: Status | None, now: float, last_push_at: float | None) -> float | None:
         if status is None or is_terminal(status) or not self.settings.polling_enabled:
@@ -371,7 +374,7 @@ class OrderPipeline:
     # ------------------------------------------------------------------ helpers
     def _reject(self, key: str, kwargs: dict[str, Any], code: str, reason: str) -> Outcome:
         command_id = kwargs.get("command_id") if isinstance(kwargs.get("command_id"), str) else None
-        provider = kwargs.get("provider") if kwargs.get("provider") in ("0trace", "itrx") else None
+        provider = kwargs.get("provider") if kwargs.get("provider") in self.partners else None
         metadata = kwargs.get("metadata")
         safe_metadata = (
             {str(k)[:64]: str(v)[:256] for k, v in list(metadata.items())[:16]}
@@ -392,3 +395,13 @@ class OrderPipeline:
             metrics.REJECTIONS.labels(code).inc()
             metrics.DEAD_LETTERS.labels(code).inc()
         return Outcome("rejected", events)
+
+
+def _budget_settings(connected: Connected) -> BudgetSettings:
+    group = connected.settings
+    return BudgetSettings(
+        weight_budget=group.weight_budget,
+        weight_window=group.weight_window,
+        weight_headroom=group.weight_headroom,
+        weight_max_wait=group.weight_max_wait,
+    )

@@ -18,6 +18,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 
 from worker.amqp import BatchPublisher, Outgoing
 from worker.messages import CreateOrderCommand, PollOrderCommand
+from worker.partners import registry
 
 COMMAND_PROPERTIES = {"delivery_mode": pika.DeliveryMode.Persistent, "content_type": "application/json"}
 
@@ -84,7 +85,7 @@ class CommandProducer:
         else:
             kwargs = command
             if validate:
-                CreateOrderCommand.model_validate(kwargs).validated()
+                registry.check_command(CreateOrderCommand.model_validate(kwargs))
         self.publish_raw(self.create_queue, envelope(self.create_queue, "create_order", kwargs))
 
     def poll_order(self, command_id: str) -> None:

@@ -32,7 +32,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.ledger.base import Ledger
-from worker.providers.base import Fate, PartnerError
+from worker.partners.base import Fate, PartnerError
 
 log = logging.getLogger(__name__)
 

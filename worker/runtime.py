@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from worker import metrics
 from worker.ledger import open_ledger
 from worker.ledger.base import Ledger
+from worker.partners import registry
 from worker.pipeline import OrderPipeline
 from worker.providers.http import PartnerHttp
-from worker.providers.itrx import ItrxClient
-from worker.providers.zerotrace import ZeroTraceClient
 from worker.sealing import TokenSealer
 from worker.settings import Settings, get_settings
 
@@ -33,32 +32,14 @@ class Runtime:
 
 
 def build_runtime(settings: Settings) -> Runtime:
-    settings.check_production_safety()
-    ledger = open_ledger(settings.ledger_url.get_secret_value())
     http = PartnerHttp(
         connect_timeout=settings.http_connect_timeout,
         read_timeout=settings.http_read_timeout,
         pool_size=settings.http_pool_size,
     )
-    zerotrace = ZeroTraceClient(
-        settings.zerotrace_base_url,
-        settings.zerotrace_api_key,
-        settings.zerotrace_api_secret,
-        http,
-        observer=metrics.observe_partner_call,
-        other_secrets=settings.zerotrace_webhook_secrets,
-    )
-    itrx = ItrxClient(
-        settings.itrx_base_url,
-        settings.itrx_api_key.get_secret_value(),
-        settings.itrx_api_secret,
-        http,
-        observer=metrics.observe_partner_call,
-        other_secrets=settings.itrx_previous_api_secrets,
-    )
-    pipeline = OrderPipeline(
-        settings, ledger, zerotrace, itrx, TokenSealer.from_settings(settings.token_keys)
-    )
+    partners = registry.connect(settings, http, observer=metrics.observe_partner_call)
+    ledger = open_ledger(settings.ledger_url.get_secret_value())
+    pipeline = OrderPipeline(settings, ledger, partners, TokenSealer.from_settings(settings.token_keys))
     return Runtime(settings, ledger, pipeline, http)
 
 

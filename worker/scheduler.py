@@ -23,6 +23,7 @@ from worker import metrics
 from worker.amqp import ConfirmedChannel
 from worker.ledger.base import DueOrder, Ledger
 from worker.messages import EventError
+from worker.partners import registry
 from worker.settings import Settings
 from worker.status import Status
 
@@ -228,7 +229,7 @@ class DeadLetterRescuer:
         self, queue: str, body: bytes, kwargs: dict[str, Any], command_id: str | None, rescues: int
     ) -> None:
         digest = hashlib.sha256(body).hexdigest()
-        provider = kwargs.get("provider") if kwargs.get("provider") in ("0trace", "itrx") else None
+        provider = kwargs.get("provider") if kwargs.get("provider") in registry.names() else None
         events = self.ledger.record_rejection(
             f"poison:{digest}",
             command_id[:128] if command_id else None,

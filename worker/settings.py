@@ -1,23 +1,28 @@
 """Process settings: one prefix (``ORDER_WORKER_``), read from the environment and from secret files.
 
+This module holds the core groups (bus, ledger, partner calls, tokens, tracking, HTTP surfaces). Each
+partner's own settings (credentials, URLs, its rate budget) are a group that lives with the partner's code
+(``worker.partners.<partner>.settings``) and reads ``ORDER_WORKER_<PARTNER>_*``; the service finds the
+groups through the partner registry, so adding a partner adds no field here.
+
 Secrets are ``SecretStr`` so that a settings object printed in a log or a traceback shows ``**********``.
 Every secret can also come from a file: ``ORDER_WORKER_SECRETS_DIR`` (default ``/run/secrets``) holding one
 file per setting, named like the variable in lower case (``order_worker_zerotrace_api_secret``), which is
 how Kubernetes and compose mount secrets.
 
-The defaults are the bundled sandbox's development credentials, so ``order-worker run`` works with no
-configuration at all; :meth:`Settings.check_production_safety` refuses to talk to a non-local partner with
-those well-known values.
+The defaults are the local simulator's public development credentials, so ``order-worker run`` works with
+no configuration at all; :meth:`Settings.check_production_safety` refuses to talk to a partner that is not
+on this host with those well-known values.
 """
 
 from __future__ import annotations
 
 import base64
-import ipaddress
 import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Protocol
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -25,23 +30,18 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "ORDER_WORKER_"
 
-# Development credentials shared by the sandbox and the worker's defaults. Public by design.
-SANDBOX_ZEROTRACE_API_KEY = "sandbox-0trace-key"
-SANDBOX_ZEROTRACE_API_SECRET = "sandbox-0trace-api-secret-0123456789abcdef"  # noqa: S105 - public dev value
-SANDBOX_ZEROTRACE_WEBHOOK_SECRET = "sandbox-0trace-webhook-secret-fedcba9876543210"  # noqa: S105 - public dev value
-SANDBOX_ITRX_API_KEY = "5A4DB0B0C1E24F1E9D3C2B1A09F8E7D6"
-SANDBOX_ITRX_API_SECRET = "A625BA0793D030795F36FE24964DCAA69F926A84D3BC610568121EAC1F2CF997"  # noqa: S105 - public dev value
 # 32 zero-free bytes, base64; only for local development (see check_production_safety).
 SANDBOX_TOKEN_KEY = "dev1:" + base64.b64encode(b"order-worker-dev-token-key-32b!!").decode()
 
-_DEV_SECRETS = {
-    SANDBOX_ZEROTRACE_API_SECRET,
-    SANDBOX_ZEROTRACE_WEBHOOK_SECRET,
-    SANDBOX_ITRX_API_SECRET,
-}
+
+def secrets_dir() -> str | None:
+    """Where secret files are read from: ``$ORDER_WORKER_SECRETS_DIR`` or ``/run/secrets``, if it exists."""
+    path = os.environ.get(ENV_PREFIX + "SECRETS_DIR", "/run/secrets")
+    return path if Path(path).is_dir() else None
 
 
-def _split_list(value: object) -> object:
+def comma_list(value: object) -> object:
+    """A comma-separated environment value as a list (secrets during a rotation: new first, old last)."""
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
     return value
@@ -52,9 +52,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
-        secrets_dir=os.environ.get(ENV_PREFIX + "SECRETS_DIR", "/run/secrets")
-        if Path(os.environ.get(ENV_PREFIX + "SECRETS_DIR", "/run/secrets")).is_dir()
-        else None,
+        secrets_dir=secrets_dir(),
         extra="ignore",
         frozen=True,
     )
@@ -75,39 +73,12 @@ class Settings(BaseSettings):
         5, ge=1, le=100, description="Quorum-queue deliveries before a crashing message is dead-lettered."
     )
 
-    # --- 0trace ----------------------------------------------------------------------------------
-    zerotrace_base_url: str = Field("http://127.0.0.1:8090", description="0trace API origin.")
-    zerotrace_api_key: str = Field(SANDBOX_ZEROTRACE_API_KEY, description="0trace public apiKey.")
-    zerotrace_api_secret: SecretStr = Field(
-        SecretStr(SANDBOX_ZEROTRACE_API_SECRET), description="0trace apiSecret (signs requests)."
-    )
-    zerotrace_webhook_secrets: Annotated[list[SecretStr], NoDecode] = Field(
-        default_factory=lambda: [SecretStr(SANDBOX_ZEROTRACE_WEBHOOK_SECRET)],
-        description="Comma-separated webhookSecret values accepted at once (rotation: new first, old last).",
-    )
-
-    # --- itrx ------------------------------------------------------------------------------------
-    itrx_base_url: str = Field("http://127.0.0.1:8090", description="itrx API origin.")
-    itrx_api_key: SecretStr = Field(
-        SecretStr(SANDBOX_ITRX_API_KEY), description="itrx API-KEY (alone it authorises order queries)."
-    )
-    itrx_api_secret: SecretStr = Field(
-        SecretStr(SANDBOX_ITRX_API_SECRET), description="itrx API secret (signs requests and callbacks)."
-    )
-    itrx_callback_url: str | None = Field(
-        None, description="callback_url sent with itrx orders (the public URL of `order-worker webhooks`)."
-    )
-    itrx_previous_api_secrets: Annotated[list[SecretStr], NoDecode] = Field(
-        default_factory=list,
-        description="Comma-separated earlier itrx secrets still accepted on callbacks during a key rotation.",
-    )
-    itrx_callback_max_age: float = Field(
-        300.0,
-        gt=0,
-        description="Oldest accepted itrx callback TIMESTAMP, seconds (60 s of future skew allowed).",
-    )
-    itrx_check_balance: bool = Field(
-        True, description="Read the itrx balance and refuse orders it cannot cover before calling create."
+    # --- partners ------------------------------------------------------------------------------
+    partners: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        repr=False,  # raw values, secrets among them: each group masks its own once it is built
+        description="Settings of partner groups given in code, by provider id (tests, embedding); a group "
+        "not named here is read from ORDER_WORKER_<PARTNER>_* and the secrets directory.",
     )
 
     # --- partner calls ---------------------------------------------------------------------------
@@ -175,10 +146,10 @@ class Settings(BaseSettings):
     webhook_max_body: int = Field(262144, ge=1024, description="Largest accepted push body, bytes.")
     log_level: str = Field("INFO", description="Python log level.")
 
-    @field_validator("zerotrace_webhook_secrets", "token_keys", "itrx_previous_api_secrets", mode="before")
+    @field_validator("token_keys", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
-        return _split_list(value)
+        return comma_list(value)
 
     @field_validator("token_keys")
     @classmethod
@@ -214,32 +185,28 @@ class Settings(BaseSettings):
             "in_doubt": self.poll_safety_interval,
         }.get(status)
 
-    def check_production_safety(self) -> None:
-        """Refuse the public development secrets anywhere but against a partner on this host."""
-        pairs = [
-            (self.zerotrace_base_url, [self.zerotrace_api_secret, *self.zerotrace_webhook_secrets]),
-            (self.itrx_base_url, [self.itrx_api_secret]),
-        ]
-        for url, secrets in pairs:
-            if not _is_loopback(url) and any(s.get_secret_value() in _DEV_SECRETS for s in secrets):
+    def check_production_safety(self, partners: Mapping[str, PartnerGroup]) -> None:
+        """Refuse the public development secrets anywhere but against partners on this host."""
+        for name, group in partners.items():
+            if group.uses_development_secrets_remotely():
                 raise ValueError(
-                    f"the sandbox development credentials must not be used with {urlsplit(url).hostname}; "
-                    "set the partner secrets (see README, 'Settings')"
+                    f"the sandbox development credentials must not be used with {name} at "
+                    f"{urlsplit(group.base_url).hostname}; set the partner's secrets (see README, 'Settings')"
                 )
-        if any(k.get_secret_value() == SANDBOX_TOKEN_KEY for k in self.token_keys) and not (
-            _is_loopback(self.zerotrace_base_url)
-        ):
+        remote = any(not group.is_local() for group in partners.values())
+        if remote and any(k.get_secret_value() == SANDBOX_TOKEN_KEY for k in self.token_keys):
             raise ValueError("set ORDER_WORKER_TOKEN_KEYS: the development token key is public")
 
 
-def _is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+class PartnerGroup(Protocol):
+    """What the safety check needs of a partner's settings group (``worker.partners.PartnerSettings``)."""
+
+    @property
+    def base_url(self) -> str: ...
+
+    def uses_development_secrets_remotely(self) -> bool: ...
+
+    def is_local(self) -> bool: ...
 
 
 @lru_cache(maxsize=1)

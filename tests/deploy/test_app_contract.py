@@ -14,9 +14,21 @@ from order_worker_sandbox.config import field_names as sandbox_fields
 
 from tests.deploy.conftest import DEPLOY, FULL_VALUES, RELEASE, REPO, Rendered, RenderFn, load_yaml
 from worker import cli
+from worker.partners import registry
 from worker.settings import ENV_PREFIX, Settings
 
-SETTINGS = set(Settings.model_fields)
+
+def _every_setting() -> set[str]:
+    """Core settings, and each installed partner's group under its own prefix (``zerotrace_api_key``)."""
+    names = set(Settings.model_fields)
+    for name in registry.names():
+        model = registry.get(name).settings_model
+        prefix = str(model.model_config.get("env_prefix", "")).removeprefix(ENV_PREFIX).lower()
+        names |= {prefix + field for field in model.model_fields}
+    return names
+
+
+SETTINGS = _every_setting()
 NOT_A_FIELD = {"ORDER_WORKER_SECRETS_DIR"}  # read by Settings' model_config, not a field
 
 

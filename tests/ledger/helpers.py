@@ -8,8 +8,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from worker.ledger import open_ledger
 from worker.ledger.base import ClaimOutcome, Ledger
-from worker.messages import CreateOrderCommand, EventError, Provider
-from worker.providers.base import PartnerOrder
+from worker.messages import CreateOrderCommand, EventError
+from worker.partners.base import PartnerOrder
 from worker.status import Status
 
 PG_URL = os.environ.get("ORDER_WORKER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -49,7 +49,7 @@ def command(
         }
     return CreateOrderCommand(
         command_id=command_id,
-        provider=Provider(provider),
+        provider=provider,
         params=params,
         metadata=metadata if metadata is not None else {"pipeline": "test"},
     )

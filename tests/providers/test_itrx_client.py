@@ -17,11 +17,11 @@ from tests.providers.partner_stubs import (
     close_after_request,
     json_reply,
 )
-from worker.messages import ItrxParams
-from worker.providers.base import Fate, PartnerError
+from worker.partners.base import Fate, PartnerError
+from worker.partners.itrx.client import ItrxClient, parse_callback
+from worker.partners.itrx.params import ItrxParams
+from worker.partners.itrx.signing import canonical_json, itrx_sign
 from worker.providers.http import PartnerHttp
-from worker.providers.itrx import ItrxClient, parse_callback
-from worker.signing import canonical_json, itrx_sign
 from worker.status import Status
 
 SPEC_SECRET = "0285A2741D0E76E2E187260EB23E51851D48403A756333E7D0CF845406ABF3E8"

@@ -30,7 +30,7 @@ from tests.providers.partner_stubs import (
     reset_after_request,
     truncate_response,
 )
-from worker.providers.base import Fate, PartnerError
+from worker.partners.base import Fate, PartnerError
 from worker.providers.http import PartnerHttp, classify_transport_error, parse_retry_after, safe_text
 
 RawFactory = Callable[[Callable[[socket.socket], None]], RawServer]

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.providers.partner_stubs import RawServer, StubServer, read_request
-from worker.providers.base import Fate, PartnerError
+from worker.partners.base import Fate, PartnerError
 from worker.providers.http import PartnerHttp
 
 RawFactory = Callable[[Callable[[socket.socket], None]], RawServer]

@@ -10,19 +10,11 @@ import re
 import pytest
 from pydantic import SecretStr
 
-from worker.messages import ZeroTraceParams
-from worker.providers.zerotrace import compact_json
-from worker.signing import (
-    canonical_json,
-    itrx_sign,
-    itrx_timestamp_ok,
-    new_nonce,
-    sign_body,
-    timestamp_in_window,
-    verify_itrx_callback,
-    verify_zerotrace_webhook,
-    zerotrace_timestamp_ok,
-)
+from worker.partners.itrx.signing import canonical_json, itrx_sign, itrx_timestamp_ok, verify_itrx_callback
+from worker.partners.signing import new_nonce, timestamp_in_window
+from worker.partners.zerotrace.client import compact_json
+from worker.partners.zerotrace.params import ZeroTraceParams
+from worker.partners.zerotrace.signing import sign_body, verify_zerotrace_webhook, zerotrace_timestamp_ok
 
 # --- 0trace (spec §16) -----------------------------------------------------------------------------
 

@@ -19,11 +19,11 @@ from tests.providers.partner_stubs import (
     json_reply,
     truncate_response,
 )
-from worker.messages import ZeroTraceParams
-from worker.providers.base import Fate, PartnerError
+from worker.partners.base import Fate, PartnerError
+from worker.partners.zerotrace.client import ZeroTraceClient, compact_json, parse_order
+from worker.partners.zerotrace.params import ZeroTraceParams
+from worker.partners.zerotrace.signing import sign_body
 from worker.providers.http import PartnerHttp
-from worker.providers.zerotrace import ZeroTraceClient, compact_json, parse_order
-from worker.signing import sign_body
 from worker.status import Status
 
 SECRET = "CANARY-0trace-secret-7f3a9c"

@@ -34,11 +34,11 @@ from tests.reliability.rig import (
     scan_for,
     transition_duplicates,
 )
+from worker.partners.base import PartnerError
+from worker.partners.zerotrace.client import ZeroTraceClient
+from worker.partners.zerotrace.settings import DEVELOPMENT_API_KEY as SANDBOX_ZEROTRACE_API_KEY
 from worker.pipeline import partner_ref
-from worker.providers.base import PartnerError
 from worker.providers.http import PartnerHttp
-from worker.providers.zerotrace import ZeroTraceClient
-from worker.settings import SANDBOX_ZEROTRACE_API_KEY
 
 FAILPOINT_LINE = re.compile(rb"failpoint (\w+): SIGKILL")
 

@@ -11,7 +11,7 @@ import pytest
 
 from worker import failpoints
 from worker.ledger import open_ledger
-from worker.providers.base import Fate, PartnerError
+from worker.partners.base import Fate, PartnerError
 from worker.ratelimit import WINDOW_MARGIN_SECONDS, BudgetSettings, WeightBudget
 
 pytestmark = pytest.mark.reliability

@@ -46,17 +46,21 @@ from pydantic import SecretStr
 
 from tests.e2e.harness import itrx_command, zerotrace_command
 from tests.reliability.rig import Sizes, Verdict
+from tests.support.partners import bound
 from worker import failpoints
 from worker.ledger import open_ledger
 from worker.ledger.base import OrderRecord
-from worker.messages import EventError, EventType, ItrxParams, Source, ZeroTraceParams, transition_event_id
+from worker.messages import EventError, EventType, Source, transition_event_id
+from worker.partners.base import CreateResult, Fate, PartnerError, PartnerOrder
+from worker.partners.itrx.params import ItrxParams
+from worker.partners.itrx.statuses import map_status as itrx_status
+from worker.partners.zerotrace.params import ZeroTraceParams
+from worker.partners.zerotrace.statuses import map_status as zerotrace_status
 from worker.pipeline import OrderPipeline, Outcome
-from worker.providers.base import CreateResult, Fate, PartnerError, PartnerOrder
-from worker.ratelimit import BudgetSettings, WeightBudget
 from worker.scheduler import Scheduler
 from worker.sealing import TokenSealer
 from worker.settings import SANDBOX_TOKEN_KEY, Settings
-from worker.status import TERMINAL, map_itrx, map_zerotrace
+from worker.status import TERMINAL
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(900)]
 
@@ -108,13 +112,13 @@ class PartnerBooks:
     @staticmethod
     def zt_view(order: dict[str, Any]) -> PartnerOrder:
         raw = order["status"]
-        return PartnerOrder(order["id"], raw, map_zerotrace(raw), {"id": order["id"]}, order["updated"])
+        return PartnerOrder(order["id"], raw, zerotrace_status(raw), {"id": order["id"]}, order["updated"])
 
     @staticmethod
     def ix_view(order: dict[str, Any]) -> PartnerOrder:
         raw = order["status"]
         return PartnerOrder(
-            order["serial"], str(raw), map_itrx(raw), {"serial": order["serial"]}, order["updated"]
+            order["serial"], str(raw), itrx_status(raw), {"serial": order["serial"]}, order["updated"]
         )
 
 
@@ -214,22 +218,18 @@ class OrderLifecycle(RuleBasedStateMachine):
         self.clock = FakeClock()
         self.books = PartnerBooks(self.clock)
         self.settings = Settings(
-            itrx_callback_url="http://127.0.0.1:9/webhooks/itrx",
             create_lease_seconds=90,
             submit_stuck_seconds=120,
             retry_base_seconds=1,
             retry_max_seconds=60,
+            partners={
+                "0trace": {"weight_budget": 0},  # the partner books keep no budget
+                "itrx": {"callback_url": "http://127.0.0.1:9/webhooks/itrx"},
+            },
         )
         sealer = TokenSealer.from_settings([SecretStr(SANDBOX_TOKEN_KEY)])
-        self.pipeline = self.pipeline_class(
-            self.settings,
-            self.ledger,
-            FakeZeroTrace(self.books),
-            FakeItrx(self.books),
-            sealer,
-            clock=self.clock,
-        )  # type: ignore[arg-type]
-        self.pipeline.zerotrace_budget = WeightBudget(None, BudgetSettings(weight_budget=0))
+        partners = bound(self.settings, FakeZeroTrace(self.books), FakeItrx(self.books))
+        self.pipeline = self.pipeline_class(self.settings, self.ledger, partners, sealer, clock=self.clock)
         self.scheduler = Scheduler(self.settings, self.ledger, self._send, clock=self.clock)
         self.inbox: list[tuple[str, dict[str, Any]]] = []  # unacked/undelivered messages, any order
         self.pushes: list[tuple[str, PartnerOrder]] = []  # partner snapshots, delivered later, any order
@@ -336,7 +336,7 @@ class OrderLifecycle(RuleBasedStateMachine):
         )
         if record is not None:
             serial = record.order_id if record.order_id is not None else view.order_id
-            self.pipeline.follow_itrx_signal(record, serial)  # a callback is a trigger: re-query
+            self.pipeline.follow_signal(record, serial)  # a callback is a trigger: re-query
             STATS["callback_applied"] += 1
 
     # ------------------------------------------------------------------ invariants

@@ -19,14 +19,13 @@ from typing import Any
 
 import pytest
 import requests
-from order_worker_sandbox.testing import RunningSandbox, running_sandbox
-
-from worker.settings import (
+from order_worker_sandbox.config import (
     SANDBOX_ITRX_API_KEY,
     SANDBOX_ITRX_API_SECRET,
     SANDBOX_ZEROTRACE_API_KEY,
     SANDBOX_ZEROTRACE_API_SECRET,
 )
+from order_worker_sandbox.testing import RunningSandbox, running_sandbox
 
 TRON_OK = "TExWKszFWYTKZH8LYiovAPKzS3L9MLZ4kw"  # the docs' example address (valid base58check)
 CREATE = {

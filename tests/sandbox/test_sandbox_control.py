@@ -235,13 +235,19 @@ def test_the_simulator_and_the_worker_default_to_the_same_development_credential
     worker); the two copies must agree, or the README's demo fails with bad signatures."""
     from order_worker_sandbox import config as simulator
 
-    from worker import settings as product
+    from worker.partners.itrx import settings as itrx
+    from worker.partners.zerotrace import settings as zerotrace
 
-    names = [
-        "SANDBOX_ZEROTRACE_API_KEY",
-        "SANDBOX_ZEROTRACE_API_SECRET",
-        "SANDBOX_ZEROTRACE_WEBHOOK_SECRET",
-        "SANDBOX_ITRX_API_KEY",
-        "SANDBOX_ITRX_API_SECRET",
-    ]
-    assert {name: getattr(simulator, name) for name in names} == {name: getattr(product, name) for name in names}
+    assert (
+        simulator.SANDBOX_ZEROTRACE_API_KEY,
+        simulator.SANDBOX_ZEROTRACE_API_SECRET,
+        simulator.SANDBOX_ZEROTRACE_WEBHOOK_SECRET,
+        simulator.SANDBOX_ITRX_API_KEY,
+        simulator.SANDBOX_ITRX_API_SECRET,
+    ) == (
+        zerotrace.DEVELOPMENT_API_KEY,
+        zerotrace.DEVELOPMENT_API_SECRET,
+        zerotrace.DEVELOPMENT_WEBHOOK_SECRET,
+        itrx.DEVELOPMENT_API_KEY,
+        itrx.DEVELOPMENT_API_SECRET,
+    )

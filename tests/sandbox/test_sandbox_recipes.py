@@ -12,14 +12,13 @@ import subprocess
 import sys
 import textwrap
 
-from order_worker_sandbox.testing import RunningSandbox
-
-from worker.settings import (
+from order_worker_sandbox.config import (
     SANDBOX_ITRX_API_KEY,
     SANDBOX_ITRX_API_SECRET,
     SANDBOX_ZEROTRACE_API_KEY,
     SANDBOX_ZEROTRACE_API_SECRET,
 )
+from order_worker_sandbox.testing import RunningSandbox
 
 QUICKSTART = r"""
 set -eu

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from order_worker_sandbox.config import SANDBOX_ITRX_API_SECRET, SANDBOX_ZEROTRACE_WEBHOOK_SECRET
 from order_worker_sandbox.signing import canonical_json
 from order_worker_sandbox.testing import RunningSandbox, wait_until
 
 from tests.sandbox.conftest import TRON_OK, Itrx, ZeroTrace
-from worker.settings import SANDBOX_ITRX_API_SECRET, SANDBOX_ZEROTRACE_WEBHOOK_SECRET
 
 
 def test_one_signed_webhook_per_status_change(

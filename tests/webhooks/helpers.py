@@ -26,14 +26,15 @@ from pydantic import SecretStr
 from worker.ledger import open_ledger
 from worker.ledger.base import Ledger
 from worker.messages import CreateOrderCommand, EventError
+from worker.partners import registry
+from worker.partners.base import PartnerOrder
+from worker.partners.itrx.signing import canonical_json, itrx_sign
+from worker.partners.zerotrace.client import parse_order
+from worker.partners.zerotrace.signing import sign_body
 from worker.pipeline import OrderPipeline, partner_ref
-from worker.providers.base import PartnerOrder
 from worker.providers.http import PartnerHttp
-from worker.providers.itrx import ItrxClient
-from worker.providers.zerotrace import ZeroTraceClient, parse_order
 from worker.sealing import TokenSealer
 from worker.settings import Settings
-from worker.signing import canonical_json, itrx_sign, sign_body
 from worker.status import Status
 from worker.webhooks.receiver import Headers, PushReceiver, PushResult
 
@@ -373,20 +374,19 @@ class World:
 
     # --- pushing ---------------------------------------------------------------------------------------
     def zerotrace(self, raw: bytes, headers: Headers) -> PushResult:
-        result = self.receiver.zerotrace(raw, headers)
+        result = self.receiver.receive("0trace", raw, headers)
         Seen.bodies.append(result.body())
         return result
 
     def itrx(self, raw: bytes, headers: Headers) -> PushResult:
-        result = self.receiver.itrx(raw, headers)
+        result = self.receiver.receive("itrx", raw, headers)
         Seen.bodies.append(result.body())
         return result
 
     def call(self, provider: str, raw: bytes, headers: Headers) -> PushResult:
         """As the HTTP server does it: an exception out of the receiver is answered 503 ``unavailable``."""
-        handle = self.receiver.zerotrace if provider == "0trace" else self.receiver.itrx
         try:
-            result = handle(raw, headers)
+            result = self.receiver.receive(provider, raw, headers)
         except Exception as error:
             self.exceptions.append(error)
             result = PushResult(503, "unavailable")
@@ -425,23 +425,34 @@ class World:
 
 
 def make_settings(db_path: Path, stub_url: str, **overrides: Any) -> Settings:
+    """The world's settings; ``zerotrace_<name>`` and ``itrx_<name>`` overrides go to that partner's group."""
+    zerotrace: dict[str, Any] = {
+        "base_url": stub_url,
+        "api_key": "webhook-tests-0trace-key",
+        "api_secret": SecretStr(CANARY_ZT_API_SECRET),
+        "webhook_secrets": [SecretStr(CANARY_ZT_WEBHOOK_NEW), SecretStr(CANARY_ZT_WEBHOOK_OLD)],
+    }
+    itrx: dict[str, Any] = {
+        "base_url": stub_url,
+        "api_key": CANARY_ITRX_API_KEY,
+        "api_secret": SecretStr(CANARY_ITRX_SECRET),
+        "previous_api_secrets": [SecretStr(CANARY_ITRX_PREVIOUS)],
+        "check_balance": False,
+    }
     values: dict[str, Any] = {
         "ledger_url": SecretStr(f"sqlite:///{db_path}"),
-        "zerotrace_base_url": stub_url,
-        "zerotrace_api_key": "webhook-tests-0trace-key",
-        "zerotrace_api_secret": SecretStr(CANARY_ZT_API_SECRET),
-        "zerotrace_webhook_secrets": [SecretStr(CANARY_ZT_WEBHOOK_NEW), SecretStr(CANARY_ZT_WEBHOOK_OLD)],
-        "itrx_base_url": stub_url,
-        "itrx_api_key": CANARY_ITRX_API_KEY,
-        "itrx_api_secret": SecretStr(CANARY_ITRX_SECRET),
-        "itrx_previous_api_secrets": [SecretStr(CANARY_ITRX_PREVIOUS)],
         "token_keys": [SecretStr(CANARY_TOKEN_KEY)],
         "http_connect_timeout": 2.0,
         "http_read_timeout": 5.0,
-        "itrx_check_balance": False,
     }
-    values.update(overrides)
-    return Settings(**values)
+    for name, value in overrides.items():
+        if name.startswith("zerotrace_"):
+            zerotrace[name.removeprefix("zerotrace_")] = value
+        elif name.startswith("itrx_"):
+            itrx[name.removeprefix("itrx_")] = value
+        else:
+            values[name] = value
+    return Settings(**values, partners={"0trace": zerotrace, "itrx": itrx})
 
 
 def build_world(directory: Path, clock: Clock | None = None, **overrides: Any) -> World:
@@ -453,14 +464,8 @@ def build_world(directory: Path, clock: Clock | None = None, **overrides: Any) -
     ledger = open_ledger(settings.ledger_url.get_secret_value())
     ledger.migrate()
     http = PartnerHttp(connect_timeout=2.0, read_timeout=5.0, pool_size=4)
-    zerotrace = ZeroTraceClient(
-        settings.zerotrace_base_url, settings.zerotrace_api_key, settings.zerotrace_api_secret, http
-    )
-    itrx = ItrxClient(
-        settings.itrx_base_url, settings.itrx_api_key.get_secret_value(), settings.itrx_api_secret, http
-    )
     sealer = TokenSealer.from_settings(settings.token_keys)
-    pipeline = OrderPipeline(settings, ledger, zerotrace, itrx, sealer, clock=clock)
+    pipeline = OrderPipeline(settings, ledger, registry.connect(settings, http), sealer, clock=clock)
     receiver = PushReceiver(settings, ledger, pipeline, clock=clock)
     world = World(settings, ledger, pipeline, receiver, clock, stub, db_path, http, sealer)
     Seen.worlds.append(world)

@@ -92,7 +92,7 @@ def test_secrets_stay_out_of_every_output_on_error_paths(
     outputs: dict[str, bytes | str] = {
         "answers": b"\n".join(answers),
         "log": caplog.text,
-        "client reprs": f"{world.pipeline.itrx!r} {world.pipeline.zerotrace!r} {world.receiver!r}",
+        "partner reprs": f"{world.pipeline.partners!r} {world.receiver!r}",
         **dict(ledger_files(world)),
     }
     assert not find_leaks(outputs)

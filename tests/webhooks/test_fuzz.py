@@ -44,7 +44,8 @@ from tests.webhooks.helpers import (
     zt_dto,
     zt_headers,
 )
-from worker.signing import itrx_sign, sign_body
+from worker.partners.itrx.signing import itrx_sign
+from worker.partners.zerotrace.signing import sign_body
 from worker.webhooks.receiver import PushResult
 
 MAX_BODY = 16384

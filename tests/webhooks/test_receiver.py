@@ -36,8 +36,9 @@ from tests.webhooks.helpers import (
     zt_headers,
 )
 from worker.messages import EventType, Source, transition_event_id
-from worker.providers.zerotrace import parse_order
-from worker.signing import canonical_json, itrx_sign, sign_body
+from worker.partners.itrx.signing import canonical_json, itrx_sign
+from worker.partners.zerotrace.client import parse_order
+from worker.partners.zerotrace.signing import sign_body
 from worker.status import Status
 
 # --- spec vectors ---------------------------------------

@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from worker.messages import CreateOrderCommand, EventError, OrderEvent, Source
-from worker.providers.base import PartnerOrder
+from worker.partners.base import PartnerOrder
 
 
 @dataclass(frozen=True)

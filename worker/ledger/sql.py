@@ -42,7 +42,7 @@ from worker.messages import (
     rejection_event_id,
     transition_event_id,
 )
-from worker.providers.base import PartnerOrder
+from worker.partners.base import PartnerOrder
 from worker.status import TERMINAL, Status, progress
 
 # --- the engine adapter ---------------------------------------------------------------------------------
@@ -443,7 +443,7 @@ class SqlLedger(Ledger):
         stored_command = command.model_dump(mode="json")
         fresh: dict[str, Any] = {
             "command_id": command.command_id,
-            "provider": command.provider.value,
+            "provider": command.provider,
             "fingerprint": fingerprint,
             "command": _dump(stored_command),
             "partner_ref": partner_ref,

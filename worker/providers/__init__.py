@@ -1,1 +1,1 @@
-"""Partner API clients. They know HTTP and the partners, nothing of Dramatiq, the ledger or the bus."""
+"""The HTTP transport partner clients share."""

@@ -48,7 +48,7 @@ from urllib3.exceptions import (
 from urllib3.response import _get_decoder
 from urllib3.util.wait import wait_for_read
 
-from worker.providers.base import Fate, PartnerError
+from worker.partners.base import Fate, PartnerError
 
 if TYPE_CHECKING:
     from worker.settings import Settings

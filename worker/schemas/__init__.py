@@ -12,23 +12,33 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from worker.messages import CreateOrderCommand, ItrxParams, OrderEvent, PollOrderCommand, ZeroTraceParams
+from worker.messages import CreateOrderCommand, OrderEvent, PollOrderCommand
+from worker.partners import registry
 
 SCHEMA_DIR = Path(__file__).parent
 
 MODELS: dict[str, type[BaseModel]] = {
     "create_order.json": CreateOrderCommand,
-    "create_order.params.0trace.json": ZeroTraceParams,
-    "create_order.params.itrx.json": ItrxParams,
     "poll_order.json": PollOrderCommand,
     "event.json": OrderEvent,
 }
 
 
+def models() -> dict[str, type[BaseModel]]:
+    """The contract's models, and each installed partner's create params as ``create_order.params.<id>``."""
+    params = {
+        f"create_order.params.{name}.json": registry.get(name).params_model for name in registry.names()
+    }
+    return {**MODELS, **params}
+
+
 def render_schemas() -> dict[str, str]:
     rendered: dict[str, str] = {}
-    for name, model in MODELS.items():
+    for name, model in models().items():
         schema: dict[str, Any] = model.model_json_schema()
+        if model is CreateOrderCommand:
+            # Which partners exist is a deployment's choice; the shipped schema names the installed ones.
+            schema["properties"]["provider"]["enum"] = registry.names()
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         rendered[name] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
     return rendered

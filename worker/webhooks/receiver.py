@@ -1,4 +1,7 @@
-"""Verifying and applying partner pushes (0trace webhooks, itrx callbacks), independent of the HTTP server.
+"""Verifying and applying partner pushes (webhooks, callbacks), independent of the HTTP server.
+
+Every partner's pushes take one path; what differs (header names, time window, signature, body shape)
+is the partner's :class:`~worker.partners.PushScheme`.
 
 Order of checks matters: size, headers and timestamp are checked first (cheap), the HMAC over the raw
 bytes next, and only a verified body is parsed. A verified change goes through the same ledger
@@ -6,7 +9,7 @@ transition a poll would make, so it gets the same event id and is published once
 
 * 2xx only after the ledger committed (or there was nothing to commit: duplicate, unknown order or event);
 * 4xx for anything wrong with the request, never 5xx for bad input;
-* 503 only when our own dependency failed (ledger, or the itrx re-query), so the partner retries later.
+* 503 only when our own dependency failed (ledger, or the read a signal asks for), so the partner retries.
 """
 
 from __future__ import annotations
@@ -21,25 +24,16 @@ from typing import Any
 from worker import metrics
 from worker.ledger.base import Ledger, OrderRecord
 from worker.messages import Source
-from worker.pipeline import OrderPipeline
-from worker.providers.base import PartnerError
-from worker.providers.itrx import parse_callback
-from worker.providers.zerotrace import parse_order
+from worker.partners.base import PartnerError
+from worker.partners.contract import IgnoredPush, Push, PushScheme
+from worker.partners.signing import timestamp_in_window
+from worker.pipeline import OrderPipeline, Outcome
 from worker.settings import Settings
-from worker.signing import (
-    ZEROTRACE_MAX_AGE,
-    ZEROTRACE_MAX_FUTURE,
-    timestamp_in_window,
-    verify_itrx_callback,
-    verify_zerotrace_webhook,
-)
 
 log = logging.getLogger(__name__)
 
 Headers = Mapping[str, Sequence[str]]
 """Header name (lower case) -> every value received, so duplicated headers can be refused."""
-
-ITRX_MAX_FUTURE = 60.0
 
 
 @dataclass(frozen=True)
@@ -61,6 +55,8 @@ def _single(headers: Headers, name: str) -> str | None:
 
 
 class PushReceiver:
+    """Applies the pushes of every partner that has a push scheme, through one path."""
+
     def __init__(
         self,
         settings: Settings,
@@ -72,151 +68,105 @@ class PushReceiver:
         self.ledger = ledger
         self.pipeline = pipeline
         self.clock = clock
-        self.zerotrace_secrets = [s.get_secret_value() for s in settings.zerotrace_webhook_secrets]
-        self.itrx_secrets = [
-            s.get_secret_value() for s in (settings.itrx_api_secret, *settings.itrx_previous_api_secrets)
-        ]
+        self.schemes: dict[str, PushScheme] = {
+            name: connected.push
+            for name, connected in pipeline.partners.items()
+            if connected.push is not None
+        }
 
-    # ------------------------------------------------------------------ 0trace
-    def zerotrace(self, raw: bytes, headers: Headers) -> PushResult:
+    def receive(self, provider: str, raw: bytes, headers: Headers) -> PushResult:
+        """Verify, parse and apply one push for ``provider`` (a name from :attr:`schemes`)."""
         started = self.clock()
-        result = self._zerotrace(raw, headers, started)
-        return self._count("0trace", result, started)
+        scheme = self.schemes[provider]
+        result = self._receive(provider, scheme, raw, headers, started)
+        if scheme.delivered_status is not None and 200 <= result.status < 300:
+            result = PushResult(scheme.delivered_status, result.result, result.events)
+        return self._count(provider, result, started)
 
-    def _zerotrace(self, raw: bytes, headers: Headers, now: float) -> PushResult:
-        checked = self._envelope(
-            raw,
-            headers,
-            now,
-            ("x-partner-webhook-sign", "x-partner-webhook-timestamp"),
-            ZEROTRACE_MAX_FUTURE,
-            ZEROTRACE_MAX_AGE,
-        )
-        if isinstance(checked, PushResult):
-            return checked
-        signature, _timestamp = checked
-        if not verify_zerotrace_webhook(raw, signature, self.zerotrace_secrets):
-            return PushResult(401, "bad_signature")
-        body = _json_object(raw)
-        if body is None:
-            return PushResult(400, "bad_body")
-        event = body.get("event")
-        if event != "order.status_changed":
-            self.ledger.record_push(f"event:{str(event)[:64]}:{body.get('ts')}", now)
-            return PushResult(202, "ignored_event")
-        if not isinstance(body.get("order"), dict):
-            return PushResult(400, "bad_body")
-        try:
-            observed = parse_order(body["order"])
-        except (PartnerError, KeyError, TypeError, ValueError, ArithmeticError):
-            return PushResult(400, "bad_body")
-        dedupe_key = f"order:{observed.order_id}:{observed.provider_status}"
-        record = self.ledger.find_by_order_id("0trace", observed.order_id)
-        if record is None:
-            self.ledger.record_push(dedupe_key, now)
-            log.info(
-                "0trace webhook for an order this ledger does not know (%s); recorded",
-                observed.provider_status,
-            )
-            return PushResult(202, "unknown_order")
-        outcome = self.pipeline.observe(record, observed, Source.WEBHOOK, push=True)
-        first = self.ledger.record_push(dedupe_key, now)
-        if outcome.events:
-            return PushResult(200, "accepted", len(outcome.events))
-        return PushResult(200, "accepted" if first else "duplicate")
-
-    # ------------------------------------------------------------------ itrx
-    def itrx(self, raw: bytes, headers: Headers) -> PushResult:
-        started = self.clock()
-        result = self._itrx(raw, headers, started)
-        if result.status == 202:
-            # itrx counts only HTTP 200 as delivered and would redeliver a 202 seven more times.
-            result = PushResult(200, result.result, result.events)
-        return self._count("itrx", result, started)
-
-    def _itrx(self, raw: bytes, headers: Headers, now: float) -> PushResult:
-        checked = self._envelope(
-            raw,
-            headers,
-            now,
-            ("signature", "timestamp"),
-            ITRX_MAX_FUTURE,
-            self.settings.itrx_callback_max_age,
-        )
+    def _receive(
+        self, provider: str, scheme: PushScheme, raw: bytes, headers: Headers, now: float
+    ) -> PushResult:
+        checked = self._envelope(raw, headers, now, scheme)
         if isinstance(checked, PushResult):
             return checked
         signature, timestamp = checked
-        form = verify_itrx_callback(raw, timestamp, signature, self.itrx_secrets)
-        if form is None:
+        if not scheme.verify(raw, signature, timestamp):
             return PushResult(401, "bad_signature")
-        if form != "raw":
-            log.info("itrx callback verified against its %s re-serialisation, not the raw bytes", form)
         body = _json_object(raw)
         if body is None:
             return PushResult(400, "bad_body")
         try:
-            serial, out_trade_no, _claimed = parse_callback(body)
-        except (KeyError, TypeError, ValueError, ArithmeticError):
+            push = scheme.parse(body)
+        except (PartnerError, KeyError, TypeError, ValueError, ArithmeticError):
             return PushResult(400, "bad_body")
-        record = self._itrx_record(serial, out_trade_no)
-        dedupe_key = f"itrx:{serial or out_trade_no}:{body.get('status')}"
+        if isinstance(push, IgnoredPush):
+            self.ledger.record_push(push.dedupe_key, now)
+            return PushResult(202, "ignored_event")
+        record = self._find(provider, push)
         if record is None:
-            self.ledger.record_push(dedupe_key, now)
-            log.info("itrx callback for an order this ledger does not know; recorded")
+            self.ledger.record_push(push.dedupe_key, now)
+            log.info("%s push for an order this ledger does not know; recorded", provider)
             return PushResult(202, "unknown_order")
-        if record.order_id is not None and serial is not None and serial != record.order_id:
-            # Our out_trade_no on another serial means itrx holds two orders for one command: flag it,
-            # never merge the other order's state into ours.
-            log.error(
-                "itrx callback names another serial for %s: a possible duplicate itrx order",
-                record.command_id,
-            )
-            serial = record.order_id
-        serial = serial or record.order_id
-        if serial is None:
-            self.ledger.record_push(dedupe_key, now)
-            log.warning(
-                "itrx callback for %s names no serial; an operator must resolve it", record.command_id
-            )
-            return PushResult(202, "no_serial")
-        try:
-            outcome = self.pipeline.follow_itrx_signal(record, serial)
-        except PartnerError as error:
-            if not error.retryable:
-                log.warning("itrx refused the re-query after a callback (%s); recorded", error.code)
-                self.ledger.record_push(dedupe_key, now)
-                return PushResult(202, "requery_refused")
-            log.warning("itrx re-query after a callback failed (%s); asking itrx to retry", error.code)
-            return PushResult(503, "requery_failed")
-        first = self.ledger.record_push(dedupe_key, now)
+        if push.observed is not None:
+            outcome = self.pipeline.observe(record, push.observed, Source.WEBHOOK, push=True)
+        else:
+            applied = self._follow(provider, record, push, now)
+            if isinstance(applied, PushResult):
+                return applied
+            outcome = applied
+        first = self.ledger.record_push(push.dedupe_key, now)
         if outcome.events:
             return PushResult(200, "accepted", len(outcome.events))
         return PushResult(200, "accepted" if first else "duplicate")
 
-    def _itrx_record(self, serial: str | None, out_trade_no: str | None) -> OrderRecord | None:
-        record = self.ledger.find_by_order_id("itrx", serial) if serial else None
-        if record is None and out_trade_no:
-            record = self.ledger.find_by_partner_ref("itrx", out_trade_no)
+    def _find(self, provider: str, push: Push) -> OrderRecord | None:
+        record = self.ledger.find_by_order_id(provider, push.order_id) if push.order_id else None
+        if record is None and push.partner_ref:
+            record = self.ledger.find_by_partner_ref(provider, push.partner_ref)
         return record
+
+    def _follow(self, provider: str, record: OrderRecord, push: Push, now: float) -> Outcome | PushResult:
+        """A push that only signals a change: read the order it names, and apply what the partner says."""
+        order_id = push.order_id
+        if record.order_id is not None and order_id is not None and order_id != record.order_id:
+            # Our key on another partner order means the partner holds two orders for one command: flag
+            # it, never merge the other order's state into ours.
+            log.error(
+                "%s push names another order for %s: a possible duplicate partner order",
+                provider,
+                record.command_id,
+            )
+            order_id = record.order_id
+        order_id = order_id or record.order_id
+        if order_id is None:
+            self.ledger.record_push(push.dedupe_key, now)
+            log.warning(
+                "%s push for %s names no order; an operator must resolve it", provider, record.command_id
+            )
+            return PushResult(202, "no_serial")
+        try:
+            return self.pipeline.follow_signal(record, order_id)
+        except PartnerError as error:
+            if not error.retryable:
+                log.warning("%s refused the read after a push (%s); recorded", provider, error.code)
+                self.ledger.record_push(push.dedupe_key, now)
+                return PushResult(202, "requery_refused")
+            log.warning("%s read after a push failed (%s); asking the partner to retry", provider, error.code)
+            return PushResult(503, "requery_failed")
 
     # ------------------------------------------------------------------ shared
     def _envelope(
-        self,
-        raw: bytes,
-        headers: Headers,
-        now: float,
-        names: tuple[str, str],
-        max_future: float,
-        max_age: float,
+        self, raw: bytes, headers: Headers, now: float, scheme: PushScheme
     ) -> tuple[str, str] | PushResult:
         """The cheap checks before any HMAC: size, exactly one signature and timestamp, time window.
         Returns (signature, timestamp) or the refusal."""
         if len(raw) > self.settings.webhook_max_body:
             return PushResult(413, "too_large")
-        signature, timestamp = (_single(headers, name) for name in names)
+        signature = _single(headers, scheme.signature_header)
+        timestamp = _single(headers, scheme.timestamp_header)
         if signature is None or timestamp is None:
             return PushResult(400, "missing_or_repeated_header")
-        if not timestamp_in_window(timestamp, now=now, max_future=max_future, max_age=max_age):
+        if not timestamp_in_window(timestamp, now=now, max_future=scheme.max_future, max_age=scheme.max_age):
             return PushResult(401, "stale_timestamp")
         return signature, timestamp
 

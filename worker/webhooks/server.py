@@ -18,7 +18,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from worker.observability import CachedReadiness, metrics_registry
-from worker.webhooks.receiver import Headers, PushReceiver, PushResult
+from worker.webhooks.receiver import Headers, PushReceiver
 
 log = logging.getLogger(__name__)
 OPENAPI = Path(__file__).with_name("openapi.yaml")
@@ -39,9 +39,7 @@ def build_app(receiver: PushReceiver, threads: int = 8) -> web.Application:
 
     ready = CachedReadiness(ledger_ready)
 
-    def route(
-        provider: str, handle: Callable[[bytes, Headers], PushResult]
-    ) -> Callable[[web.Request], Awaitable[web.Response]]:
+    def route(provider: str) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handler(request: web.Request) -> web.Response:
             try:
                 raw = await request.read()
@@ -50,7 +48,9 @@ def build_app(receiver: PushReceiver, threads: int = 8) -> web.Application:
                 return web.Response(status=result.status, body=result.body(), content_type="application/json")
             headers = _headers(request)
             try:
-                result = await asyncio.get_running_loop().run_in_executor(pool, handle, raw, headers)
+                result = await asyncio.get_running_loop().run_in_executor(
+                    pool, receiver.receive, provider, raw, headers
+                )
             except Exception:
                 log.exception("push could not be recorded; the partner will retry")
                 return web.json_response({"result": "unavailable"}, status=503)
@@ -80,8 +80,8 @@ def build_app(receiver: PushReceiver, threads: int = 8) -> web.Application:
         pool.shutdown(wait=True)
 
     app = web.Application(client_max_size=receiver.settings.webhook_max_body)
-    app.router.add_post("/webhooks/0trace", route("0trace", receiver.zerotrace))
-    app.router.add_post("/webhooks/itrx", route("itrx", receiver.itrx))
+    for provider in receiver.schemes:
+        app.router.add_post(f"/webhooks/{provider}", route(provider))
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -97,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     parser = argparse.ArgumentParser(
         prog="order-worker webhooks",
-        description="Receive 0trace webhooks (POST /webhooks/0trace) and itrx callbacks "
-        "(POST /webhooks/itrx), verify them on the raw bytes and apply them through the ledger. "
+        description="Receive partner pushes (POST /webhooks/<provider>, e.g. /webhooks/0trace and "
+        "/webhooks/itrx), verify them on the raw bytes and apply them through the ledger. "
         "Also serves /metrics, /healthz, /readyz and /openapi.yaml.",
     )
     parser.add_argument(

@@ -17,8 +17,12 @@ from typing import Any, TypeVar
 
 from pydantic import SecretStr
 
-from worker.messages import ZeroTraceParams, iso_from_epoch
-from worker.providers.base import CreateResult, Fate, PartnerError, PartnerOrder
+from worker.messages import iso_from_epoch
+from worker.partners.base import CreateResult, Fate, PartnerError, PartnerOrder
+from worker.partners.signing import new_nonce
+from worker.partners.zerotrace.params import ZeroTraceParams
+from worker.partners.zerotrace.signing import body_signer
+from worker.partners.zerotrace.statuses import map_status
 from worker.providers.http import (
     HttpAnswer,
     Observer,
@@ -32,8 +36,6 @@ from worker.providers.http import (
     parse_retry_after,
     safe_text,
 )
-from worker.signing import body_signer, new_nonce
-from worker.status import map_zerotrace
 
 PROVIDER = "0trace"
 WEIGHTS: dict[str, int] = {"create": 50, "order": 1, "emergency": 1}
@@ -258,7 +260,7 @@ def parse_order(dto: Mapping[str, Any]) -> PartnerOrder:
     return PartnerOrder(
         order_id=order_id,
         provider_status=raw_status,
-        status=map_zerotrace(raw_status),
+        status=map_status(raw_status),
         order=_normalised(order_id, dto, times),
         updated_at=_seconds(times.get("update")),
     )

@@ -20,8 +20,11 @@ from urllib.parse import urlencode
 
 from pydantic import SecretStr
 
-from worker.messages import ItrxParams, iso_from_epoch
-from worker.providers.base import CreateResult, Fate, PartnerError, PartnerOrder
+from worker.messages import iso_from_epoch
+from worker.partners.base import CreateResult, Fate, PartnerError, PartnerOrder
+from worker.partners.itrx.params import ItrxParams
+from worker.partners.itrx.signing import canonical_json, itrx_sign
+from worker.partners.itrx.statuses import map_status
 from worker.providers.http import (
     HttpAnswer,
     Observer,
@@ -35,8 +38,7 @@ from worker.providers.http import (
     parse_retry_after,
     safe_text,
 )
-from worker.signing import canonical_json, itrx_sign
-from worker.status import Status, map_itrx
+from worker.status import Status
 
 PROVIDER = "itrx"
 WEIGHT = 0
@@ -348,7 +350,7 @@ def _order_from(
     return PartnerOrder(
         order_id=serial,
         provider_status=str(raw),
-        status=map_itrx(raw),
+        status=map_status(raw),
         order=_normalised(serial, body, out_trade_no),
     )
 

@@ -1,0 +1,182 @@
+"""What a partner plug-in provides, and the only things the rest of the service knows about partners.
+
+The pipeline, the webhook receiver, the scheduler and the CLI handle every partner through these types.
+What differs between partners and decides money is said here as data, not as code paths elsewhere:
+whether a create may be sent again (:attr:`Capabilities.idempotent_create`), whether reading an order
+needs a one-time secret from its create (:attr:`Capabilities.secret_to_fetch`), what each call costs in
+the partner's rate budget. A third partner is a package that implements :class:`Partner` and names it in
+the ``order_worker.partners`` entry-point group; nothing in ``worker`` changes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from worker.partners.base import CreateResult, PartnerOrder
+from worker.providers.http import Observer, PartnerHttp
+from worker.settings import ENV_PREFIX, secrets_dir
+
+
+class PartnerSettings(BaseSettings):
+    """Settings every partner has; a partner subclasses it with its own fields and environment prefix.
+
+    Each partner reads its own group (``ORDER_WORKER_<PARTNER>_*``, or files of the same names in the
+    secrets directory), so a partner's knobs live with its code and adding one touches no core module.
+    """
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, secrets_dir=secrets_dir())
+
+    development_secrets: ClassVar[frozenset[str]] = frozenset()
+    """The public credentials of the local simulator, refused against any partner not on this host."""
+
+    base_url: str = Field(description="The partner API's origin.")
+    weight_budget: int = Field(
+        0, ge=0, description="The account's rate-limit weight per window, shared by every replica (0: off)."
+    )
+    weight_window: float = Field(60.0, gt=0, description="The partner's sliding rate-limit window, seconds.")
+    weight_headroom: float = Field(0.1, ge=0, lt=1, description="Share of the weight budget never used.")
+    weight_max_wait: float = Field(
+        5.0, ge=0, description="Seconds a call waits for budget in its thread before it is deferred."
+    )
+
+    def secrets(self) -> list[SecretStr]:
+        """Every secret of this group (for the production-safety check); subclasses list theirs."""
+        return []
+
+    def is_local(self) -> bool:
+        """The partner is on this host (the simulator), where development credentials are allowed."""
+        return is_loopback_url(self.base_url)
+
+    def uses_development_secrets_remotely(self) -> bool:
+        """True when a public simulator credential would be sent to a partner that is not on this host."""
+        if self.is_local():
+            return False
+        return any(secret.get_secret_value() in self.development_secrets for secret in self.secrets())
+
+
+def is_loopback_url(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def settings_config(partner_prefix: str) -> SettingsConfigDict:
+    """The settings configuration of a partner group: ``ORDER_WORKER_<partner_prefix>_*``."""
+    return SettingsConfigDict(
+        env_prefix=f"{ENV_PREFIX}{partner_prefix}_", extra="ignore", frozen=True, secrets_dir=secrets_dir()
+    )
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the service may assume about a partner; each flag changes a decision about money."""
+
+    idempotent_create: bool
+    """A create may be sent again with the same key and never opens a second order. When False, an
+    ambiguous create (the request may have arrived) makes the order ``in_doubt`` instead of a retry."""
+    secret_to_fetch: bool = False
+    """The create answer carries a one-time secret without which the order cannot be read; it is sealed at
+    rest. A create answered without it (a replay) leaves the order ``untrackable`` by polling."""
+    fetch_by_order_id: bool = True
+    """Reading needs only the partner's order id, so an operator can settle an in_doubt order by naming it."""
+    precheck: bool = False
+    """The session checks something before the first create (a balance) and may refuse the order."""
+    weights: Mapping[str, int] = field(default_factory=dict)
+    """Cost of a call in the partner's rate budget, by operation (``create``, ``fetch``); empty: no budget."""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A precheck's verdict that the order cannot succeed (it fails without a create call)."""
+
+    code: str
+    reason: str
+
+
+class PartnerSession(Protocol):
+    """One partner account's calls, bound to its settings and the process's HTTP pool. Thread-safe."""
+
+    def create(self, params: Any, partner_ref: str, ref_code: str | None) -> CreateResult:
+        """Place the order; ``partner_ref`` is deterministic per command (the idempotency key)."""
+        ...
+
+    def fetch(self, order_id: str, secret: str | None) -> PartnerOrder:
+        """Read the order as the partner sees it now."""
+        ...
+
+    def precheck(self, params: Any) -> Refusal | None:
+        """Before the first create, when :attr:`Capabilities.precheck`: a refusal, or None to go ahead.
+        Raises :class:`~worker.partners.base.PartnerError` when the check itself failed."""
+        ...
+
+
+@dataclass(frozen=True)
+class Push:
+    """A verified push, reduced to what the receiver needs to find the order and apply it."""
+
+    dedupe_key: str
+    """Identifies this delivery's content, so a redelivery is answered as a duplicate."""
+    order_id: str | None = None
+    partner_ref: str | None = None
+    """Our own key as the partner echoes it, to find an order whose create answer was lost."""
+    observed: PartnerOrder | None = None
+    """The order as the push describes it; None when the push is only a signal to read the order."""
+
+
+@dataclass(frozen=True)
+class IgnoredPush:
+    """A verified push that carries nothing to apply (another event type)."""
+
+    dedupe_key: str
+
+
+class PushScheme(Protocol):
+    """How a partner signs and shapes its pushes. Checks run in the receiver's order: headers and time
+    window first (cheap), the signature over the raw bytes next, and only a verified body is parsed."""
+
+    signature_header: str
+    timestamp_header: str
+    max_future: float
+    max_age: float
+    delivered_status: int | None
+    """The one status the partner counts as delivered (itrx: 200); None: any 2xx."""
+
+    def verify(self, raw: bytes, signature: str, timestamp: str) -> bool: ...
+
+    def parse(self, body: Mapping[str, Any]) -> Push | IgnoredPush:
+        """Raises ValueError (or KeyError/TypeError) for a body that cannot be applied."""
+        ...
+
+
+@runtime_checkable
+class Partner(Protocol):
+    """A partner plug-in: static knowledge plus factories bound to settings."""
+
+    name: str
+    """The provider id on the wire (commands, events, routing keys, metric labels)."""
+    capabilities: Capabilities
+    params_model: type[BaseModel]
+    settings_model: type[PartnerSettings]
+    example_params: Mapping[str, Any]
+    """Valid create params against the local simulator, for the demo and the documentation."""
+
+    def check_params(self, params: Mapping[str, Any], ref_code: str | None) -> BaseModel:
+        """The validated params model; raises pydantic's ValidationError or ValueError with a reason."""
+        ...
+
+    def connect(
+        self, settings: PartnerSettings, http: PartnerHttp, observer: Observer | None
+    ) -> PartnerSession: ...
+
+    def push_scheme(self, settings: PartnerSettings) -> PushScheme | None: ...

@@ -1,0 +1,110 @@
+"""Finding partners: the ``order_worker.partners`` entry-point group, and binding them to settings.
+
+Built-in partners are found the same way as a third party's (this project's own metadata names them), so
+there is one path for every partner and a test can prove that a partner defined outside ``worker`` works
+end to end. The group is read once per process.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+
+from pydantic import BaseModel
+
+from worker.messages import CreateOrderCommand
+from worker.partners.contract import Partner, PartnerSession, PartnerSettings, PushScheme
+from worker.providers.http import Observer, PartnerHttp
+from worker.settings import Settings
+
+ENTRY_POINT_GROUP = "order_worker.partners"
+
+
+class UnknownPartnerError(LookupError):
+    """A provider id that no installed partner plug-in answers to."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(name, known)
+        self.name = name
+        self.known = known
+
+    def __str__(self) -> str:
+        return f"unknown provider {self.name[:64]!r} (known: {', '.join(self.known) or 'none installed'})"
+
+
+@functools.cache
+def registered() -> Mapping[str, Partner]:
+    """Every installed partner by provider id. A broken or duplicate plug-in is a start-up error naming
+    it, never a partner that silently goes missing."""
+    found: dict[str, Partner] = {}
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        partner = entry.load()
+        if not isinstance(partner, Partner):
+            raise TypeError(f"entry point {entry.name} = {entry.value} is not a partner plug-in")
+        if partner.name != entry.name:
+            raise ValueError(f"entry point {entry.name} names a partner called {partner.name!r}")
+        if partner.name in found:
+            raise ValueError(f"two partner plug-ins answer to {partner.name!r}")
+        found[partner.name] = partner
+    return dict(sorted(found.items()))
+
+
+def names() -> list[str]:
+    return list(registered())
+
+
+def get(name: str) -> Partner:
+    partner = registered().get(name)
+    if partner is None:
+        raise UnknownPartnerError(name, names())
+    return partner
+
+
+def check_command(command: CreateOrderCommand) -> BaseModel:
+    """The command's params, validated by its partner. Raises UnknownPartnerError, pydantic's
+    ValidationError or ValueError (a reason the producer can read)."""
+    return get(command.provider).check_params(command.params, command.ref_code)
+
+
+def partner_settings(settings: Settings, name: str) -> PartnerSettings:
+    """A partner's settings group: given in code (``Settings.partners``), else from the environment."""
+    model = get(name).settings_model
+    return model(**settings.partners.get(name, {}))
+
+
+@dataclass(frozen=True)
+class Connected:
+    """A partner bound to its settings and this process's HTTP pool: what the pipeline calls."""
+
+    partner: Partner
+    settings: PartnerSettings
+    session: PartnerSession
+    push: PushScheme | None
+
+    @property
+    def name(self) -> str:
+        return self.partner.name
+
+
+def checked_groups(settings: Settings) -> dict[str, PartnerSettings]:
+    """Every installed partner's settings group, refused (ValueError) when it would send the public
+    development credentials to a partner that is not on this host."""
+    groups = {name: partner_settings(settings, name) for name in names()}
+    settings.check_production_safety(groups)
+    return groups
+
+
+def connect(settings: Settings, http: PartnerHttp, observer: Observer | None = None) -> dict[str, Connected]:
+    """Every installed partner, bound to its checked settings group."""
+    groups = checked_groups(settings)
+    return {
+        name: Connected(
+            partner=get(name),
+            settings=group,
+            session=get(name).connect(group, http, observer),
+            push=get(name).push_scheme(group),
+        )
+        for name, group in groups.items()
+    }
