@@ -68,7 +68,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.reliability)
     if config.getoption("--reliability"):
         return
-    held_back = [item for item in items if _is_scenario(item) and not _named_on_the_command_line(item, config)]
+    held_back = [
+        item for item in items if _is_scenario(item) and not _named_on_the_command_line(item, config)
+    ]
     if not held_back:
         return
     config.hook.pytest_deselected(items=held_back)

@@ -64,7 +64,9 @@ class ZeroTracePartner:
     def check_params(self, params: Mapping[str, Any], ref_code: str | None) -> BaseModel:
         return ZeroTraceParams.model_validate(params)
 
-    def connect(self, settings: PartnerSettings, http: PartnerHttp, observer: Observer | None) -> ZeroTraceSession:
+    def connect(
+        self, settings: PartnerSettings, http: PartnerHttp, observer: Observer | None
+    ) -> ZeroTraceSession:
         group = _own(settings)
         return ZeroTraceSession(
             ZeroTraceClient(
