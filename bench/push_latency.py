@@ -11,8 +11,8 @@ The baseline is the same client against ``/healthz`` (same server, same connecti
 the receiver's own cost: verification, parsing, the ledger transaction(s). The receiver's histogram
 ``order_worker_push_to_event_seconds`` is scraped from ``/metrics`` before and after, as a cross-check.
 
-    .venv/bin/python bench/push_latency.py [--requests 2000] [--warmup 200] [--clients 1] [--threads 8]
-    .venv/bin/python bench/push_latency.py \
+    .venv/bin/python -m bench.push_latency [--requests 2000] [--warmup 200] [--clients 1] [--threads 8]
+    .venv/bin/python -m bench.push_latency \
         --ledger postgresql://postgres@127.0.0.1:5432/test --throwaway-schema
 
 Prints a table and one JSON line; exits 1 if any push was not accepted or the outbox does not hold exactly
@@ -27,7 +27,6 @@ import json
 import multiprocessing as mp
 import re
 import secrets
-import sys
 import tempfile
 import threading
 import time
@@ -39,18 +38,14 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import urllib3
+from pydantic import SecretStr
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from pydantic import SecretStr  # noqa: E402
-
-from worker.ledger import open_ledger  # noqa: E402
-from worker.messages import CreateOrderCommand  # noqa: E402
-from worker.partners.zerotrace.client import parse_order  # noqa: E402
-from worker.partners.zerotrace.signing import sign_body  # noqa: E402
-from worker.pipeline import partner_ref  # noqa: E402
-from worker.settings import Settings  # noqa: E402
+from worker.ledger import open_ledger
+from worker.messages import CreateOrderCommand
+from worker.partners.zerotrace.client import parse_order
+from worker.partners.zerotrace.signing import sign_body
+from worker.pipeline import partner_ref
+from worker.settings import Settings
 
 PARAMS = {
     "fromCcy": "btc",

@@ -356,7 +356,8 @@ class Runner:
         for kind, extra in runs:
             cmd = [
                 sys.executable,
-                "bench/push_latency.py",
+                "-m",
+                "bench.push_latency",
                 "--requests",
                 str(self.sizes["push"]),
                 "--warmup",

@@ -6,7 +6,7 @@ sockets. Requests are pre-built bytes: the body (and so X-API-SIGN) is fixed, on
 request, which keeps the client cheap enough not to be the bottleneck on a 2-core machine. Every
 response is parsed (status line + Content-Length) and non-200 answers are counted as errors.
 
-    .venv/bin/python bench/sandbox_throughput.py [--seconds 5] [--procs 3] [--conns 8] [--uvloop]
+    .venv/bin/python -m bench.sandbox_throughput [--seconds 5] [--procs 3] [--conns 8] [--uvloop]
 
 Prints a table and one JSON line. Bounded: each phase runs ``--seconds`` and all processes exit.
 """
@@ -24,13 +24,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from order_worker_sandbox.config import SANDBOX_ZEROTRACE_API_KEY, SANDBOX_ZEROTRACE_API_SECRET
+from order_worker_sandbox.signing import zerotrace_sign
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from order_worker_sandbox.signing import zerotrace_sign  # noqa: E402
-
-from worker.partners.zerotrace.settings import DEVELOPMENT_API_KEY as SANDBOX_ZEROTRACE_API_KEY  # noqa: E402
-from worker.partners.zerotrace.settings import DEVELOPMENT_API_SECRET as SANDBOX_ZEROTRACE_API_SECRET  # noqa: E402
 
 CREATE_BODY = (
     b'{"type":"float","fromCcy":"btc","toCcy":"usdt_trc20","direction":"from","amount":"0.01",'
