@@ -39,12 +39,8 @@ def setting_of(variable: str) -> str:
 
 def check_command(args: list[str]) -> Any:
     """Parse a rendered command line as `order-worker` will (roles with their own parser get the rest)."""
-    delegated = getattr(cli, "_DELEGATED", {})
-    if args[0] in delegated:
-        module = {
-            "webhooks": REPO / "worker" / "webhooks" / "server.py",
-            "sandbox": REPO / "sandbox" / "order_worker_sandbox" / "__main__.py",
-        }[args[0]]
+    if args[0] in cli.DELEGATED:
+        module = {"sandbox": REPO / "sandbox" / "order_worker_sandbox" / "__main__.py"}[args[0]]
         source = module.read_text()
         for option in (a for a in args[1:] if a.startswith("--")):
             assert f'"{option}"' in source, f"{args[0]} has no option {option}"

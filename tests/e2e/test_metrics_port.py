@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.harness import Stack, free_port
-from worker.cli import dramatiq_command
+from worker.roles.worker import dramatiq_command
 
 pytestmark = pytest.mark.parametrize("ledger_url", ["sqlite"], indirect=True)
 

@@ -7,7 +7,6 @@ commit does not stall other deliveries; the partner's 10 s answer budget is far 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
@@ -88,39 +87,3 @@ def build_app(receiver: PushReceiver, threads: int = 8) -> web.Application:
     app.router.add_get("/openapi.yaml", openapi)
     app.on_cleanup.append(close_pool)
     return app
-
-
-def main(argv: list[str] | None = None) -> int:
-    from worker.runtime import get_runtime
-    from worker.settings import get_settings
-
-    settings = get_settings()
-    parser = argparse.ArgumentParser(
-        prog="order-worker webhooks",
-        description="Receive partner pushes (POST /webhooks/<provider>, e.g. /webhooks/0trace and "
-        "/webhooks/itrx), verify them on the raw bytes and apply them through the ledger. "
-        "Also serves /metrics, /healthz, /readyz and /openapi.yaml.",
-    )
-    parser.add_argument(
-        "--host", default=settings.webhooks_host, help="bind address (ORDER_WORKER_WEBHOOKS_HOST)"
-    )
-    parser.add_argument(
-        "--port", type=int, default=settings.webhooks_port, help="port (ORDER_WORKER_WEBHOOKS_PORT)"
-    )
-    parser.add_argument("--threads", type=int, default=8, help="threads applying pushes to the ledger")
-    args = parser.parse_args(argv)
-    runtime = get_runtime()
-    runtime.ledger.migrate()
-    receiver = PushReceiver(settings, runtime.ledger, runtime.pipeline)
-    log.info("webhook receiver on %s:%d", args.host, args.port)
-    # auto_decompress=False: the HMAC covers the bytes on the wire, never a decompressed version of them.
-    web.run_app(
-        build_app(receiver, args.threads),
-        host=args.host,
-        port=args.port,
-        print=None,
-        shutdown_timeout=15,
-        auto_decompress=False,
-    )
-    runtime.close()
-    return 0

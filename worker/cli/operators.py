@@ -1,0 +1,200 @@
+"""Operator commands: submit a command, look at an order, settle an in_doubt one, read dead letters and
+events, write the JSON Schemas."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from worker.cli.common import load_settings
+from worker.partners import registry
+
+
+def _parse_params(pairs: list[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            sys.exit(f"order-worker submit: --param takes KEY=VALUE, got {pair!r}")
+        params[key] = (
+            int(value)
+            if value.isdigit() and key in {"energy_amount", "active", "exclusive", "afftax"}
+            else value
+        )
+    return params
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from worker.messages import CreateOrderCommand
+    from worker.producer import CommandProducer
+
+    settings = load_settings()
+    params = json.loads(args.params_json) if args.params_json else _parse_params(args.param)
+    kwargs: dict[str, Any] = {
+        "command_id": args.command_id or f"cli-{uuid.uuid4().hex[:16]}",
+        "provider": args.provider,
+        "params": params,
+    }
+    if args.ref_code:
+        kwargs["ref_code"] = args.ref_code
+    if args.meta:
+        kwargs["metadata"] = dict(item.split("=", 1) for item in args.meta)
+    try:
+        registry.check_command(CreateOrderCommand.model_validate(kwargs))
+    except registry.UnknownPartnerError as error:
+        print(f"order-worker submit: invalid command: provider: {error}", file=sys.stderr)
+        return 2
+    except (ValidationError, ValueError) as error:
+        from worker.pipeline import validation_summary
+
+        reason = validation_summary(error) if isinstance(error, ValidationError) else str(error)
+        print(f"order-worker submit: invalid command: {reason}", file=sys.stderr)
+        return 2
+    with CommandProducer(
+        settings.broker_url.get_secret_value(), settings.create_queue, settings.poll_queue
+    ) as producer:
+        for _ in range(args.times):
+            producer.create_order(kwargs, validate=False)
+    print(json.dumps({"submitted": kwargs["command_id"], "times": args.times}))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from worker.ledger import open_ledger
+
+    settings = load_settings()
+    ledger = open_ledger(settings.ledger_url.get_secret_value())
+    record = ledger.get(args.command_id)
+    ledger.close()
+    if record is None:
+        print(f"no order for command_id {args.command_id!r}", file=sys.stderr)
+        return 1
+    view = {
+        "command_id": record.command_id,
+        "provider": record.provider,
+        "status": record.status,
+        "provider_status": record.provider_status,
+        "order_id": record.order_id,
+        "untrackable": record.untrackable,
+        "token_stored": record.sealed_token is not None,
+        "attempts": record.attempts,
+        "last_error": record.last_error.model_dump() if record.last_error else None,
+        "next_action_at": record.next_action_at,
+        "order": record.order,
+    }
+    print(json.dumps(view, indent=2))
+    return 0
+
+
+def cmd_resolve(args: argparse.Namespace) -> int:
+    """Operator decision on an in_doubt order, recorded as an event (source ``reconcile``)."""
+    from worker.runtime import get_runtime
+
+    runtime = get_runtime()
+    record = runtime.ledger.get(args.command_id)
+    if record is None or record.status != "in_doubt":
+        state = "unknown" if record is None else record.status
+        print(f"order-worker resolve: {args.command_id!r} is not in_doubt (it is {state})", file=sys.stderr)
+        return 1
+    observation = None
+    if args.serial:
+        try:
+            observation = runtime.pipeline.read_by_order_id(record.provider, args.serial)
+        except ValueError as error:
+            print(f"order-worker resolve: --serial: {error}", file=sys.stderr)
+            return 2
+    note = args.note or (
+        "abandoned by operator" if args.abandon else f"operator matched partner order {args.serial}"
+    )
+    events = runtime.ledger.resolve_in_doubt(args.command_id, observation, note, time.time())
+    for event in events:
+        print(event.model_dump_json())
+    runtime.close()
+    return 0
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    from worker.ledger import open_ledger
+
+    ledger = open_ledger(load_settings().ledger_url.get_secret_value())
+    for row in ledger.dead_letters(args.limit):
+        print(json.dumps(row, default=str))
+    ledger.close()
+    return 0
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    from worker.consumer import EventWatcher
+
+    settings = load_settings()
+    with EventWatcher(
+        settings.broker_url.get_secret_value(), settings.events_exchange, args.binding
+    ) as watcher:
+        for item in watcher.events():
+            if item is not None:
+                print(json.dumps(item[1]), flush=True)
+    return 0
+
+
+def cmd_schemas(args: argparse.Namespace) -> int:
+    from worker.schemas import write_schemas
+
+    for path in write_schemas(Path(args.out) if args.out else None):
+        print(path)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("submit", help="publish a create_order command")
+    p.add_argument("--provider", choices=registry.names(), required=True, help="an installed partner")
+    p.add_argument("--command-id", help="8..128 chars of [A-Za-z0-9._:-] (default: random)")
+    p.add_argument(
+        "--param", action="append", default=[], metavar="KEY=VALUE", help="a create field (repeatable)"
+    )
+    p.add_argument("--params-json", help="all create fields as one JSON object")
+    p.add_argument("--ref-code", help="0trace reference code")
+    p.add_argument(
+        "--meta", action="append", default=[], metavar="KEY=VALUE", help="metadata echoed in events"
+    )
+    p.add_argument("--times", type=int, default=1, help="publish the same command N times (idempotency demo)")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("status", help="show one order from the ledger (never the token)")
+    p.add_argument("command_id")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser(
+        "resolve", help="resolve an in_doubt order: the partner order it created (--order-id) or abandon"
+    )
+    p.add_argument("command_id")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument(
+        "--order-id",
+        "--serial",
+        dest="serial",
+        help="the partner's order id this command created, e.g. an itrx serial (it is read, then recorded)",
+    )
+    group.add_argument(
+        "--abandon", action="store_true", help="no partner order exists: mark the order failed"
+    )
+    p.add_argument("--note", help="audit note carried in the event's error.reason (abandon) or logs")
+    p.set_defaults(func=cmd_resolve)
+
+    p = sub.add_parser("dead-letters", help="list rejected commands with their reasons")
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(func=cmd_dead_letters)
+
+    p = sub.add_parser("events", help="print events from the orders.events exchange as JSON lines")
+    p.add_argument("--binding", default="#", help="routing-key pattern, e.g. 'order.0trace.*'")
+    p.set_defaults(func=cmd_events)
+
+    p = sub.add_parser("schemas", help="write the JSON Schemas of commands and events")
+    p.add_argument("--out", help="directory (default: the package's schemas/)")
+    p.set_defaults(func=cmd_schemas)

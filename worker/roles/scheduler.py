@@ -1,0 +1,64 @@
+"""The scheduler role: due polls and stuck creates from the ledger onto the bus, the outbox relay that
+publishes events, and the dead-letter rescuer, as threads of one process (safe in every replica).
+"""
+
+from __future__ import annotations
+
+import threading
+
+from pika.adapters.blocking_connection import BlockingChannel
+
+from worker.broker import declare_work_queues
+from worker.observability import all_of, broker_check, serve_http
+from worker.producer import CommandBatchPublisher
+from worker.relay import EventPublisher, OutboxRelay
+from worker.roles import log, stop_on_signals
+from worker.runtime import get_runtime
+from worker.scheduler import DeadLetterRescuer, Scheduler
+from worker.settings import Settings
+
+
+def run(settings: Settings, *, relay: bool = True, scheduler: bool = True) -> None:
+    """Serve /metrics, /healthz and /readyz and run the chosen loops until SIGTERM or SIGINT."""
+    runtime = get_runtime()
+    queues = {"create_order": settings.create_queue, "poll_order": settings.poll_queue}
+
+    def declare_queues(channel: BlockingChannel) -> None:
+        declare_work_queues(channel, queues.values(), settings.delivery_limit)
+
+    def ledger_ready() -> str | None:
+        runtime.ledger.ping()
+        return None
+
+    serve_http(
+        settings.metrics_host,
+        settings.metrics_port,
+        all_of(ledger_ready, broker_check(settings.broker_url.get_secret_value())),
+    )
+    stop = stop_on_signals()
+    threads = []
+    closers = [runtime.close]
+    if relay:
+        outbox = OutboxRelay(
+            runtime.ledger,
+            EventPublisher(settings.broker_url.get_secret_value(), settings.events_exchange),
+            settings.relay_batch,
+        )
+        threads.append(threading.Thread(target=outbox.run, args=(stop,), name="relay"))
+    if scheduler:
+        commands = CommandBatchPublisher(settings.broker_url.get_secret_value(), queues, declare_queues)
+        closers.insert(0, commands.close)
+        due = Scheduler(settings, runtime.ledger, commands.publish)
+        threads.append(threading.Thread(target=due.run, args=(stop,), name="scheduler"))
+        rescuer = DeadLetterRescuer(
+            runtime.ledger, settings.broker_url.get_secret_value(), list(queues.values())
+        )
+        threads.append(threading.Thread(target=rescuer.run, args=(stop,), name="dead-letters"))
+    for thread in threads:
+        thread.start()
+    log.info("scheduler/relay running (metrics on :%d)", settings.metrics_port)
+    for thread in threads:
+        while thread.is_alive():
+            thread.join(0.5)
+    for close in closers:
+        close()
