@@ -20,12 +20,15 @@ _FRAME = re.compile(r"^(?P<func>.+?) \((?P<file>[^:()]+)(?::(?P<line>\d+))?\)$")
 _TRANSPORT = ("PartnerHttp.", "_AnswerReader.", "_Connection.", "_request_head", "_host_header")
 """The transport's own functions in ``worker/providers/http.py`` (the rest of it is shared helpers)."""
 
+_LEDGER_PARTS = ("SqlLedger.", "Orders.", "Outbox.", "Rejections.", "Pushes.", "RateBudget.")
+"""The classes whose methods make up ``SqlLedger`` (worker/ledger/sql.py): a frame names the part."""
+
 # (bucket, predicate on (function, file)) in priority order, applied to the leaf frame.
 BUCKETS: list[tuple[str, Any]] = [
     (
         "ledger: DB engine (sqlite3/psycopg calls)",
         lambda fn, f: (
-            (f.endswith("worker/ledger/sql.py") and fn.startswith("Session."))
+            (f.endswith("worker/ledger/engine.py") and fn.startswith("Session."))
             or f.endswith("worker/ledger/sqlite.py")
             or "psycopg" in f
         ),
@@ -94,7 +97,7 @@ def summarise(path: Path, top: int = 25) -> dict[str, Any]:
                 (
                     n
                     for n in reversed(names)
-                    if n.startswith(("OrderPipeline.", "SqlLedger.", "ZeroTraceClient.", "TokenSealer."))
+                    if n.startswith(("OrderPipeline.", *_LEDGER_PARTS, "ZeroTraceClient.", "TokenSealer."))
                 ),
                 "actor (outside the pipeline)",
             )

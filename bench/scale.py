@@ -78,7 +78,7 @@ def _rows(n: int, tag: str, t0: float, rate: float) -> Any:
 
 def seed(url: str, n: int, tag: str, t0: float, rate: float) -> float:
     from worker.ledger import open_ledger
-    from worker.ledger.sql import _COLUMNS
+    from worker.ledger.rows import COLUMNS as _COLUMNS
 
     started = time.perf_counter()
     ledger = open_ledger(url)
@@ -96,7 +96,7 @@ def seed(url: str, n: int, tag: str, t0: float, rate: float) -> float:
         import psycopg
 
         ledger.close()
-        from worker.ledger.sql import _COLUMNS as columns
+        from worker.ledger.rows import COLUMNS as columns
 
         with psycopg.connect(libpq_url(url)) as conn, conn.cursor() as cur:
             with cur.copy(f"COPY orders ({', '.join(columns)}) FROM STDIN") as copy:

@@ -3,10 +3,10 @@
 0trace limits each partner account to a weight budget over a sliding window (spec: 2,500 units per 60 s;
 create costs 50, a read 1) and answers 429 beyond it. The budget belongs to the account, not to a process,
 so a limiter in worker memory would let N replicas spend N budgets. This one keeps the account's recent
-charges in the ledger (``rate_charges``) and serialises takers on one row (``rate_budgets``, a row lock on
-PostgreSQL, the write lock on SQLite): a call is sent only once its weight fits in what the window has
-left, measured exactly as the partner does (a sliding log, not a token bucket, so the whole budget is
-usable without ever exceeding it).
+charges in the ledger (``Ledger.take_weight``), where takers in every replica serialise: a call is sent
+only once its weight fits in what the window has left, measured exactly as the partner does (a sliding
+log, not a token bucket, so the whole budget is usable without ever exceeding it). This module is the
+policy around it: how long a call may wait, when it is deferred instead, and how a 429 is honoured.
 
 Margins, because the partner counts arrivals on its clock and we count departures on ours: a share of the
 budget is left unused (``ZEROTRACE_WEIGHT_HEADROOM``, default 10%, also room for other clients of the
@@ -63,25 +63,22 @@ class WeightBudget:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        from worker.ledger.sql import SqlLedger
-
         self.name = name
         self.clock = clock
         self.sleep = sleep
         self.window = settings.weight_window + WINDOW_MARGIN_SECONDS
         self.limit = math.floor(settings.weight_budget * (1.0 - settings.weight_headroom))
         self.max_wait = settings.weight_max_wait
-        self._db = ledger.database if isinstance(ledger, SqlLedger) and self.limit > 0 else None
-        if self._db is not None:
-            lock_row = self._db.dialect.lock_row
-            self._select = f"SELECT blocked_until FROM rate_budgets WHERE name = ?{lock_row}"
+        # A budget kept where other replicas cannot see it would multiply the account's budget: off.
+        shared = ledger is not None and ledger.shares_budget and self.limit > 0
+        self._ledger = ledger if shared else None
 
     @property
     def enabled(self) -> bool:
-        return self._db is not None
+        return self._ledger is not None
 
     def call(self, weight: int, fn: Callable[[], T]) -> T:
-        if self._db is None:
+        if self._ledger is None:
             return fn()
         self.acquire(weight)
         try:
@@ -109,57 +106,18 @@ class WeightBudget:
 
     def take(self, weight: int) -> float:
         """Charge ``weight`` now and return 0, or charge nothing and return the seconds until it fits."""
-        assert self._db is not None
-        now = self.clock()
-        with self._db.write(durable=False) as session:
-            row = session.one(self._select, (self.name,))
-            if row is None:
-                session.run(
-                    "INSERT INTO rate_budgets (name, blocked_until) VALUES (?, 0) ON CONFLICT DO NOTHING",
-                    (self.name,),
-                )
-                row = session.one(self._select, (self.name,))
-                assert row is not None
-            blocked_until = float(row[0])
-            if blocked_until > now:
-                return blocked_until - now
-            session.run("DELETE FROM rate_charges WHERE name = ? AND at <= ?", (self.name, now - self.window))
-            charges = session.rows(
-                "SELECT at, weight FROM rate_charges WHERE name = ? ORDER BY at", (self.name,)
-            )
-            used = sum(int(w) for _, w in charges)
-            if used + weight <= self.limit:
-                session.run(
-                    "INSERT INTO rate_charges (name, at, weight) VALUES (?, ?, ?)", (self.name, now, weight)
-                )
-                return 0.0
-        if weight > self.limit:
-            return self.window
-        need, freed = used + weight - self.limit, 0
-        for at, charged in charges:
-            freed += int(charged)
-            if freed >= need:
-                return max(0.01, float(at) + self.window - now)
-        return self.window  # pragma: no cover - unreachable: the charges sum to ``used``
+        assert self._ledger is not None
+        return self._ledger.take_weight(self.name, weight, self.clock(), self.window, self.limit)
 
     def block(self, seconds: float) -> None:
         """The partner said 429: nobody calls it again for ``seconds``."""
-        if self._db is None or seconds <= 0:
+        if self._ledger is None or seconds <= 0:
             return
-        until = self.clock() + seconds
-        with self._db.write(durable=False) as session:
-            session.run(
-                "INSERT INTO rate_budgets (name, blocked_until) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                (self.name, until),
-            )
-            session.run(
-                "UPDATE rate_budgets SET blocked_until = ? WHERE name = ? AND blocked_until < ?",
-                (until, self.name, until),
-            )
+        self._ledger.block_weight(self.name, self.clock() + seconds)
         log.warning("0trace answered 429; every replica holds its calls for %.1fs", seconds)
 
 
 def zerotrace_budget(ledger: Ledger) -> WeightBudget:
-    """The budget for this process's ledger, from ``ORDER_WORKER_ZEROTRACE_WEIGHT_*`` (off for in-memory
-    ledgers and when the budget is 0)."""
+    """The budget for this process's ledger, from ``ORDER_WORKER_ZEROTRACE_WEIGHT_*`` (off for a ledger
+    that keeps no shared budget and when the budget is 0)."""
     return WeightBudget(ledger, BudgetSettings())

@@ -1,7 +1,20 @@
 """The order ledger: the source of truth, one row per command_id.
 
-``open_ledger(settings.ledger_url.get_secret_value())`` picks the backend from the URL scheme; both run the
-same logic (:mod:`worker.ledger.sql`) over an engine adapter.
+``open_ledger(settings.ledger_url.get_secret_value())`` picks the engine from the URL scheme; both run the
+same logic over an engine adapter, so one test suite proves both. The modules, by concern:
+
+* ``base`` - the :class:`Ledger` contract and its records; ``migrations`` - the versioned schema;
+* ``engine`` - the seam to an engine (Session, Dialect, Database); ``sqlite``, ``postgres`` - the adapters;
+* ``rows`` - the ``orders`` columns and row <-> :class:`OrderRecord` mapping;
+* ``rules`` - the order state machine as pure functions (no database);
+* ``orders`` - order transitions (lock the row, apply a rule, write row and event), lookups, due scan;
+* ``outbox`` - events awaiting publication; ``rejections`` - dead letters; ``pushes`` - push dedupe;
+* ``budget`` - a partner's weight budget shared by every replica (policy in :mod:`worker.ratelimit`);
+* ``sql`` - :class:`SqlLedger`, composed of those parts, plus migration, liveness and pruning.
+
+The parts are mixins over one :class:`Database` rather than collaborator objects: the contract is one
+flat interface, so collaborators would need a forwarding method for each of its operations, and an order
+change and its outbox event must share one transaction, which mixins get by sharing ``self._db``.
 """
 
 from __future__ import annotations

@@ -273,6 +273,27 @@ class Ledger(ABC):
         The default keeps nothing to prune, for in-memory test doubles."""
         return 0
 
+    # --- shared partner budget ----------------------------------------------------------------------
+    @property
+    def shares_budget(self) -> bool:
+        """Whether ``take_weight``/``block_weight`` keep one budget for every process using this ledger's
+        storage. A ledger whose state is private to its process (an in-memory double) answers False: a
+        budget kept there would let each replica spend the partner account's whole budget."""
+        return False
+
+    def take_weight(self, name: str, weight: int, now: float, window: float, limit: int) -> float:
+        """Charge ``weight`` to budget ``name`` at ``now`` and return 0 when the charges of the last
+        ``window`` seconds, this one included, stay within ``limit``; otherwise charge nothing and return
+        the seconds until enough weight has left the window (``window`` for a weight above ``limit``,
+        the time left when the budget is blocked). Takers of one budget serialise, so concurrent replicas
+        never overspend it together."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no shared budget (shares_budget is False)")
+
+    def block_weight(self, name: str, until: float) -> None:
+        """The partner refused a call for its budget (HTTP 429): every taker of ``name`` waits until
+        ``until``. A block only ever grows; an earlier ``until`` than the stored one changes nothing."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no shared budget (shares_budget is False)")
+
     # --- gauges --------------------------------------------------------------------------------
     @abstractmethod
     def outbox_backlog(self) -> int: ...

@@ -23,7 +23,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
-from worker.ledger.sql import Cursor, Database, Dialect, Session
+from worker.ledger.engine import Cursor, Database, Dialect, Session
 
 # Every replica migrating a database takes this transaction-scoped advisory lock first.
 _MIGRATION_LOCK = 0x6F72_6465_72  # "order"

@@ -40,7 +40,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from worker.ledger.sql import Database, Dialect, Session
+from worker.ledger.engine import Database, Dialect, Session
 
 _SYNCHRONOUS = {"off": 0, "normal": 1, "full": 2, "extra": 3}
 

@@ -1,0 +1,126 @@
+"""The engine seam: what the shared ledger logic needs from a database, and nothing more.
+
+The engines differ in how a connection is obtained, how a write is serialised and a few SQL fragments;
+each adapter (``sqlite.py``, ``postgres.py``) implements :class:`Database` and its :class:`Dialect`, and
+everything above this seam is written once. SQL is written with ``?`` placeholders (the PostgreSQL adapter
+rewrites them once per statement text); statement texts are constants, never built from values, so both
+engines reuse prepared statements.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+
+class Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchall(self) -> Any: ...
+
+
+Execute = Callable[[str, Sequence[Any]], Cursor]
+
+
+class Session:
+    """One connection for the length of one unit of work (a transaction, or autocommit statements).
+
+    Results are always fetched to the end: on SQLite a statement left half-read keeps its transaction
+    (and so the file's write lock) open.
+    """
+
+    __slots__ = ("_execute",)
+
+    def __init__(self, execute: Execute) -> None:
+        self._execute = execute
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return list(self._execute(sql, params).fetchall())
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        rows = self.rows(sql, params)
+        return rows[0] if rows else None
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self._execute(sql, params).rowcount
+
+
+class Dialect(ABC):
+    """The SQL fragments that differ between engines."""
+
+    name: str
+    blob_type: str
+    lock_row: str
+    """Appended to the SELECT of a row about to be modified (a row lock where the engine has them)."""
+    skip_locked: str
+    """Appended to the SELECT of queue-like rows, so concurrent takers skip each other's rows."""
+
+    @abstractmethod
+    def any_of(self, column: str) -> str:
+        """A condition 'column is one of the list parameter', with one placeholder whatever the list size
+        (so the statement text, and its prepared plan, does not vary with the batch size)."""
+
+    @abstractmethod
+    def list_param(self, values: Sequence[str]) -> Any: ...
+
+
+class Database(ABC):
+    """How the shared logic gets a connection. Three kinds of unit, because the engines differ in what
+    is cheap: PostgreSQL saves two round trips when a single statement runs in autocommit, SQLite needs
+    every write to queue behind its one writer."""
+
+    dialect: Dialect
+
+    @abstractmethod
+    def write(self, durable: bool = True) -> AbstractContextManager[Session]:
+        """A write transaction: committed on normal exit, rolled back on an exception.
+
+        ``durable=False`` marks bookkeeping whose loss in a power cut is harmless because it is redone
+        (claims, scheduler holds, outbox leases, poll results the next poll sees again). An engine may then
+        skip the flush to disk at commit; the next durable commit flushes it along, in order."""
+
+    @abstractmethod
+    def single(self) -> AbstractContextManager[Session]:
+        """Statements that each stand alone atomically (may write), with the durability of
+        ``write(durable=False)``: callers use it for bookkeeping only."""
+
+    @abstractmethod
+    def read(self) -> AbstractContextManager[Session]:
+        """Read-only statements; never waits for writers."""
+
+    @abstractmethod
+    def migration(self) -> AbstractContextManager[Session]:
+        """A write transaction holding the lock that serialises ``migrate()`` across processes."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class Part:
+    """A concern of :class:`~worker.ledger.sql.SqlLedger` (orders, outbox, ...): each one runs its units
+    of work on the one database the ledger was opened on, so an order change and its outbox event can
+    share a transaction."""
+
+    _db: Database
+
+    def _take(self, take: str, hold: str, now: float, limit: int, until: float) -> list[tuple[Any, ...]]:
+        """Queue-like rows (due orders, outbox events): ``take`` selects free ones, keyed by their first
+        column, and ``hold`` keeps them until ``until``, in one transaction, so concurrent takers never get
+        one row twice. A lost hold only makes the row free again, so its commit need not be durable."""
+        with self._db.write(durable=False) as tx:
+            rows = tx.rows(take, (now, limit))
+            if rows:
+                tx.run(hold, (until, self._db.dialect.list_param([row[0] for row in rows])))
+        return rows
+
+
+def delete_before(s: Session, table: str, key: str, column: str, before: float, limit: int) -> int:
+    """Delete at most ``limit`` rows of ``table`` whose ``column`` lies before ``before`` (one bounded
+    batch, so a prune never holds the write lock for long)."""
+    return s.run(
+        f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} WHERE {column} < ? LIMIT ?)",
+        (before, limit),
+    )

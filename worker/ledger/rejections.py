@@ -1,0 +1,84 @@
+"""Rejections: messages the worker refused (bad JSON, a failed validation, an unknown partner) and why.
+
+A dead-letter record and its ``rejected`` event are written in one transaction and keyed by the refused
+message, so a redelivery of the same bad message records nothing new. The record keeps what identifies
+the message (queue, actor, id, body size and hash), never the body itself, which may hold secrets.
+Dead letters are never pruned: they are the record of what was refused.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from worker.ledger.engine import Part
+from worker.ledger.outbox import enqueue
+from worker.ledger.rows import dump
+from worker.messages import EventError, EventType, OrderEvent, Source, iso_from_epoch, rejection_event_id
+
+
+class Rejections(Part):
+    def record_rejection(
+        self,
+        rejection_key: str,
+        command_id: str | None,
+        provider: str | None,
+        error: EventError,
+        metadata: dict[str, str],
+        detail: dict[str, Any],
+        now: float,
+        source: Source = Source.CREATE,
+    ) -> list[OrderEvent]:
+        now = float(now)
+        event = OrderEvent(
+            event_id=rejection_event_id(rejection_key),
+            type=EventType.REJECTED,
+            occurred_at=iso_from_epoch(now),
+            command_id=command_id,
+            provider=provider,
+            source=source,
+            error=error,
+            metadata=metadata,
+        )
+        with self._db.write() as tx:
+            inserted = tx.run(
+                "INSERT INTO dead_letters (rejection_key, event_id, command_id, provider, code, reason,"
+                " metadata, detail, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (
+                    rejection_key,
+                    event.event_id,
+                    command_id,
+                    provider,
+                    error.code,
+                    error.reason,
+                    dump(metadata),
+                    dump(detail),
+                    now,
+                ),
+            )
+            if inserted != 1:
+                return []
+            enqueue(tx, event, now)
+        return [event]
+
+    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        with self._db.read() as s:
+            rows = s.rows(
+                "SELECT rejection_key, event_id, command_id, provider, code, reason, metadata, detail,"
+                " created_at FROM dead_letters ORDER BY created_at DESC, rejection_key DESC LIMIT ?",
+                (limit,),
+            )
+        return [
+            {
+                "rejection_key": key,
+                "event_id": event_id,
+                "command_id": command_id,
+                "provider": provider,
+                "code": code,
+                "reason": reason,
+                "metadata": json.loads(metadata),
+                "detail": json.loads(detail),
+                "created_at": created_at,
+            }
+            for key, event_id, command_id, provider, code, reason, metadata, detail, created_at in rows
+        ]
