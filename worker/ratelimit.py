@@ -1,7 +1,8 @@
-"""The 0trace weight budget, shared by every replica through the ledger.
+"""A partner account's weight budget, shared by every replica through the ledger.
 
-0trace limits each partner account to a weight budget over a sliding window (spec: 2,500 units per 60 s;
-create costs 50, a read 1) and answers 429 beyond it. The budget belongs to the account, not to a process,
+Some partners limit each account to a weight budget over a sliding window (0trace: 2,500 units per
+60 s; a create costs 50, a read 1; a partner declares its weights in its capabilities) and answer 429
+beyond it. The budget belongs to the account, not to a process,
 so a limiter in worker memory would let N replicas spend N budgets. This one keeps the account's recent
 charges in the ledger (``Ledger.take_weight``), where takers in every replica serialise: a call is sent
 only once its weight fits in what the window has left, measured exactly as the partner does (a sliding
@@ -9,14 +10,14 @@ log, not a token bucket, so the whole budget is usable without ever exceeding it
 policy around it: how long a call may wait, when it is deferred instead, and how a 429 is honoured.
 
 Margins, because the partner counts arrivals on its clock and we count departures on ours: a share of the
-budget is left unused (``ZEROTRACE_WEIGHT_HEADROOM``, default 10%, also room for other clients of the
-account), and charges are remembered one second longer than the window. A 429 that still happens (another
+budget is left unused (the headroom, default 10%, also room for other clients of the account), and
+charges are remembered one second longer than the window. A 429 that still happens (another
 client, a smaller budget than configured) is honoured by everyone: its ``Retry-After`` blocks the budget
 for all replicas until then.
 
-Settings (environment, prefix ``ORDER_WORKER_ZEROTRACE_``): ``WEIGHT_BUDGET`` (default 2500; 0 disables
-the limiter, e.g. against a sandbox whose budget was raised for a benchmark), ``WEIGHT_WINDOW`` (60 s),
-``WEIGHT_HEADROOM`` (0.1), ``WEIGHT_MAX_WAIT`` (5 s a call may wait in its thread before it is deferred).
+Settings come from the partner's group (``ORDER_WORKER_<PARTNER>_WEIGHT_BUDGET``, ``_WINDOW``,
+``_HEADROOM``, ``_MAX_WAIT``); a budget of 0 disables the limiter, e.g. against a sandbox whose budget
+was raised for a benchmark.
 """
 
 from __future__ import annotations
@@ -28,8 +29,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from worker.ledger.base import Ledger
 from worker.partners.base import Fate, PartnerError
@@ -38,14 +38,14 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 WINDOW_MARGIN_SECONDS = 1.0
-RATE_LIMIT_CODE = "5"
-"""0trace's RATE_LIMIT code, as the client reports it (``PartnerError.code``)."""
 
 
-class BudgetSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ORDER_WORKER_ZEROTRACE_", extra="ignore", frozen=True)
+class BudgetSettings(BaseModel):
+    """The budget's numbers, taken from the partner's settings group."""
 
-    weight_budget: int = Field(2500, ge=0, description="0trace weight per window for the account (0: off).")
+    model_config = ConfigDict(frozen=True)
+
+    weight_budget: int = Field(2500, ge=0, description="Weight per window for the account (0: off).")
     weight_window: float = Field(60.0, gt=0, description="The partner's sliding window, seconds.")
     weight_headroom: float = Field(0.1, ge=0, lt=1, description="Share of the budget never used.")
     weight_max_wait: float = Field(5.0, ge=0, description="Seconds a call waits for budget before deferral.")
@@ -59,7 +59,7 @@ class WeightBudget:
         self,
         ledger: Ledger | None,
         settings: BudgetSettings,
-        name: str = "0trace",
+        name: str,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -84,7 +84,7 @@ class WeightBudget:
         try:
             return fn()
         except PartnerError as error:
-            if error.code == RATE_LIMIT_CODE:
+            if error.rate_limited:
                 self.block(error.retry_after if error.retry_after is not None else 1.0)
             raise
 
@@ -98,7 +98,7 @@ class WeightBudget:
                 raise PartnerError(
                     fate=Fate.NOT_SENT,
                     code="local_rate_limit",
-                    reason=f"the shared 0trace weight budget is in use; next slot in {wait:.1f}s",
+                    reason=f"the shared {self.name} weight budget is in use; next slot in {wait:.1f}s",
                     retryable=True,
                     retry_after=wait,
                 )
@@ -114,10 +114,4 @@ class WeightBudget:
         if self._ledger is None or seconds <= 0:
             return
         self._ledger.block_weight(self.name, self.clock() + seconds)
-        log.warning("0trace answered 429; every replica holds its calls for %.1fs", seconds)
-
-
-def zerotrace_budget(ledger: Ledger) -> WeightBudget:
-    """The budget for this process's ledger, from ``ORDER_WORKER_ZEROTRACE_WEIGHT_*`` (off for a ledger
-    that keeps no shared budget and when the budget is 0)."""
-    return WeightBudget(ledger, BudgetSettings())
+        log.warning("%s answered 429; every replica holds its calls for %.1fs", self.name, seconds)

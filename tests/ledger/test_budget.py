@@ -103,6 +103,6 @@ class _PrivateBudget(SqlLedger):
 def test_the_policy_is_off_for_a_ledger_that_keeps_no_shared_budget(ledger: Ledger) -> None:
     assert isinstance(ledger, SqlLedger)
     private = _PrivateBudget(ledger.database)
-    budget = WeightBudget(private, BudgetSettings(weight_budget=100))
+    budget = WeightBudget(private, BudgetSettings(weight_budget=100), "acct")
     assert not budget.enabled
     assert budget.call(50, lambda: "sent") == "sent"

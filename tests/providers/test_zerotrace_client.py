@@ -272,6 +272,7 @@ def test_error_mapping(
         retry_after,
     )
     assert error.http_status == status
+    assert error.rate_limited is (code == "5")  # what holds the account's shared budget for everyone
     if isinstance(body, dict) and isinstance(body.get("msg"), str) and body["msg"]:
         assert body["msg"] in error.reason
     assert len(stub.received) == 1, "never retried inside the client"

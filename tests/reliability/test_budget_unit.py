@@ -34,7 +34,7 @@ def budget(tmp_path: Path) -> tuple[WeightBudget, Clock]:
     ledger.migrate()
     clock = Clock()
     settings = BudgetSettings(weight_budget=1000, weight_window=10, weight_headroom=0.1, weight_max_wait=0)
-    return WeightBudget(ledger, settings, clock=clock, sleep=clock.sleep), clock
+    return WeightBudget(ledger, settings, "0trace", clock=clock, sleep=clock.sleep), clock
 
 
 def test_no_window_ever_holds_more_than_the_budget(budget: tuple[WeightBudget, Clock]) -> None:
@@ -69,7 +69,9 @@ def test_a_429_blocks_everyone_and_deferral_is_not_sent(budget: tuple[WeightBudg
     limiter, clock = budget
 
     def rate_limited() -> None:
-        raise PartnerError(Fate.REFUSED, "5", "RATE_LIMIT", True, retry_after=4.0, http_status=429)
+        raise PartnerError(
+            Fate.REFUSED, "5", "RATE_LIMIT", True, retry_after=4.0, http_status=429, rate_limited=True
+        )
 
     with pytest.raises(PartnerError):
         limiter.call(1, rate_limited)
@@ -89,7 +91,7 @@ def test_concurrent_takers_share_one_budget(tmp_path: Path) -> None:
     granted: list[int] = []
 
     def replica() -> None:
-        limiter = WeightBudget(open_ledger(url), settings)
+        limiter = WeightBudget(open_ledger(url), settings, "0trace")
         for _ in range(40):
             if limiter.take(10) == 0:
                 granted.append(10)
@@ -103,7 +105,7 @@ def test_concurrent_takers_share_one_budget(tmp_path: Path) -> None:
 
 
 def test_disabled_budget_touches_nothing() -> None:
-    limiter = WeightBudget(None, BudgetSettings(weight_budget=0))
+    limiter = WeightBudget(None, BudgetSettings(weight_budget=0), "0trace")
     assert not limiter.enabled
     assert limiter.call(50, lambda: 1) == 1
 

@@ -66,8 +66,9 @@ class PartnerError(Exception):
         retryable: bool,
         retry_after: float | None = None,
         http_status: int | None = None,
+        rate_limited: bool = False,
     ) -> None:
-        super().__init__(fate, code, reason, retryable, retry_after, http_status)
+        super().__init__(fate, code, reason, retryable, retry_after, http_status, rate_limited)
         self.fate = fate
         self.code = code
         """The partner's own code where there is one ('5' for RATE_LIMIT; itrx 'errno_<n>'), else a
@@ -77,6 +78,9 @@ class PartnerError(Exception):
         """True when sending the same request again later can succeed (rate limit, 5xx, network)."""
         self.retry_after = retry_after
         self.http_status = http_status
+        self.rate_limited = rate_limited
+        """The partner refused for its rate limit: the account's shared budget holds every replica's
+        calls until ``retry_after``."""
 
     def __str__(self) -> str:
         return f"{self.code}: {self.reason}"

@@ -206,6 +206,7 @@ def _rate_limited(answer: HttpAnswer, endpoint: str) -> PartnerError:
         retryable=True,
         retry_after=retry_after,
         http_status=answer.status,
+        rate_limited=True,
     )
 
 
