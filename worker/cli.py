@@ -128,19 +128,21 @@ def dramatiq_command(
         "--worker-fork-timeout",
         str(WORKER_FORK_TIMEOUT_MS),
         "--fork-function",
-        "worker.observability:serve_worker_http",
+        "worker.worker_http:serve_worker_http",
     ]
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
     from pika.adapters.blocking_connection import BlockingChannel
 
-    from worker.broker import declare_work_queues
-    from worker.observability import all_of, broker_check, serve_http
-    from worker.producer import CommandBatchPublisher
-    from worker.relay import EventPublisher, OutboxRelay
+    from worker.bus.connection import broker_check
+    from worker.bus.dead_letters import DeadLetterRescuer
+    from worker.bus.publishing import CommandBatchPublisher
+    from worker.bus.relay import EventPublisher, OutboxRelay
+    from worker.bus.topology import declare_work_queues
+    from worker.observability import all_of, serve_http
     from worker.runtime import get_runtime
-    from worker.scheduler import DeadLetterRescuer, Scheduler
+    from worker.scheduler import Scheduler
 
     settings = _settings()
     if not args.no_migrate:
@@ -235,8 +237,8 @@ def _parse_params(pairs: list[str]) -> dict[str, Any]:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    from worker.bus.publishing import CommandProducer
     from worker.messages import CreateOrderCommand
-    from worker.producer import CommandProducer
 
     settings = _settings()
     params = json.loads(args.params_json) if args.params_json else _parse_params(args.param)
@@ -330,7 +332,7 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
 
 
 def cmd_events(args: argparse.Namespace) -> int:
-    from worker.consumer import EventWatcher
+    from worker.bus.watcher import EventWatcher
 
     settings = _settings()
     with EventWatcher(

@@ -33,6 +33,7 @@ from worker.providers.itrx import ItrxClient
 from worker.providers.zerotrace import WEIGHTS as ZEROTRACE_WEIGHTS
 from worker.providers.zerotrace import ZeroTraceClient
 from worker.ratelimit import zerotrace_budget
+from worker.rejections import field_names, record_rejection
 from worker.sealing import SealError, TokenSealer
 from worker.settings import Settings
 from worker.status import Status, is_terminal
@@ -370,25 +371,5 @@ class OrderPipeline:
 
     # ------------------------------------------------------------------ helpers
     def _reject(self, key: str, kwargs: dict[str, Any], code: str, reason: str) -> Outcome:
-        command_id = kwargs.get("command_id") if isinstance(kwargs.get("command_id"), str) else None
-        provider = kwargs.get("provider") if kwargs.get("provider") in ("0trace", "itrx") else None
-        metadata = kwargs.get("metadata")
-        safe_metadata = (
-            {str(k)[:64]: str(v)[:256] for k, v in list(metadata.items())[:16]}
-            if isinstance(metadata, dict)
-            else {}
-        )
-        detail = {"fields": sorted(str(k)[:64] for k in kwargs)[:32]}
-        events = self.ledger.record_rejection(
-            key,
-            command_id[:128] if command_id else None,
-            provider,
-            EventError(code=code, reason=reason),
-            safe_metadata,
-            detail,
-            self.clock(),
-        )
-        if events:
-            metrics.REJECTIONS.labels(code).inc()
-            metrics.DEAD_LETTERS.labels(code).inc()
+        events = record_rejection(self.ledger, key, kwargs, code, reason, field_names(kwargs), self.clock())
         return Outcome("rejected", events)
