@@ -21,7 +21,7 @@ from typing import Any
 
 from bench.common import ZT_PARAMS, Broker, ledger_url, log, uid
 from bench.contenders import SandboxProc, Stack
-from worker.producer import envelope
+from worker.bus.envelope import envelope
 
 BUDGET = 2500
 WINDOW = 60.0

@@ -33,8 +33,8 @@ from bench.common import (
 # Ports below the kernel's ephemeral range, picked as the tests pick them: a port from bind(0) can be taken
 # by any outgoing connection before the server binds it (seen as a worker's metrics server failing to start).
 from tests.e2e.harness import free_port
-from worker.broker import declare_work_queues
-from worker.producer import envelope
+from worker.bus.envelope import envelope
+from worker.bus.topology import declare_work_queues
 
 PY = sys.executable
 
@@ -199,7 +199,7 @@ def dramatiq_noop(sandbox: SandboxProc, log_dir: Path, kind: str, procs: int, th
 
 def _declare_dramatiq_queue(kind: str, queue: str) -> None:
     if kind == "order-worker":
-        from worker.broker import QuorumRabbitmqBroker
+        from worker.bus.rabbitmq import QuorumRabbitmqBroker
 
         qb = QuorumRabbitmqBroker(url=BROKER_URL, delivery_limit=5)
     else:

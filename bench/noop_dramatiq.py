@@ -21,7 +21,7 @@ def make_broker(kind: str) -> Any:
     if kind == "order-worker":
         from pydantic import SecretStr
 
-        from worker.broker import build_broker
+        from worker.bus.broker import build_broker
         from worker.settings import Settings
 
         return build_broker(Settings(broker_url=SecretStr(URL)))

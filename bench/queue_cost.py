@@ -3,7 +3,7 @@ classic queue the Celery peer uses, at the pace of the pipeline's rows and flat 
 
 The 2 x 8 rows fill both cores, so their rates follow their CPU per command over every process, RabbitMQ's
 included. The order-worker's command queues are quorum queues (replicated; a delivery limit dead-letters
-a command that keeps killing workers), declared here by ``worker.broker.declare_work_queues`` exactly as
+a command that keeps killing workers), declared here by ``worker.bus.topology.declare_work_queues`` exactly as
 the worker declares them. Each queue is loaded with N messages of ~300 bytes, then consumed by one
 consumer with the worker's prefetch (8 threads x 2), which acks every message on its own, as Dramatiq
 does: paced at RATE acks per second (each ack its own round trip, as at the pipeline's rates), and
@@ -24,7 +24,7 @@ import pika
 from dramatiq.common import dq_name, xq_name
 
 from bench.common import BROKER_URL, Broker, CpuMeter, rabbitmq_processes
-from worker.broker import declare_work_queues
+from worker.bus.topology import declare_work_queues
 
 PREFETCH = 16  # Dramatiq's consumer prefetch for 8 worker threads
 

@@ -1,11 +1,11 @@
 """What batching publisher confirms is worth: the relay's publisher given one event per batch, against the
 same publisher given the relay's batch size.
 
-Publishes N events of ~1 KB to a fresh events exchange (declared by ``worker.relay.declare_topology``, so
-unrouted events land in its quorum queue, like events nobody has bound yet) twice through
-``worker.relay.EventPublisher``: one event per call (each waits for its own confirm, as a relay without
-batching would), then batches of 200 (the default ``ORDER_WORKER_RELAY_BATCH``). Reports events/s,
-RabbitMQ CPU and the publisher's CPU per event::
+Publishes N events of ~1 KB to a fresh events exchange (declared by
+``worker.bus.topology.declare_events_exchange``, so unrouted events land in its quorum queue, like events
+nobody has bound yet) twice through ``worker.bus.relay.EventPublisher``: one event per call (each waits for
+its own confirm, as a relay without batching would), then batches of 200 (the default
+``ORDER_WORKER_RELAY_BATCH``). Reports events/s, RabbitMQ CPU and the publisher's CPU per event::
 
     .venv/bin/python -m bench.relay_confirms [--events 3000]
 """
@@ -19,8 +19,9 @@ import uuid
 from typing import Any
 
 from bench.common import BROKER_URL, Broker, CpuMeter, rabbitmq_processes
+from worker.bus.relay import EventPublisher
+from worker.bus.topology import UNROUTED_SUFFIX
 from worker.ledger.base import OutboxRow
-from worker.relay import UNROUTED_SUFFIX, EventPublisher
 
 
 def run(events: int = 3000, batch: int = 200) -> dict[str, Any]:

@@ -19,11 +19,12 @@ from pika.exceptions import AMQPConnectionError, ChannelClosedByBroker
 
 from tests.e2e.harness import RABBITMQ_URL, free_port, require_service
 from tests.ledger.helpers import T0, created
-from worker.amqp import BatchPublisher, Outgoing
-from worker.broker import QuorumRabbitmqBroker, declare_work_queues, parse_envelope
+from worker.bus.envelope import parse_envelope
+from worker.bus.publishing import BatchPublisher, CommandBatchPublisher, Outgoing
+from worker.bus.rabbitmq import QuorumRabbitmqBroker
+from worker.bus.relay import EventPublisher, OutboxRelay
+from worker.bus.topology import UNROUTED_SUFFIX, declare_work_queues
 from worker.ledger.base import Ledger
-from worker.producer import CommandBatchPublisher
-from worker.relay import UNROUTED_SUFFIX, EventPublisher, OutboxRelay
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from typing import Any
 from dramatiq import Message
 from dramatiq.broker import MessageProxy
 
-from worker.broker import _ArrivalQueueConsumer
+from worker.bus.rabbitmq import _ArrivalQueueConsumer
 
 
 class _Recorder:

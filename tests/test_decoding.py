@@ -12,8 +12,8 @@ from dramatiq import Message
 from dramatiq.broker import MessageProxy
 from dramatiq.encoder import MessageData
 
-from worker.broker import REJECT_ACTOR, CommandEncoder, build_broker, parse_envelope
-from worker.producer import envelope
+from worker.bus.broker import CommandEncoder, build_broker
+from worker.bus.envelope import REJECT_ACTOR, envelope, parse_envelope
 from worker.settings import Settings
 
 

@@ -17,7 +17,8 @@ from dramatiq.middleware import CurrentMessage
 from dramatiq.middleware.prometheus import Prometheus
 
 from worker import failpoints, metrics
-from worker.broker import REJECT_ACTOR, build_broker
+from worker.bus.broker import build_broker
+from worker.bus.envelope import REJECT_ACTOR
 from worker.runtime import get_runtime
 from worker.settings import get_settings
 

@@ -186,8 +186,8 @@ def run_stack(demo_orders: int, speed: float) -> int:
 
 
 def _demo(settings: Any, count: int, stack: Stack, timeout: float = 180.0) -> int:
-    from worker.consumer import EventWatcher
-    from worker.producer import CommandProducer
+    from worker.bus.publishing import CommandProducer
+    from worker.bus.watcher import EventWatcher
     from worker.status import TERMINAL
 
     url = settings.broker_url.get_secret_value()

@@ -1,21 +1,21 @@
 """``/metrics``, ``/healthz`` and ``/readyz`` for every role.
 
 Liveness only says the process serves HTTP; readiness checks the dependencies the role needs (ledger,
-broker), cached for a few seconds so a scraping storm cannot hammer the database.
+broker), cached for a few seconds so a scraping storm cannot hammer the database. Each role brings its own
+checks (the broker's is ``worker.bus.connection.broker_check``), so this module, which the webhook receiver
+serves through too, needs no AMQP library.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import pika
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client import multiprocess as prom_multiprocess
 
@@ -51,18 +51,6 @@ def metrics_registry() -> CollectorRegistry:
         prom_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return registry
     return REGISTRY
-
-
-def broker_check(broker_url: str) -> Readiness:
-    def check() -> str | None:
-        parameters = pika.URLParameters(broker_url)
-        parameters.socket_timeout = 2
-        parameters.blocked_connection_timeout = 2
-        connection = pika.BlockingConnection(parameters)
-        connection.close()
-        return None
-
-    return check
 
 
 def all_of(*checks: Readiness) -> Readiness:
@@ -122,54 +110,9 @@ def port_problem(host: str, port: int) -> str | None:
         try:
             probe.bind((host, port))
         except OSError as error:
-            return _cannot_serve(host, port, error)
+            return cannot_serve(host, port, error)
     return None
 
 
-def _cannot_serve(host: str, port: int, error: OSError) -> str:
+def cannot_serve(host: str, port: int, error: OSError) -> str:
     return f"cannot serve metrics and health on {host}:{port}: {error.strerror or error}"
-
-
-def _exit_now(signum: int, frame: object) -> None:
-    os._exit(0)
-
-
-def serve_worker_http() -> None:
-    """Dramatiq fork function (``--fork-function``): the worker processes' shared metrics and health.
-
-    This process only answers HTTP; on SIGTERM it has nothing to finish, so it leaves at once with
-    ``os._exit``. Dramatiq's own handler raises SystemExit wherever the main thread happens to be, and the
-    Dramatiq main process joins this one before it exits. In the reliability suite (kill -9 scenario,
-    PostgreSQL ledger) this process once outlived both SIGTERMs it got after a worker crash 0.2 s into
-    start-up; the main process then waited on it forever and the pod kept answering /healthz with no
-    worker behind it.
-    """
-    signal.signal(signal.SIGTERM, _exit_now)
-    if hasattr(signal, "SIGHUP"):
-        signal.signal(signal.SIGHUP, _exit_now)
-    from worker.ledger import open_ledger
-    from worker.settings import get_settings
-
-    settings = get_settings()
-    ledger = open_ledger(settings.ledger_url.get_secret_value())
-
-    def ledger_check() -> str | None:
-        ledger.ping()
-        return None
-
-    try:
-        server = serve_http(
-            settings.metrics_host,
-            settings.metrics_port,
-            all_of(ledger_check, broker_check(settings.broker_url.get_secret_value())),
-        )
-    except OSError as error:
-        # Dramatiq watches its worker processes, not its fork processes: without this the workers would
-        # go on consuming with no /metrics and no /readyz, and the pod would never be ready. Stop them all.
-        log.critical(
-            "%s; stopping the worker", _cannot_serve(settings.metrics_host, settings.metrics_port, error)
-        )
-        os.kill(os.getppid(), signal.SIGTERM)
-        os._exit(1)
-    log.info("metrics and health on port %d", server.server_address[1])
-    threading.Event().wait()

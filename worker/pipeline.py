@@ -24,6 +24,7 @@ from worker.messages import CreateOrderCommand, EventError, OrderEvent, PollOrde
 from worker.partners.base import CreateResult, Fate, PartnerError, PartnerOrder
 from worker.partners.registry import Connected, UnknownPartnerError
 from worker.ratelimit import BudgetSettings, WeightBudget
+from worker.rejections import field_names, record_rejection
 from worker.sealing import SealError, TokenSealer
 from worker.settings import Settings
 from worker.status import Status, is_terminal
@@ -132,12 +133,10 @@ class OrderPipeline:
         self, code: str, reason: str, detail: dict[str, Any], command_id: str | None = None
     ) -> Outcome:
         key = f"body:{detail.get('body_sha256', '')}"
-        events = self.ledger.record_rejection(
-            key, command_id, None, EventError(code=code, reason=reason), {}, detail, self.clock()
+        refused = {"command_id": command_id}
+        events = record_rejection(
+            self.ledger, key, refused, code, reason, detail, self.clock(), with_metadata=False
         )
-        if events:
-            metrics.REJECTIONS.labels(code).inc()
-            metrics.DEAD_LETTERS.labels(code).inc()
         return Outcome("rejected", events)
 
     # ------------------------------------------------------------------ create
@@ -373,27 +372,7 @@ class OrderPipeline:
 
     # ------------------------------------------------------------------ helpers
     def _reject(self, key: str, kwargs: dict[str, Any], code: str, reason: str) -> Outcome:
-        command_id = kwargs.get("command_id") if isinstance(kwargs.get("command_id"), str) else None
-        provider = kwargs.get("provider") if kwargs.get("provider") in self.partners else None
-        metadata = kwargs.get("metadata")
-        safe_metadata = (
-            {str(k)[:64]: str(v)[:256] for k, v in list(metadata.items())[:16]}
-            if isinstance(metadata, dict)
-            else {}
-        )
-        detail = {"fields": sorted(str(k)[:64] for k in kwargs)[:32]}
-        events = self.ledger.record_rejection(
-            key,
-            command_id[:128] if command_id else None,
-            provider,
-            EventError(code=code, reason=reason),
-            safe_metadata,
-            detail,
-            self.clock(),
-        )
-        if events:
-            metrics.REJECTIONS.labels(code).inc()
-            metrics.DEAD_LETTERS.labels(code).inc()
+        events = record_rejection(self.ledger, key, kwargs, code, reason, field_names(kwargs), self.clock())
         return Outcome("rejected", events)
 
 

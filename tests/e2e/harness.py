@@ -25,8 +25,8 @@ from typing import Any
 import pika
 import pytest
 
-from worker.broker import declare_work_queues
-from worker.consumer import EventWatcher
+from worker.bus.topology import declare_work_queues
+from worker.bus.watcher import EventWatcher
 from worker.ledger import open_ledger
 from worker.ledger.base import Ledger
 from worker.producer import CommandProducer

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from tests.e2e.harness import Stack, collect_events, itrx_command, wait_until, zerotrace_command
+from worker.bus.envelope import envelope
 from worker.pipeline import partner_ref
-from worker.producer import envelope
 from worker.status import TERMINAL
 
 SEED = int(os.environ.get("ORDER_WORKER_TEST_SEED", "0")) or random.randrange(1, 2**31)

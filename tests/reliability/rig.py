@@ -50,10 +50,10 @@ from tests.e2e.harness import (
     wait_until,
 )
 from tests.e2e.harness import start_sandbox as harness_start_sandbox
+from worker.bus.envelope import envelope
+from worker.bus.topology import declare_events_exchange
 from worker.ledger.base import Ledger
 from worker.pipeline import partner_ref
-from worker.producer import envelope
-from worker.relay import declare_topology
 from worker.sealing import SealError, TokenSealer
 from worker.status import TERMINAL
 
@@ -530,7 +530,7 @@ class EventWitness:
         parameters.socket_timeout = 5
         connection = pika.BlockingConnection(parameters)
         channel = connection.channel()
-        declare_topology(channel, self.exchange)
+        declare_events_exchange(channel, self.exchange)
         channel.queue_declare(self.queue, durable=True, arguments={"x-queue-type": "quorum"})
         channel.queue_bind(self.queue, self.exchange, routing_key="#")
         return connection, channel

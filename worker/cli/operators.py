@@ -32,8 +32,8 @@ def _parse_params(pairs: list[str]) -> dict[str, Any]:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    from worker.bus.publishing import CommandProducer
     from worker.messages import CreateOrderCommand
-    from worker.producer import CommandProducer
 
     settings = load_settings()
     params = json.loads(args.params_json) if args.params_json else _parse_params(args.param)
@@ -131,7 +131,7 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
 
 
 def cmd_events(args: argparse.Namespace) -> int:
-    from worker.consumer import EventWatcher
+    from worker.bus.watcher import EventWatcher
 
     settings = load_settings()
     with EventWatcher(

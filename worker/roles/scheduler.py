@@ -8,13 +8,15 @@ import threading
 
 from pika.adapters.blocking_connection import BlockingChannel
 
-from worker.broker import declare_work_queues
-from worker.observability import all_of, broker_check, serve_http
-from worker.producer import CommandBatchPublisher
-from worker.relay import EventPublisher, OutboxRelay
+from worker.bus.connection import broker_check
+from worker.bus.dead_letters import DeadLetterRescuer
+from worker.bus.publishing import CommandBatchPublisher
+from worker.bus.relay import EventPublisher, OutboxRelay
+from worker.bus.topology import declare_work_queues
+from worker.observability import all_of, serve_http
 from worker.roles import log, stop_on_signals
 from worker.runtime import get_runtime
-from worker.scheduler import DeadLetterRescuer, Scheduler
+from worker.scheduler import Scheduler
 from worker.settings import Settings
 
 

@@ -60,5 +60,5 @@ def dramatiq_command(
         "--worker-fork-timeout",
         str(WORKER_FORK_TIMEOUT_MS),
         "--fork-function",
-        "worker.observability:serve_worker_http",
+        "worker.worker_http:serve_worker_http",
     ]

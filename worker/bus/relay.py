@@ -2,15 +2,16 @@
 
 An event is marked published only after RabbitMQ confirmed it (publisher confirms), so a crash or a broker
 restart at any moment means the event is sent again, never lost; consumers dedupe on ``message_id`` (the
-event id). A claimed batch goes out whole and its confirms are awaited once (``worker.amqp.BatchPublisher``):
-RabbitMQ spends about a third of the CPU it spends when each event is confirmed before the next is sent.
+event id). A claimed batch goes out whole and its confirms are awaited once
+(``worker.bus.publishing.BatchPublisher``): RabbitMQ spends about a third of the CPU it spends when each
+event is confirmed before the next is sent.
 
-``mandatory`` plus an alternate exchange means an event nobody is bound for yet is parked in
-``orders.events.unrouted`` instead of silently vanishing. Any number of relays may run (one per replica):
-the ledger leases rows to one relay at a time. Events go out in outbox order, but an event the broker
-refuses (a nack, rare) is sent again after the rest of its batch, and the relays of several replicas
-publish side by side: consumers order an order's events by ``previous_status`` -> ``status``, not by
-arrival.
+``mandatory`` plus an alternate exchange (``worker.bus.topology``) means an event nobody is bound for yet
+is parked in ``orders.events.unrouted`` instead of silently vanishing. Any number of relays may run (one
+per replica): the ledger leases rows to one relay at a time. Events go out in outbox order, but an event
+the broker refuses (a nack, rare) is sent again after the rest of its batch, and the relays of several
+replicas publish side by side: consumers order an order's events by ``previous_status`` -> ``status``, not
+by arrival.
 """
 
 from __future__ import annotations
@@ -21,28 +22,16 @@ import time
 from collections.abc import Callable, Sequence
 
 import pika
-from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import AMQPError
 
 from worker import failpoints, metrics
-from worker.amqp import BatchPublisher, Outgoing
+from worker.bus.publishing import BatchPublisher, Outgoing
+from worker.bus.topology import declare_events_exchange
 from worker.ledger.base import Ledger, OutboxRow
 
 log = logging.getLogger(__name__)
 
-UNROUTED_SUFFIX = ".unrouted"
 OUTBOX_LEASE_SECONDS = 30.0
-
-
-def declare_topology(channel: BlockingChannel, exchange: str) -> None:
-    """The events exchange (durable topic) and the parking place for unroutable events."""
-    unrouted = exchange + UNROUTED_SUFFIX
-    channel.exchange_declare(unrouted, exchange_type="fanout", durable=True)
-    channel.queue_declare(unrouted, durable=True, arguments={"x-queue-type": "quorum"})
-    channel.queue_bind(unrouted, unrouted)
-    channel.exchange_declare(
-        exchange, exchange_type="topic", durable=True, arguments={"alternate-exchange": unrouted}
-    )
 
 
 def event_properties(row: OutboxRow) -> pika.BasicProperties:
@@ -62,7 +51,7 @@ class EventPublisher:
     def __init__(self, broker_url: str, exchange: str) -> None:
         self._exchange = exchange
         self._publisher = BatchPublisher(
-            broker_url, lambda channel: declare_topology(channel, exchange), thread_name="relay-amqp"
+            broker_url, lambda channel: declare_events_exchange(channel, exchange), thread_name="relay-amqp"
         )
 
     def publish(self, rows: Sequence[OutboxRow]) -> list[bool]:

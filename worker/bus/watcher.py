@@ -9,20 +9,22 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import pika
-
-from worker.relay import declare_topology
+from worker.bus.connection import BlockingLink
+from worker.bus.topology import declare_events_exchange
 
 
 class EventWatcher:
-    """Binds a queue to the events exchange; an exclusive auto-deleted one unless ``queue`` is named."""
+    """Binds a queue to the events exchange; an exclusive auto-deleted one unless ``queue`` is named.
+
+    The channel is opened once and never again: an exclusive queue lives and dies with its connection, so a
+    watcher whose connection broke has lost its events and must be made anew."""
 
     def __init__(
         self, broker_url: str, exchange: str = "orders.events", binding: str = "#", queue: str = ""
     ) -> None:
-        self.connection = pika.BlockingConnection(pika.URLParameters(broker_url))
-        self.channel = self.connection.channel()
-        declare_topology(self.channel, exchange)
+        self._link = BlockingLink(broker_url)
+        self.channel = self._link.open()
+        declare_events_exchange(self.channel, exchange)
         durable = bool(queue)
         result = self.channel.queue_declare(
             queue, durable=durable, exclusive=not durable, auto_delete=not durable
@@ -37,8 +39,7 @@ class EventWatcher:
         self.close()
 
     def close(self) -> None:
-        if self.connection.is_open:
-            self.connection.close()
+        self._link.close()
 
     def events(self, inactivity_timeout: float = 1.0) -> Iterator[tuple[str, dict[str, Any]] | None]:
         """Yields (routing_key, body) per event, or None after ``inactivity_timeout`` seconds of silence."""

@@ -1,18 +1,23 @@
 """Publishing with publisher confirms, so that an owner marks its work done only once the broker has it.
 
-* ``ConfirmedChannel``: one blocking channel whose ``basic_publish`` returns once that message is
-  confirmed; the dead-letter rescuer, which moves one message at a time, publishes through it.
-* ``BatchPublisher``: a whole batch in flight, confirmed at once; the outbox relay publishes through it.
+* ``BatchPublisher``: a whole batch in flight, confirmed at once; the outbox relay and the scheduler
+  publish through it. It drops its connection after any error, and the next batch starts afresh rather
+  than reusing a channel in an unknown state.
+* ``CommandProducer``: one command at a time on a confirmed blocking channel, for producers written in
+  Python (the README's producer API, also ``worker.producer.CommandProducer``).
+* ``CommandBatchPublisher``: commands through a ``BatchPublisher``, as the scheduler hands them out.
 
-Both drop the connection after any error, and the next use starts afresh rather than reusing a channel in
-an unknown state."""
+A one-at-a-time publisher (the dead-letter rescuer) uses ``worker.bus.connection.BlockingLink`` with
+``confirm=True`` directly.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,35 +28,14 @@ from pika.channel import Channel
 from pika.exceptions import AMQPConnectionError, AMQPError, ConnectionClosedByClient
 from pika.frame import Method
 
+from worker.bus.connection import BlockingLink
+from worker.bus.envelope import envelope
+from worker.messages import CreateOrderCommand, PollOrderCommand
+from worker.partners import registry
+
 log = logging.getLogger(__name__)
 
-
-class ConfirmedChannel:
-    def __init__(self, broker_url: str, on_open: Callable[[BlockingChannel], None] | None = None) -> None:
-        """``on_open`` runs on every new channel (declarations the owner needs before publishing)."""
-        self._parameters = pika.URLParameters(broker_url)
-        self._on_open = on_open
-        self._connection: pika.BlockingConnection | None = None
-        self._channel: BlockingChannel | None = None
-
-    def open(self) -> BlockingChannel:
-        if self._channel is None or not self._channel.is_open:
-            self.close()
-            self._connection = pika.BlockingConnection(self._parameters)
-            channel = self._connection.channel()
-            channel.confirm_delivery()
-            if self._on_open is not None:
-                self._on_open(channel)
-            self._channel = channel
-        return self._channel
-
-    def close(self) -> None:
-        connection, self._connection, self._channel = self._connection, None, None
-        if connection is not None and connection.is_open:
-            try:
-                connection.close()
-            except AMQPError:
-                log.debug("closing a broken AMQP connection failed", exc_info=True)
+COMMAND_PROPERTIES = {"delivery_mode": pika.DeliveryMode.Persistent, "content_type": "application/json"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +72,7 @@ class BatchPublisher:
         confirm_timeout: float = 30.0,
         thread_name: str = "amqp-publisher",
     ) -> None:
+        self._broker_url = broker_url
         self._parameters = pika.URLParameters(broker_url)
         self._prepare = prepare
         self._confirm_timeout = confirm_timeout
@@ -111,8 +96,11 @@ class BatchPublisher:
                     link.close()
                 self._link = None
                 if self._prepare is not None:
-                    with pika.BlockingConnection(self._parameters) as connection:
-                        self._prepare(connection.channel())
+                    preparing = BlockingLink(self._broker_url, on_open=self._prepare)
+                    try:
+                        preparing.open()  # opening runs prepare
+                    finally:
+                        preparing.close()
                 link = self._link = _Link(self._parameters, self._thread_name, self._confirm_timeout)
             try:
                 return link.publish(messages, self._confirm_timeout)
@@ -299,3 +287,86 @@ def _as_amqp_error(reason: BaseException | None, fallback: str) -> BaseException
     else:
         error = AMQPConnectionError(f"{fallback}: {type(reason).__name__}")
     return error
+
+
+class CommandProducer:
+    """A confirmed channel for publishing commands; use as a context manager.
+
+    A command is a JSON object published to the default exchange with the queue name as routing key,
+    persistent, with publisher confirms and ``mandatory`` so a missing queue is an error, not a silent
+    drop: the reference the README's raw-AMQP example follows."""
+
+    def __init__(
+        self, broker_url: str, create_queue: str = "orders.create", poll_queue: str = "orders.poll"
+    ) -> None:
+        self._link = BlockingLink(broker_url, confirm=True)
+        self.channel = self._link.open()
+        self.create_queue = create_queue
+        self.poll_queue = poll_queue
+
+    def __enter__(self) -> CommandProducer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._link.close()
+
+    def publish_raw(self, queue_name: str, body: bytes) -> None:
+        """Raises pika.exceptions.UnroutableError when the queue does not exist (no worker started yet)."""
+        self.channel.basic_publish(
+            exchange="",
+            routing_key=queue_name,
+            body=body,
+            properties=pika.BasicProperties(**COMMAND_PROPERTIES),
+            mandatory=True,
+        )
+
+    def create_order(self, command: CreateOrderCommand | dict[str, Any], validate: bool = True) -> None:
+        """Validating here first saves a round trip through the rejection path for obvious mistakes."""
+        if isinstance(command, CreateOrderCommand):
+            kwargs = command.model_dump(mode="json", exclude_none=True)
+        else:
+            kwargs = command
+            if validate:
+                registry.check_command(CreateOrderCommand.model_validate(kwargs))
+        self.publish_raw(self.create_queue, envelope(self.create_queue, "create_order", kwargs))
+
+    def poll_order(self, command_id: str) -> None:
+        PollOrderCommand(command_id=command_id)
+        self.publish_raw(self.poll_queue, envelope(self.poll_queue, "poll_order", {"command_id": command_id}))
+
+
+class CommandBatchPublisher:
+    """Commands in batches confirmed at once (``BatchPublisher``): how the scheduler hands out due polls
+    and stuck creates, a few hundred per pass, without a broker round trip per command."""
+
+    def __init__(
+        self,
+        broker_url: str,
+        queues: Mapping[str, str],
+        prepare: Callable[[BlockingChannel], None] | None = None,
+    ) -> None:
+        """``queues``: actor name -> queue name. ``prepare`` runs on every new connection (declaring the
+        queues, so that a command is not returned merely because no worker has started yet)."""
+        self._queues = dict(queues)
+        self._publisher = BatchPublisher(broker_url, prepare, thread_name="commands-amqp")
+
+    def publish(self, commands: Sequence[tuple[str, dict[str, Any]]]) -> list[bool]:
+        """Per command: True once the broker confirmed it. Raises when the batch's fate is unknown."""
+        messages = []
+        for actor_name, kwargs in commands:
+            queue, message_id = self._queues[actor_name], str(uuid.uuid4())
+            messages.append(
+                Outgoing(
+                    "",
+                    queue,
+                    envelope(queue, actor_name, kwargs, message_id),
+                    pika.BasicProperties(message_id=message_id, **COMMAND_PROPERTIES),
+                )
+            )
+        return self._publisher.publish(messages)
+
+    def close(self) -> None:
+        self._publisher.close()

@@ -1,0 +1,86 @@
+"""The one way this service holds a blocking pika connection.
+
+The command producer, the event watcher, the dead-letter rescuer and the batch publisher's declarations
+each need the same lifecycle, and a slip in any copy of it leaks a socket or reuses a broken channel:
+open on first use, run the owner's declarations on every new channel, start afresh after a failure rather
+than reuse a channel in an unknown state, and close without raising (a connection that broke is already as
+closed as its owner needs). The batch publisher's confirm stream is the one exception: it keeps many
+confirms in flight, which only pika's asynchronous connection can, so its I/O loop lives beside it in
+``worker.bus.publishing``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import pika
+from pika.adapters.blocking_connection import BlockingChannel
+from pika.exceptions import AMQPError
+
+log = logging.getLogger(__name__)
+
+
+class BlockingLink:
+    """A blocking connection with one channel; use as a context manager or call ``open`` and ``close``."""
+
+    def __init__(
+        self,
+        broker_url: str,
+        *,
+        confirm: bool = False,
+        on_open: Callable[[BlockingChannel], None] | None = None,
+    ) -> None:
+        """``confirm``: publisher confirms, so that ``basic_publish`` returns once the broker has the
+        message. ``on_open`` runs on every new channel (declarations the owner needs before using it)."""
+        self._parameters = pika.URLParameters(broker_url)
+        self._confirm = confirm
+        self._on_open = on_open
+        self._connection: pika.BlockingConnection | None = None
+        self._channel: BlockingChannel | None = None
+
+    def open(self) -> BlockingChannel:
+        """The open channel, or a new one on a new connection when there is none or it broke."""
+        if self._channel is None or not self._channel.is_open:
+            self.close()
+            self._connection = pika.BlockingConnection(self._parameters)
+            try:
+                channel = self._connection.channel()
+                if self._confirm:
+                    channel.confirm_delivery()
+                if self._on_open is not None:
+                    self._on_open(channel)
+            except BaseException:
+                self.close()
+                raise
+            self._channel = channel
+        return self._channel
+
+    def close(self) -> None:
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None and connection.is_open:
+            try:
+                connection.close()
+            except AMQPError:
+                log.debug("closing a broken AMQP connection failed", exc_info=True)
+
+    def __enter__(self) -> BlockingChannel:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def broker_check(broker_url: str) -> Callable[[], str | None]:
+    """A readiness check (``worker.observability``): connects and leaves at once, and raises when the
+    broker cannot be reached within about two seconds, so a probe never hangs on a stalled broker."""
+
+    def check() -> str | None:
+        parameters = pika.URLParameters(broker_url)
+        parameters.socket_timeout = 2
+        parameters.blocked_connection_timeout = 2
+        connection = pika.BlockingConnection(parameters)
+        connection.close()
+        return None
+
+    return check
