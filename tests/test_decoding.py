@@ -13,7 +13,7 @@ from dramatiq.broker import MessageProxy
 from dramatiq.encoder import MessageData
 
 from worker.bus.broker import CommandEncoder, build_broker
-from worker.bus.envelope import REJECT_ACTOR, envelope, parse_envelope
+from worker.bus.envelope import REJECT_ACTOR, envelope, loose_fields, named_command, parse_envelope
 from worker.settings import Settings
 
 
@@ -181,3 +181,12 @@ def test_a_refused_envelope_is_answered_under_the_command_id_it_names(
     )
     assert decoded["actor_name"] == REJECT_ACTOR
     assert decoded["kwargs"].get("command_id") == named
+
+
+def test_reading_what_a_refused_body_names_survives_nesting_deeper_than_the_parser() -> None:
+    """The dead-letter rescuer reads command ids out of bodies it could not use; a body nested beyond
+    the JSON parser's recursion limit names nothing instead of failing every rescue pass."""
+    deep = b'{"kwargs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    assert loose_fields(deep) == {}
+    assert named_command(deep) is None
+    assert named_command(envelope("q", "create_order", {"command_id": "cmd-00000042"})) == "cmd-00000042"

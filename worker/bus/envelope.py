@@ -122,7 +122,7 @@ def loose_fields(data: bytes) -> dict[str, Any]:
     body names, where a body that is not an object simply names nothing."""
     try:
         fields = json.loads(data)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # nesting deeper than the parser goes
         return {}
     return fields if isinstance(fields, dict) else {}
 
