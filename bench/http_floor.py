@@ -16,9 +16,9 @@ import threading
 import time
 from typing import Any
 
-from worker.providers.http import PartnerHttp
 from worker.settings import SANDBOX_ZEROTRACE_API_KEY, SANDBOX_ZEROTRACE_API_SECRET
 from worker.signing import new_nonce, sign_body
+from worker.transport import PartnerHttp
 
 
 def _compact(obj: Any) -> bytes:

@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from worker.transport import TransportSettings
+
 ENV_PREFIX = "ORDER_WORKER_"
 
 # Development credentials shared by the sandbox and the worker's defaults. Public by design.
@@ -114,6 +116,29 @@ class Settings(BaseSettings):
     http_connect_timeout: float = Field(3.0, gt=0, description="Seconds to open a partner connection.")
     http_read_timeout: float = Field(10.0, gt=0, description="Seconds to wait for a partner answer.")
     http_pool_size: int = Field(16, ge=1, description="Keep-alive connections per partner host per process.")
+    # --- partner transport (per partner; see Settings.transport) -------------------------------------
+    http_idle_expiry: float = Field(
+        20.0, gt=0, description="A pooled partner connection idle longer than this is not reused, seconds."
+    )
+    http_max_response_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="Largest partner answer body, received and decoded, bytes."
+    )
+    http_proxy_from_env: bool = Field(
+        True, description="Without a partner proxy URL, honour HTTPS_PROXY / HTTP_PROXY / NO_PROXY."
+    )
+    zerotrace_proxy_url: SecretStr | None = Field(
+        None, description="Proxy for 0trace calls, http(s)://[user:password@]host:port (secret)."
+    )
+    zerotrace_ca_bundle: Path | None = Field(None, description="PEM CA bundle trusted for 0trace.")
+    zerotrace_client_cert: Path | None = Field(None, description="PEM client certificate for 0trace (mTLS).")
+    zerotrace_client_key: Path | None = Field(None, description="PEM key of the 0trace client certificate.")
+    itrx_proxy_url: SecretStr | None = Field(
+        None, description="Proxy for itrx calls, http(s)://[user:password@]host:port (secret)."
+    )
+    itrx_ca_bundle: Path | None = Field(None, description="PEM CA bundle trusted for itrx.")
+    itrx_client_cert: Path | None = Field(None, description="PEM client certificate for itrx (mTLS).")
+    itrx_client_key: Path | None = Field(None, description="PEM key of the itrx client certificate.")
+    # --- end of partner transport --------------------------------------------------------------------
     retry_base_seconds: float = Field(1.0, gt=0, description="First create retry delay (doubles each time).")
     retry_max_seconds: float = Field(60.0, gt=0, description="Cap on the create retry delay.")
     create_retry_window_seconds: float = Field(
@@ -213,6 +238,24 @@ class Settings(BaseSettings):
             "action_required": self.poll_action_required,
             "in_doubt": self.poll_safety_interval,
         }.get(status)
+
+    def transport(self, partner: str) -> TransportSettings:
+        """How calls to ``partner`` ("zerotrace" or "itrx") travel: the shared ``http_*`` values and that
+        partner's proxy and TLS material."""
+        if partner not in ("zerotrace", "itrx"):
+            raise ValueError(f"unknown partner {partner!r}")
+        return TransportSettings(
+            connect_timeout=self.http_connect_timeout,
+            read_timeout=self.http_read_timeout,
+            pool_size=self.http_pool_size,
+            idle_expiry=self.http_idle_expiry,
+            max_response_bytes=self.http_max_response_bytes,
+            proxy_from_env=self.http_proxy_from_env,
+            proxy_url=getattr(self, f"{partner}_proxy_url"),
+            ca_bundle=getattr(self, f"{partner}_ca_bundle"),
+            client_cert=getattr(self, f"{partner}_client_cert"),
+            client_key=getattr(self, f"{partner}_client_key"),
+        )
 
     def check_production_safety(self) -> None:
         """Refuse the public development secrets anywhere but against a partner on this host."""

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.providers.partner_stubs import Observations, RawServer, StubServer, hold_silently
-from worker.providers.http import PartnerHttp
+from worker.transport import PartnerHttp
 
 
 @pytest.fixture

@@ -21,10 +21,10 @@ from tests.providers.partner_stubs import (
 )
 from worker.messages import ZeroTraceParams
 from worker.providers.base import Fate, PartnerError
-from worker.providers.http import PartnerHttp
 from worker.providers.zerotrace import ZeroTraceClient, compact_json, parse_order
 from worker.signing import sign_body
 from worker.status import Status
+from worker.transport import PartnerHttp
 
 SECRET = "CANARY-0trace-secret-7f3a9c"
 API_KEY = "CANARY-0trace-key"

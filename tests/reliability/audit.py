@@ -36,9 +36,9 @@ from tests.reliability.rig import (
 )
 from worker.pipeline import partner_ref
 from worker.providers.base import PartnerError
-from worker.providers.http import PartnerHttp
 from worker.providers.zerotrace import ZeroTraceClient
 from worker.settings import SANDBOX_ZEROTRACE_API_KEY
+from worker.transport import PartnerHttp
 
 FAILPOINT_LINE = re.compile(rb"failpoint (\w+): SIGKILL")
 

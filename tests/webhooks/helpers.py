@@ -28,13 +28,13 @@ from worker.ledger.base import Ledger
 from worker.messages import CreateOrderCommand, EventError
 from worker.pipeline import OrderPipeline, partner_ref
 from worker.providers.base import PartnerOrder
-from worker.providers.http import PartnerHttp
 from worker.providers.itrx import ItrxClient
 from worker.providers.zerotrace import ZeroTraceClient, parse_order
 from worker.sealing import TokenSealer
 from worker.settings import Settings
 from worker.signing import canonical_json, itrx_sign, sign_body
 from worker.status import Status
+from worker.transport import PartnerHttp
 from worker.webhooks.receiver import Headers, PushReceiver, PushResult
 
 # --- canaries ----------------------------------------------------------------------------------------

@@ -22,7 +22,9 @@ from pydantic import SecretStr
 
 from worker.messages import ItrxParams, iso_from_epoch
 from worker.providers.base import CreateResult, Fate, PartnerError, PartnerOrder
-from worker.providers.http import (
+from worker.signing import canonical_json, itrx_sign
+from worker.status import Status, map_itrx
+from worker.transport import (
     HttpAnswer,
     Observer,
     PartnerHttp,
@@ -35,8 +37,6 @@ from worker.providers.http import (
     parse_retry_after,
     safe_text,
 )
-from worker.signing import canonical_json, itrx_sign
-from worker.status import Status, map_itrx
 
 PROVIDER = "itrx"
 WEIGHT = 0

@@ -19,7 +19,9 @@ from pydantic import SecretStr
 
 from worker.messages import ZeroTraceParams, iso_from_epoch
 from worker.providers.base import CreateResult, Fate, PartnerError, PartnerOrder
-from worker.providers.http import (
+from worker.signing import body_signer, new_nonce
+from worker.status import map_zerotrace
+from worker.transport import (
     HttpAnswer,
     Observer,
     PartnerHttp,
@@ -32,8 +34,6 @@ from worker.providers.http import (
     parse_retry_after,
     safe_text,
 )
-from worker.signing import body_signer, new_nonce
-from worker.status import map_zerotrace
 
 PROVIDER = "0trace"
 WEIGHTS: dict[str, int] = {"create": 50, "order": 1, "emergency": 1}

@@ -1,0 +1,254 @@
+"""The partner transport: urllib3's pools, with every attempt visible and every answer bounded.
+
+A partner call is one small request and one small answer, and an attempt that failed must be told apart
+by *how* it failed (see ``_errors``). So urllib3's retries and redirects are off, the request is checked
+before anything is sent, and the answer is read by this module under caps, not by urllib3's preloading.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import threading
+import urllib.request
+import zlib
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
+
+from urllib3 import BaseHTTPResponse, HTTPHeaderDict, PoolManager, ProxyManager, Timeout
+from urllib3.exceptions import HTTPError
+from urllib3.util import make_headers
+
+from worker.providers.base import PartnerError
+from worker.transport._errors import classify_transport_error, not_sent, too_large, where
+from worker.transport._limits import AnswerTooLarge, BoundedDecoder
+from worker.transport._pool import ConnectionBounds, pool_classes
+from worker.transport._settings import TransportSettings
+
+USER_AGENT = "order-worker/0.1"
+_READ_CHUNK = 64 * 1024
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_UNSAFE_IN_TARGET = re.compile(r"[\x00-\x20\x7f]")
+_UNSAFE_IN_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+class HttpAnswer(NamedTuple):
+    """Whatever the partner answered, any status: interpreting it is the provider client's job."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class PartnerHttp:
+    """One partner's connection pools; one per partner per process, shared by threads.
+
+    * one keep-alive pool per origin (per origin and proxy when one applies), at most ``pool_size`` idle
+      connections kept; when all are busy a temporary connection is opened rather than waiting for one;
+    * a pooled connection is reused only when it is still open, unread and idle for less than
+      ``idle_expiry`` seconds;
+    * no retries and no redirects: every attempt is visible to the caller;
+    * the read timeout bounds the whole answer; its body, decoded body and header block are capped;
+    * ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``NO_PROXY`` are honoured unless a proxy is configured;
+    * failures are raised as :class:`PartnerError` (see ``classify_transport_error``).
+
+    ``PartnerHttp(settings)`` or ``PartnerHttp(**fields of TransportSettings)``.
+    """
+
+    def __init__(self, settings: TransportSettings | None = None, **fields: Any) -> None:
+        if settings is not None and fields:
+            raise TypeError("pass either settings or fields, not both")
+        self.settings = settings if settings is not None else TransportSettings(**fields)
+        limits = self.settings
+        self._pool_classes = pool_classes(
+            ConnectionBounds(
+                idle_expiry=limits.idle_expiry,
+                answer_seconds=limits.read_timeout,
+                answer_bytes=limits.max_header_bytes + limits.max_response_bytes + _READ_CHUNK,
+            )
+        )
+        self._pool_kw: dict[str, Any] = {
+            "timeout": Timeout(connect=limits.connect_timeout, read=limits.read_timeout),
+            "maxsize": limits.pool_size,
+            "block": False,
+            "retries": False,
+            "cert_reqs": "CERT_REQUIRED",
+            "ca_certs": str(limits.ca_bundle) if limits.ca_bundle else None,
+            "cert_file": str(limits.client_cert) if limits.client_cert else None,
+            "key_file": str(limits.client_key) if limits.client_key else None,
+        }
+        self._lock = threading.Lock()
+        self._direct: PoolManager | None = None
+        self._proxied: dict[str, PoolManager] = {}
+        self._routes: dict[tuple[str, str], PoolManager] = {}
+        """(scheme, host) -> the manager its calls go through; decided once per origin."""
+
+    @property
+    def read_timeout(self) -> float:
+        return self.settings.read_timeout
+
+    @property
+    def max_response_bytes(self) -> int:
+        return self.settings.max_response_bytes
+
+    def __repr__(self) -> str:
+        s = self.settings
+        return (
+            f"PartnerHttp(connect_timeout={s.connect_timeout}, read_timeout={s.read_timeout}, "
+            f"max_response_bytes={s.max_response_bytes}, proxy={'set' if s.proxy_url else 'none'})"
+        )
+
+    def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> HttpAnswer:
+        return self._request("POST", url, body, headers)
+
+    def get(self, url: str, headers: Mapping[str, str]) -> HttpAnswer:
+        return self._request("GET", url, None, headers)
+
+    def close(self) -> None:
+        with self._lock:
+            managers: list[PoolManager] = [*self._proxied.values()]
+            if self._direct is not None:
+                managers.append(self._direct)
+            self._direct, self._proxied, self._routes = None, {}, {}
+        for manager in managers:
+            manager.clear()
+
+    def __enter__(self) -> PartnerHttp:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- one call -------------------------------------------------------------------------------------
+
+    def _request(self, method: str, url: str, body: bytes | None, headers: Mapping[str, str]) -> HttpAnswer:
+        response: BaseHTTPResponse | None = None
+        try:
+            outgoing = _checked_headers(method, url, headers)
+            response = self._manager(url).urlopen(
+                method,
+                url,
+                body=body,
+                headers=outgoing,
+                retries=False,
+                redirect=False,
+                preload_content=False,
+                decode_content=False,
+            )
+            return self._read(response, method, url)
+        except PartnerError:
+            raise
+        except AnswerTooLarge as exc:
+            raise too_large(exc, method, url, response.status if response else None) from None
+        except (HTTPError, OSError, http.client.HTTPException, zlib.error, ValueError) as exc:
+            raise classify_transport_error(exc, method, url, self.settings.read_timeout) from None
+        finally:
+            if response is not None:
+                response.release_conn()
+
+    def _read(self, response: BaseHTTPResponse, method: str, url: str) -> HttpAnswer:
+        limits = self.settings
+        headers = response.headers
+        lines = list(headers.iteritems())
+        if len(lines) > limits.max_header_count:
+            raise AnswerTooLarge("headers", limits.max_header_count)
+        if sum(len(name) + len(value) + 4 for name, value in lines) > limits.max_header_bytes:
+            raise AnswerTooLarge("headers", limits.max_header_bytes)
+        decoder = BoundedDecoder(headers.get("content-encoding", ""), limits.max_response_bytes)
+        chunks: list[bytes] = []
+        received = 0
+        try:
+            while data := response.read(_READ_CHUNK, decode_content=False):
+                received += len(data)
+                if received > limits.max_response_bytes:
+                    raise AnswerTooLarge("answer", limits.max_response_bytes)
+                chunks.append(decoder.feed(data))
+        except BaseException:
+            response.close()  # a half-read answer leaves the connection out of step: never reuse it
+            raise
+        return HttpAnswer(response.status, HTTPHeaderDict(headers), b"".join(chunks))
+
+    # --- routes ---------------------------------------------------------------------------------------
+
+    def _manager(self, url: str) -> PoolManager:
+        parts = urlsplit(url)
+        route = (parts.scheme.lower(), parts.netloc)
+        manager = self._routes.get(route)
+        if manager is not None:
+            return manager
+        proxy = self._proxy_for(parts.scheme.lower(), parts.hostname or "", parts.port)
+        with self._lock:
+            if proxy is None:
+                if self._direct is None:
+                    self._direct = self._new_manager(None)
+                manager = self._direct
+            else:
+                manager = self._proxied.get(proxy)
+                if manager is None:
+                    manager = self._new_manager(proxy)
+                    self._proxied[proxy] = manager
+            if len(self._routes) < 64:
+                self._routes[route] = manager
+        return manager
+
+    def _proxy_for(self, scheme: str, host: str, port: int | None) -> str | None:
+        """The configured proxy; else the environment's for this scheme unless NO_PROXY exempts the
+        host (the standard library's reading of those variables, as curl and requests do)."""
+        if self.settings.proxy_url is not None:
+            return self.settings.proxy_url.get_secret_value()
+        if not self.settings.proxy_from_env or not host:
+            return None
+        proxy = urllib.request.getproxies().get(scheme)
+        if not proxy:
+            return None
+        target = host if port is None else f"{host}:{port}"
+        if urllib.request.proxy_bypass(target):
+            return None
+        return proxy
+
+    def _new_manager(self, proxy: str | None) -> PoolManager:
+        kw = dict(self._pool_kw)
+        if proxy is None:
+            manager = PoolManager(num_pools=8, **kw)
+        else:
+            parts = urlsplit(proxy)
+            auth = None
+            if parts.username is not None:
+                auth = make_headers(proxy_basic_auth=f"{parts.username}:{parts.password or ''}")
+                netloc = parts.netloc.rsplit("@", 1)[1]
+                proxy = parts._replace(netloc=netloc).geturl()
+            manager = ProxyManager(proxy, num_pools=8, proxy_headers=auth, **kw)
+        manager.pool_classes_by_scheme = self._pool_classes
+        return manager
+
+
+def _checked_headers(method: str, url: str, headers: Mapping[str, str]) -> dict[str, str]:
+    """The headers to send, refused before anything is sent when a header or the path could split the
+    request (a line break in a value is header injection; urllib3 would percent-encode a bad path)."""
+    try:
+        target = url[url.index("/", url.index("://") + 3) :]
+    except ValueError:
+        target = "/"
+    if _UNSAFE_IN_TARGET.search(target):
+        raise http.client.InvalidURL("path with a space or control character")
+    outgoing = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+    for name, value in headers.items():
+        if not _TOKEN.fullmatch(name) or _UNSAFE_IN_VALUE.search(value) or not _latin1(value):
+            safe_name = name if _TOKEN.fullmatch(name) else "(a header)"
+            raise not_sent(
+                "bad_request_header",
+                f"{where(method, url)}: header {safe_name} has a character HTTP does not allow",
+                retryable=False,
+            )
+        if name.lower() != "user-agent":
+            outgoing[name] = value
+    return outgoing
+
+
+def _latin1(value: str) -> bool:
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
