@@ -1,0 +1,158 @@
+"""The partner's answer never decides how long a call takes or how much memory it needs: each hostile
+answer below comes from a real socket and must end in a clear PartnerError, with a bounded peak."""
+
+from __future__ import annotations
+
+import socket
+import time
+import tracemalloc
+import zlib
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.providers.partner_stubs import RawServer, StubServer, read_request
+from worker.providers.base import Fate, PartnerError
+from worker.transport import PartnerHttp
+
+RawFactory = Callable[[Callable[[socket.socket], None]], RawServer]
+MEMORY_BUDGET = 10 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def gzip_bomb() -> bytes:
+    """256 MiB of zeros, gzip-compressed to about 255 KB (built in pieces: the test must not hold it)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    zeros = bytes(1024 * 1024)
+    parts = [packer.compress(zeros) for _ in range(256)]
+    parts.append(packer.flush())
+    return b"".join(parts)
+
+
+def _fails_within_budget(call: Callable[[], object]) -> tuple[PartnerError, int]:
+    """The PartnerError the call raises, and the peak of memory allocated while it ran."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(PartnerError) as info:
+            call()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return info.value, peak
+
+
+def _then_close(answer: Callable[[socket.socket], None]) -> Callable[[socket.socket], None]:
+    def behaviour(conn: socket.socket) -> None:
+        read_request(conn)
+        answer(conn)
+
+    return behaviour
+
+
+def test_a_gzip_bomb_stops_at_the_cap(raw_server: RawFactory, http: PartnerHttp, gzip_bomb: bytes) -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(gzip_bomb)
+    server = raw_server(_then_close(lambda conn: conn.sendall(head + gzip_bomb)))
+    error, peak = _fails_within_budget(lambda: http.get(f"{server.url}/api/v1/order", {}))
+    assert (error.fate, error.code, error.http_status) == (Fate.UNKNOWN, "response_too_large", 200)
+    assert "decoded body" in error.reason
+    assert peak < MEMORY_BUDGET
+
+
+def test_an_endless_chunked_body_stops_at_the_cap(raw_server: RawFactory, http: PartnerHttp) -> None:
+    def endless(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        chunk = b"%x\r\n%s\r\n" % (16384, b"x" * 16384)
+        while True:
+            conn.sendall(chunk)
+
+    server = raw_server(_then_close(endless))
+    started = time.monotonic()
+    error, peak = _fails_within_budget(lambda: http.get(f"{server.url}/api/v1/order", {}))
+    assert (error.fate, error.code, error.http_status) == (Fate.UNKNOWN, "response_too_large", 200)
+    assert peak < MEMORY_BUDGET
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize(
+    ("before", "dripped"),
+    [
+        (b"", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),  # the status line and headers
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n", b"x" * 40),  # the body
+    ],
+    ids=["headers", "body"],
+)
+def test_a_slow_drip_ends_at_the_read_timeout(raw_server: RawFactory, before: bytes, dripped: bytes) -> None:
+    """One byte a second never trips a per-recv timeout of 2.5 s; the whole answer must still end then."""
+
+    def drip(conn: socket.socket) -> None:
+        conn.sendall(before)
+        for byte in dripped:
+            conn.sendall(bytes([byte]))
+            time.sleep(1.0)
+
+    server = raw_server(_then_close(drip))
+    with PartnerHttp(connect_timeout=1, read_timeout=2.5) as http:
+        started = time.monotonic()
+        error, peak = _fails_within_budget(lambda: http.post(f"{server.url}/api/v1/create", b"{}", {}))
+        elapsed = time.monotonic() - started
+    assert (error.fate, error.code, error.retryable) == (Fate.UNKNOWN, "timeout", True)
+    assert 2.4 < elapsed < 3.6
+    assert peak < MEMORY_BUDGET
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTP/1.1 200 OK\r\nX-Huge: " + b"a" * (1024 * 1024) + b"\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-%d: %s\r\n" % (i, b"b" * 1000) for i in range(90)) + b"\r\n",
+    ],
+    ids=["one-huge-line", "a-block-over-the-cap"],
+)
+def test_a_huge_header_is_refused(raw_server: RawFactory, http: PartnerHttp, head: bytes) -> None:
+    def answer(conn: socket.socket) -> None:
+        conn.sendall(head)
+        conn.close()
+
+    server = raw_server(_then_close(answer))
+    error, peak = _fails_within_budget(lambda: http.get(f"{server.url}/api/v1/order", {}))
+    assert (error.fate, error.code, error.retryable) == (Fate.UNKNOWN, "header_too_large", True)
+    assert peak < MEMORY_BUDGET
+
+
+@pytest.mark.parametrize(
+    ("answer", "codes"),
+    [
+        (lambda conn: conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n"), {"protocol_error"}),
+        (lambda conn: [conn.sendall(b"\x16\x03\x01" * 4096) for _ in iter(int, 1)], {"header_too_large"}),
+    ],
+    ids=["a-banner", "endless-binary"],
+)
+def test_a_non_http_answer_is_unknown(
+    raw_server: RawFactory, http: PartnerHttp, answer: Callable[[socket.socket], None], codes: set[str]
+) -> None:
+    server = raw_server(_then_close(answer))
+    error, peak = _fails_within_budget(lambda: http.post(f"{server.url}/api/v1/create", b"{}", {}))
+    assert error.fate is Fate.UNKNOWN and error.retryable
+    assert error.code in codes
+    assert peak < MEMORY_BUDGET
+
+
+# --- keep-alive idle expiry ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def stub_server() -> Iterator[StubServer]:
+    server = StubServer()
+    yield server
+    server.close()
+
+
+def test_a_connection_idle_past_the_expiry_is_not_reused(stub_server: StubServer) -> None:
+    with PartnerHttp(idle_expiry=0.3) as http:
+        http.get(f"{stub_server.url}/a", {})
+        http.get(f"{stub_server.url}/b", {})  # at once: the same connection
+        time.sleep(0.5)  # longer than the expiry: the next call must open a new connection
+        http.get(f"{stub_server.url}/c", {})
+    ports = [r.client_port for r in stub_server.received]
+    assert ports[0] == ports[1]
+    assert ports[2] != ports[1]
