@@ -101,7 +101,12 @@ class TestProxy:
         await _pipe_both(reader, writer, up_reader, up_writer)
 
     async def _forward(
-        self, method: str, target: str, head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        method: str,
+        target: str,
+        head: bytes,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
     ) -> None:
         parts = urlsplit(target)
         if parts.scheme != "http" or not parts.hostname:
