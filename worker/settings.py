@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from worker.transport import TransportSettings
@@ -227,6 +227,17 @@ class Settings(BaseSettings):
         scheme = urlsplit(self.ledger_url.get_secret_value()).scheme
         if scheme not in {"sqlite", "postgresql", "postgres"}:
             raise ValueError("ledger_url must start with sqlite:/// or postgresql://")
+        return self
+
+    @model_validator(mode="after")
+    def _transports(self) -> Settings:
+        """A partner's transport settings are checked at start-up, not at its first call."""
+        for partner in ("zerotrace", "itrx"):
+            try:
+                self.transport(partner)
+            except ValidationError as exc:
+                problems = "; ".join(str(error["msg"]) for error in exc.errors())
+                raise ValueError(f"{partner} transport: {problems}") from None
         return self
 
     def poll_interval(self, status: str) -> float | None:
