@@ -1,6 +1,6 @@
 """The HTTP floor: a bare loop of signed 0trace calls with order-worker's HTTP client; no broker, no ledger.
 
-PROCESSES x THREADS threads; each process holds one :class:`worker.providers.http.PartnerHttp` (the pooled
+PROCESSES x THREADS threads; each process holds one :class:`worker.transport.PartnerHttp` (the pooled
 keep-alive urllib3 client the workers use); each thread repeats: sign and POST ``/api/v1/create`` with an
 Idempotency-Key, parse the answer, sign and POST ``/api/v1/order`` with the id and token, parse the answer.
 Calls per second over a fixed measured interval (after a warm-up) is the most any pipeline built on this
@@ -26,7 +26,7 @@ def _compact(obj: Any) -> bytes:
 
 
 def _worker(url: str, threads: int, warmup: float, seconds: float, params: dict[str, Any], out: Any) -> None:
-    http = PartnerHttp(pool_size=threads)
+    http = PartnerHttp(pool_size=threads, proxy_from_env=False)
     secret = SANDBOX_ZEROTRACE_API_SECRET
     tag = os.urandom(6).hex()
     counts = [0] * threads

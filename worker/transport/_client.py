@@ -16,8 +16,9 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
-from urllib3 import BaseHTTPResponse, HTTPHeaderDict, PoolManager, ProxyManager, Timeout
-from urllib3.exceptions import HTTPError
+from urllib3 import BaseHTTPResponse, PoolManager, ProxyManager, Timeout
+from urllib3.connectionpool import HTTPConnectionPool
+from urllib3.exceptions import HTTPError, LocationValueError
 from urllib3.util import make_headers
 
 from worker.providers.base import PartnerError
@@ -28,6 +29,8 @@ from worker.transport._settings import TransportSettings
 
 USER_AGENT = "order-worker/0.1"
 _READ_CHUNK = 64 * 1024
+_MAX_ROUTES = 32
+"""Origins remembered per client; the managers keep as many pools, so a remembered pool is never evicted."""
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _UNSAFE_IN_TARGET = re.compile(r"[\x00-\x20\x7f]")
 _UNSAFE_IN_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -81,8 +84,8 @@ class PartnerHttp:
         self._lock = threading.Lock()
         self._direct: PoolManager | None = None
         self._proxied: dict[str, PoolManager] = {}
-        self._routes: dict[tuple[str, str], PoolManager] = {}
-        """(scheme, host) -> the manager its calls go through; decided once per origin."""
+        self._routes: dict[str, tuple[HTTPConnectionPool | PoolManager, bool]] = {}
+        """origin -> (pool or manager, absolute URL?); see :meth:`_route`."""
 
     @property
     def read_timeout(self) -> float:
@@ -125,14 +128,16 @@ class PartnerHttp:
     def _request(self, method: str, url: str, body: bytes | None, headers: Mapping[str, str]) -> HttpAnswer:
         response: BaseHTTPResponse | None = None
         try:
-            outgoing = _checked_headers(method, url, headers)
-            response = self._manager(url).urlopen(
+            target, outgoing = _checked_request(method, url, headers)
+            pool, absolute = self._route(url)
+            response = pool.urlopen(
                 method,
-                url,
+                url if absolute else target,
                 body=body,
                 headers=outgoing,
                 retries=False,
                 redirect=False,
+                assert_same_host=False,
                 preload_content=False,
                 decode_content=False,
             )
@@ -167,30 +172,41 @@ class PartnerHttp:
         except BaseException:
             response.close()  # a half-read answer leaves the connection out of step: never reuse it
             raise
-        return HttpAnswer(response.status, HTTPHeaderDict(headers), b"".join(chunks))
+        return HttpAnswer(response.status, headers, b"".join(chunks))
 
     # --- routes ---------------------------------------------------------------------------------------
 
-    def _manager(self, url: str) -> PoolManager:
-        parts = urlsplit(url)
-        route = (parts.scheme.lower(), parts.netloc)
-        manager = self._routes.get(route)
-        if manager is not None:
-            return manager
-        proxy = self._proxy_for(parts.scheme.lower(), parts.hostname or "", parts.port)
+    def _route(self, url: str) -> tuple[HTTPConnectionPool | PoolManager, bool]:
+        """The pool an origin's calls go through, and whether it takes the absolute URL (a forwarding
+        proxy) or the path. Decided once per origin; urllib3's own per-call URL parsing and pool lookup
+        cost more CPU than the rest of the request."""
+        scheme_end = url.find("://")
+        path_at = url.find("/", scheme_end + 3) if scheme_end > 0 else -1
+        origin = url if path_at < 0 else url[:path_at]
+        route = self._routes.get(origin)
+        if route is not None:
+            return route
+        try:
+            parts = urlsplit(origin)
+            scheme, host, port = parts.scheme.lower(), parts.hostname or "", parts.port
+        except ValueError:
+            raise LocationValueError("invalid URL") from None
+        proxy = self._proxy_for(scheme, host, port)
         with self._lock:
+            manager: PoolManager
             if proxy is None:
-                if self._direct is None:
-                    self._direct = self._new_manager(None)
-                manager = self._direct
+                manager = self._direct or self._new_manager(None)
+                self._direct = manager
             else:
-                manager = self._proxied.get(proxy)
-                if manager is None:
-                    manager = self._new_manager(proxy)
-                    self._proxied[proxy] = manager
-            if len(self._routes) < 64:
-                self._routes[route] = manager
-        return manager
+                manager = self._proxied.get(proxy) or self._new_manager(proxy)
+                self._proxied[proxy] = manager
+            if proxy is not None and scheme == "http":
+                route = (manager, True)  # forwarded: ProxyManager adds the absolute form and proxy headers
+            else:
+                route = (manager.connection_from_url(origin), False)
+            if len(self._routes) < _MAX_ROUTES:
+                self._routes[origin] = route
+        return route
 
     def _proxy_for(self, scheme: str, host: str, port: int | None) -> str | None:
         """The configured proxy; else the environment's for this scheme unless NO_PROXY exempts the
@@ -210,7 +226,7 @@ class PartnerHttp:
     def _new_manager(self, proxy: str | None) -> PoolManager:
         kw = dict(self._pool_kw)
         if proxy is None:
-            manager = PoolManager(num_pools=8, **kw)
+            manager = PoolManager(num_pools=_MAX_ROUTES, **kw)
         else:
             parts = urlsplit(proxy)
             auth = None
@@ -218,14 +234,15 @@ class PartnerHttp:
                 auth = make_headers(proxy_basic_auth=f"{parts.username}:{parts.password or ''}")
                 netloc = parts.netloc.rsplit("@", 1)[1]
                 proxy = parts._replace(netloc=netloc).geturl()
-            manager = ProxyManager(proxy, num_pools=8, proxy_headers=auth, **kw)
+            manager = ProxyManager(proxy, num_pools=_MAX_ROUTES, proxy_headers=auth, **kw)
         manager.pool_classes_by_scheme = self._pool_classes
         return manager
 
 
-def _checked_headers(method: str, url: str, headers: Mapping[str, str]) -> dict[str, str]:
-    """The headers to send, refused before anything is sent when a header or the path could split the
-    request (a line break in a value is header injection; urllib3 would percent-encode a bad path)."""
+def _checked_request(method: str, url: str, headers: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+    """The request target and the headers to send, refused before anything is sent when a header or the
+    path could split the request (a line break in a value is header injection; urllib3 would
+    percent-encode a bad path)."""
     try:
         target = url[url.index("/", url.index("://") + 3) :]
     except ValueError:
@@ -243,7 +260,7 @@ def _checked_headers(method: str, url: str, headers: Mapping[str, str]) -> dict[
             )
         if name.lower() != "user-agent":
             outgoing[name] = value
-    return outgoing
+    return target.split("#", 1)[0], outgoing
 
 
 def _latin1(value: str) -> bool:

@@ -36,6 +36,9 @@ class AnswerDeadline(TimeoutError):
     """The whole answer did not arrive within the read timeout (each byte may have come in time)."""
 
 
+_SLACK = 0.02
+
+
 class _DeadlineReader(io.RawIOBase):
     """The raw file http.client reads an answer from: every ``recv`` gets the time left, and the total
     read is capped (the header block is bounded separately; this is the backstop for the whole answer)."""
@@ -48,6 +51,7 @@ class _DeadlineReader(io.RawIOBase):
         self._cap = cap
         self._read = 0
         self._timeout = sock.gettimeout()
+        self._wait = self._timeout if self._timeout is not None else float("inf")
         self.closing = False
 
     def readable(self) -> bool:
@@ -59,7 +63,11 @@ class _DeadlineReader(io.RawIOBase):
         left = self._deadline - time.monotonic()
         if left <= 0:
             raise AnswerDeadline("answer deadline passed")
-        self._sock.settimeout(left)
+        if left < self._wait - _SLACK:
+            # Each change is a syscall, so the wait is only shortened when it would overshoot by more
+            # than the slack: the deadline holds to within that.
+            self._wait = left
+            self._sock.settimeout(left)
         count = self._raw.readinto(buffer)
         if count:
             self._read += count
