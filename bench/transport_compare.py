@@ -6,10 +6,11 @@ alternating clients for ROUNDS rounds so that drift on a shared machine hits bot
 is the calling thread's CPU time inside ``post()`` only (request building, socket syscalls, parsing,
 reading), so signing and JSON are left out; calls/s is wall-clock over the whole loop, signing included.
 
-    .venv/bin/python -m bench.transport_compare --calls 3000 --rounds 3 --baseline main
+    .venv/bin/python -m bench.transport_compare --calls 3000 --rounds 3 [--baseline REV]
 
-The baseline is ``worker/providers/http.py`` of that revision (the hand-written client), written to a
-temporary file and imported from there; it needs ``httptools`` installed.
+The baseline is ``worker/providers/http.py`` (the hand-written client on httptools) of REV, by default
+the last revision that had it; it is written to a temporary file and imported from there, and needs
+``httptools`` installed (it is no longer a dependency).
 """
 
 from __future__ import annotations
@@ -47,6 +48,17 @@ def _headers(body: bytes, **extra: str) -> dict[str, str]:
     }
 
 
+def _last_revision_with_old_client() -> str:
+    removed = subprocess.run(
+        ["git", "rev-list", "-n", "1", "HEAD", "--", "worker/providers/http.py"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return f"{removed}^"
+
+
 def _baseline_class(revision: str, folder: Path) -> Any:
     source = subprocess.run(
         ["git", "show", f"{revision}:worker/providers/http.py"], cwd=REPO, check=True, capture_output=True
@@ -82,8 +94,9 @@ def main() -> None:
     )
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--baseline", default="main", help="git revision holding worker/providers/http.py")
+    parser.add_argument("--baseline", help="git revision holding worker/providers/http.py")
     args = parser.parse_args()
+    args.baseline = args.baseline or _last_revision_with_old_client()
     proc, host, port = start_sandbox(uvloop=False)
     url = f"http://{host}:{port}"
     results: dict[str, list[tuple[float, float]]] = {"baseline": [], "urllib3": []}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from order_worker_sandbox.testing import RunningSandbox, running_sandbox
 from pydantic import SecretStr
 from urllib3.exceptions import SSLError
 
+from tests.providers.partner_stubs import RawServer
 from tests.support.proxy import TestProxy
 from worker.providers.base import Fate, PartnerError
 from worker.providers.itrx import ItrxClient
@@ -139,6 +141,21 @@ def test_a_client_certificate_alert_is_not_sent() -> None:
     alert.reason = "TLSV13_ALERT_CERTIFICATE_REQUIRED"
     error = classify_transport_error(SSLError(alert), "POST", "https://partner.example/api/v1/create")
     assert (error.fate, error.code, error.retryable) == (Fate.NOT_SENT, "tls_client_cert", False)
+
+
+def test_a_tls_handshake_that_never_completes_is_a_connect_timeout(silent_server: RawServer) -> None:
+    """The listener accepts and never answers the ClientHello: no request byte can have been written."""
+    url = silent_server.url.replace("http://", "https://")
+    started = time.monotonic()
+    http = PartnerHttp(connect_timeout=0.3, read_timeout=5, proxy_from_env=False)
+    with http, pytest.raises(PartnerError) as info:
+        http.post(f"{url}/api/v1/create", b"{}", {})
+    assert (info.value.fate, info.value.code, info.value.retryable) == (
+        Fate.NOT_SENT,
+        "connect_timeout",
+        True,
+    )
+    assert time.monotonic() - started < 2
 
 
 # --- proxy ----------------------------------------------------------------------------------------------

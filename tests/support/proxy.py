@@ -128,7 +128,9 @@ class TestProxy:
                 if length:
                     up_writer.write(await reader.readexactly(length))
                 await up_writer.drain()
-                head = await reader.readuntil(b"\r\n\r\n")  # the next request on this connection
+                # The next request on this connection goes to the same upstream: urllib3 keeps one
+                # forwarding pool per proxy, and each test here talks to one target.
+                head = await reader.readuntil(b"\r\n\r\n")
                 method, target, _ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
                 parts = urlsplit(target)
         finally:

@@ -7,7 +7,7 @@ idempotent). The tree of outcomes, by the moment the failure happened::
     before any byte of the request could reach the partner            -> Fate.NOT_SENT
     ├── bad URL, bad header value (refused before connecting)         bad_url, bad_request_header (final)
     ├── name resolution failed                                        dns
-    ├── connect refused / failed                                      connection_refused, connect_failed
+    ├── connect refused / failed, TLS handshake failed                connection_refused, connect_failed
     ├── connect (or TLS handshake) timed out                          connect_timeout
     ├── proxy unreachable                                             proxy_unreachable
     ├── proxy refused the CONNECT tunnel                              proxy_refused
