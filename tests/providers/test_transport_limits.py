@@ -156,3 +156,24 @@ def test_a_connection_idle_past_the_expiry_is_not_reused(stub_server: StubServer
     ports = [r.client_port for r in stub_server.received]
     assert ports[0] == ports[1]
     assert ports[2] != ports[1]
+
+
+def test_a_refused_header_block_retires_the_connection(raw_server: RawFactory) -> None:
+    """The body of an answer refused for its headers is never read, so its connection must not carry the
+    next request: here the body comes late, after the next request could already have been written."""
+    block = b"".join(b"X-%d: v\r\n" % i for i in range(20))
+    head = b"HTTP/1.1 200 OK\r\n" + block + b"Content-Length: 2\r\n\r\n"
+
+    def serve(conn: socket.socket) -> None:
+        while read_request(conn):
+            conn.sendall(head)
+            time.sleep(0.3)
+            conn.sendall(b"ok")
+
+    server = raw_server(serve)
+    with PartnerHttp(max_header_count=10) as http:
+        for _ in range(2):
+            with pytest.raises(PartnerError) as info:
+                http.get(f"{server.url}/a", {})
+            assert (info.value.fate, info.value.code) == (Fate.UNKNOWN, "header_too_large")
+    assert len(server._held) == 2

@@ -155,22 +155,22 @@ class PartnerHttp:
     def _read(self, response: BaseHTTPResponse, method: str, url: str) -> HttpAnswer:
         limits = self.settings
         headers = response.headers
-        lines = list(headers.iteritems())
-        if len(lines) > limits.max_header_count:
-            raise AnswerTooLarge("headers", limits.max_header_count)
-        if sum(len(name) + len(value) + 4 for name, value in lines) > limits.max_header_bytes:
-            raise AnswerTooLarge("headers", limits.max_header_bytes)
-        decoder = BoundedDecoder(headers.get("content-encoding", ""), limits.max_response_bytes)
         chunks: list[bytes] = []
         received = 0
         try:
+            lines = list(headers.iteritems())
+            if len(lines) > limits.max_header_count:
+                raise AnswerTooLarge("headers", limits.max_header_count)
+            if sum(len(name) + len(value) + 4 for name, value in lines) > limits.max_header_bytes:
+                raise AnswerTooLarge("headers", limits.max_header_bytes)
+            decoder = BoundedDecoder(headers.get("content-encoding", ""), limits.max_response_bytes)
             while data := response.read(_READ_CHUNK, decode_content=False):
                 received += len(data)
                 if received > limits.max_response_bytes:
                     raise AnswerTooLarge("answer", limits.max_response_bytes)
                 chunks.append(decoder.feed(data))
         except BaseException:
-            response.close()  # a half-read answer leaves the connection out of step: never reuse it
+            response.close()  # an answer not read to its end leaves the connection out of step
             raise
         return HttpAnswer(response.status, headers, b"".join(chunks))
 
