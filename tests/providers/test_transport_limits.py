@@ -3,6 +3,7 @@ answer below comes from a real socket and must end in a clear PartnerError, with
 
 from __future__ import annotations
 
+import gzip
 import socket
 import time
 import tracemalloc
@@ -177,3 +178,31 @@ def test_a_refused_header_block_retires_the_connection(raw_server: RawFactory) -
                 http.get(f"{server.url}/a", {})
             assert (info.value.fate, info.value.code) == (Fate.UNKNOWN, "header_too_large")
     assert len(server._held) == 2
+
+
+def _raw_deflate(data: bytes) -> bytes:
+    packer = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return packer.compress(data) + packer.flush()
+
+
+@pytest.mark.parametrize(
+    ("encoding", "encode"),
+    [
+        ("gzip", gzip.compress),
+        ("x-gzip", lambda data: gzip.compress(data[:5]) + gzip.compress(data[5:])),  # two gzip members
+        ("deflate", zlib.compress),  # the RFC's deflate: a zlib stream
+        ("deflate", _raw_deflate),  # what many servers send as deflate
+        ("gzip, deflate", lambda data: zlib.compress(gzip.compress(data))),  # applied in the listed order
+        ("identity", lambda data: data),
+    ],
+)
+def test_compressed_answers_are_decoded_within_the_cap(
+    stub_server: StubServer, encoding: str, encode: Callable[[bytes], bytes]
+) -> None:
+    body = b'{"code":0,"data":{"id":"ABC123","status":"NEW"}}'
+    stub_server.reply_raw(200, encode(body), {"Content-Encoding": encoding})
+    with PartnerHttp() as http:
+        assert http.get(f"{stub_server.url}/x", {}).body == body
+    with PartnerHttp(max_response_bytes=len(body) - 1) as http, pytest.raises(PartnerError) as info:
+        http.get(f"{stub_server.url}/x", {})
+    assert info.value.code == "response_too_large"

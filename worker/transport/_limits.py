@@ -157,7 +157,8 @@ class _Stage:
 class BoundedDecoder:
     """Decodes a ``Content-Encoding`` chain chunk by chunk, raising :class:`AnswerTooLarge` as soon as the
     decoded body would pass ``cap``: a small gzip bomb costs the cap, not its inflated size. Codings other
-    than gzip and deflate pass through undecoded, as they always did (identity is what we ask for)."""
+    than gzip and deflate pass through undecoded: we ask for identity, and an answer in a coding we do not
+    know is better given to the provider client as it came than refused."""
 
     def __init__(self, encoding: str, cap: int) -> None:
         names = [part.strip().lower() for part in encoding.split(",") if part.strip()]
