@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import socket
+import threading
 import time
 import tracemalloc
 import zlib
@@ -206,3 +207,27 @@ def test_compressed_answers_are_decoded_within_the_cap(
     with PartnerHttp(max_response_bytes=len(body) - 1) as http, pytest.raises(PartnerError) as info:
         http.get(f"{stub_server.url}/x", {})
     assert info.value.code == "response_too_large"
+
+
+def test_one_client_serves_many_threads_without_waiting_for_a_slot(stub_server: StubServer) -> None:
+    """pool_size bounds the connections kept, not the calls in flight: a thread that finds every pooled
+    connection busy opens its own rather than waiting (a wait would be a failure with no partner meaning)."""
+    results: list[int] = []
+    errors: list[BaseException] = []
+    with PartnerHttp(pool_size=2) as http:
+
+        def calls() -> None:
+            try:
+                for _ in range(25):
+                    results.append(http.post(f"{stub_server.url}/api", b"{}", {}).status)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=calls) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    assert errors == []
+    assert results == [200] * 150
+    assert len(stub_server.received) == 150
