@@ -114,7 +114,9 @@ class Settings(BaseSettings):
 
     # --- partner calls ---------------------------------------------------------------------------
     http_connect_timeout: float = Field(3.0, gt=0, description="Seconds to open a partner connection.")
-    http_read_timeout: float = Field(10.0, gt=0, description="Seconds to wait for a partner answer.")
+    http_read_timeout: float = Field(
+        10.0, gt=0, description="Seconds from a partner request sent to its whole answer read (not per read)."
+    )
     http_pool_size: int = Field(16, ge=1, description="Keep-alive connections per partner host per process.")
     # --- partner transport (per partner; see Settings.transport) -------------------------------------
     http_idle_expiry: float = Field(
