@@ -6,7 +6,8 @@ sandbox, with no broker: ``handle_create`` then ``handle_poll`` for N orders, pl
 update. Each call's thread CPU time (``CLOCK_THREAD_CPUTIME_ID``) is split three ways by wrapping the two
 boundaries:
 
-* HTTP: time inside ``PartnerHttp._request`` (request writing, llhttp parsing, socket syscalls);
+* HTTP: time inside ``PartnerHttp._request`` (urllib3 and http.client: request writing, answer parsing,
+  socket syscalls);
 * DB engine: time inside every ``execute`` on a ledger connection (SQLite's C library / psycopg);
 * own: the rest, i.e. validation, idempotency key, claim/transition logic, record (de)serialisation,
   event building, signing, sealing, parsing partner answers, metrics.
@@ -46,9 +47,9 @@ from pydantic import SecretStr
 from bench.common import ZT_PARAMS, ledger_url
 from worker import metrics
 from worker.ledger import sqlite as sqlite_adapter
-from worker.providers import http as http_module
 from worker.runtime import build_runtime
 from worker.settings import Settings
+from worker.transport import PartnerHttp
 
 _clock = time.thread_time_ns
 
@@ -88,7 +89,7 @@ def _statement_kind(sql: Any) -> str:
 
 
 def _instrument() -> None:
-    original_request = http_module.PartnerHttp._request
+    original_request = PartnerHttp._request
 
     def timed_request(self: Any, *args: Any, **kwargs: Any) -> Any:
         started = _clock()
@@ -97,7 +98,7 @@ def _instrument() -> None:
         finally:
             SPLIT.http += _clock() - started
 
-    http_module.PartnerHttp._request = timed_request  # type: ignore[method-assign]
+    PartnerHttp._request = timed_request  # type: ignore[method-assign]
 
     class TimedConnection(sqlite_adapter._Connection):
         def execute(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
@@ -179,8 +180,7 @@ def _own_profile(profile: cProfile.Profile, top: int) -> list[dict[str, Any]]:
         "bench/cpu_per_command.py",
         "email/",
         "ssl.py",
-        "worker/providers/http.py",  # the client's own Python code is in the HTTP column
-        "httptools",
+        "worker/transport/_",  # the client's own Python code is in the HTTP column
     )
     skip_builtins = (
         "'recv",  # recv and recv_into: waiting for the partner's answer

@@ -1,6 +1,6 @@
 """The HTTP floor: a bare loop of signed 0trace calls with order-worker's HTTP client; no broker, no ledger.
 
-PROCESSES x THREADS threads; each process holds one :class:`worker.providers.http.PartnerHttp` (the pooled
+PROCESSES x THREADS threads; each process holds one :class:`worker.transport.PartnerHttp` (the pooled
 keep-alive urllib3 client the workers use); each thread repeats: sign and POST ``/api/v1/create`` with an
 Idempotency-Key, parse the answer, sign and POST ``/api/v1/order`` with the id and token, parse the answer.
 Calls per second over a fixed measured interval (after a warm-up) is the most any pipeline built on this
@@ -20,7 +20,7 @@ from worker.partners.signing import new_nonce
 from worker.partners.zerotrace.settings import DEVELOPMENT_API_KEY as SANDBOX_ZEROTRACE_API_KEY
 from worker.partners.zerotrace.settings import DEVELOPMENT_API_SECRET as SANDBOX_ZEROTRACE_API_SECRET
 from worker.partners.zerotrace.signing import sign_body
-from worker.providers.http import PartnerHttp
+from worker.transport import PartnerHttp
 
 
 def _compact(obj: Any) -> bytes:
@@ -28,7 +28,7 @@ def _compact(obj: Any) -> bytes:
 
 
 def _worker(url: str, threads: int, warmup: float, seconds: float, params: dict[str, Any], out: Any) -> None:
-    http = PartnerHttp(pool_size=threads)
+    http = PartnerHttp(pool_size=threads, proxy_from_env=False)
     secret = SANDBOX_ZEROTRACE_API_SECRET
     tag = os.urandom(6).hex()
     counts = [0] * threads

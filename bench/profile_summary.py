@@ -17,8 +17,8 @@ from typing import Any
 
 _FRAME = re.compile(r"^(?P<func>.+?) \((?P<file>[^:()]+)(?::(?P<line>\d+))?\)$")
 
-_TRANSPORT = ("PartnerHttp.", "_AnswerReader.", "_Connection.", "_request_head", "_host_header")
-"""The transport's own functions in ``worker/providers/http.py`` (the rest of it is shared helpers)."""
+_TRANSPORT = ("worker/transport/_client.py", "worker/transport/_pool.py", "worker/transport/_limits.py")
+"""The transport's own modules (``worker/transport/_helpers.py`` holds the partner clients' helpers)."""
 
 _LEDGER_PARTS = ("SqlLedger.", "Orders.", "Outbox.", "Rejections.", "Pushes.", "RateBudget.")
 """The classes whose methods make up ``SqlLedger`` (worker/ledger/sql.py): a frame names the part."""
@@ -34,13 +34,13 @@ BUCKETS: list[tuple[str, Any]] = [
         ),
     ),
     (
-        "HTTP client (PartnerHttp, httptools, socket)",
+        "HTTP client (PartnerHttp, urllib3, socket)",
         lambda fn, f: (
             any(
                 p in f
-                for p in ("httptools/", "urllib3/", "http/client.py", "socket.py", "selectors.py", "ssl.py")
+                for p in ("urllib3/", "http/client.py", "socket.py", "selectors.py", "ssl.py", "email/")
             )
-            or (f.endswith("worker/providers/http.py") and fn.startswith(_TRANSPORT))
+            or f.endswith(_TRANSPORT)
         ),
     ),
     ("broker (dramatiq, pika)", lambda fn, f: "dramatiq/" in f or "pika/" in f),

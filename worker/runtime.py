@@ -1,4 +1,4 @@
-"""Per-process wiring: one settings object, one ledger, one pooled HTTP client per process.
+"""Per-process wiring: one settings object, one ledger, one pooled HTTP client per partner per process.
 
 Built lazily on first use, after Dramatiq has forked its worker processes, so no connection or pool is
 ever shared across a fork.
@@ -14,7 +14,6 @@ from worker.ledger import open_ledger
 from worker.ledger.base import Ledger
 from worker.partners import registry
 from worker.pipeline import OrderPipeline
-from worker.providers.http import PartnerHttp
 from worker.sealing import TokenSealer
 from worker.settings import Settings, get_settings
 
@@ -24,23 +23,19 @@ class Runtime:
     settings: Settings
     ledger: Ledger
     pipeline: OrderPipeline
-    http: PartnerHttp
 
     def close(self) -> None:
         self.ledger.close()
-        self.http.close()
+        for connected in self.pipeline.partners.values():
+            if connected.http is not None:
+                connected.http.close()
 
 
 def build_runtime(settings: Settings) -> Runtime:
-    http = PartnerHttp(
-        connect_timeout=settings.http_connect_timeout,
-        read_timeout=settings.http_read_timeout,
-        pool_size=settings.http_pool_size,
-    )
-    partners = registry.connect(settings, http, observer=metrics.observe_partner_call)
+    partners = registry.connect(settings, observer=metrics.observe_partner_call)
     ledger = open_ledger(settings.ledger_url.get_secret_value())
     pipeline = OrderPipeline(settings, ledger, partners, TokenSealer.from_settings(settings.token_keys))
-    return Runtime(settings, ledger, pipeline, http)
+    return Runtime(settings, ledger, pipeline)
 
 
 _lock = threading.Lock()

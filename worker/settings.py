@@ -83,8 +83,19 @@ class Settings(BaseSettings):
 
     # --- partner calls ---------------------------------------------------------------------------
     http_connect_timeout: float = Field(3.0, gt=0, description="Seconds to open a partner connection.")
-    http_read_timeout: float = Field(10.0, gt=0, description="Seconds to wait for a partner answer.")
+    http_read_timeout: float = Field(
+        10.0, gt=0, description="Seconds from a partner request sent to its whole answer read (not per read)."
+    )
     http_pool_size: int = Field(16, ge=1, description="Keep-alive connections per partner host per process.")
+    http_idle_expiry: float = Field(
+        20.0, gt=0, description="A pooled partner connection idle longer than this is not reused, seconds."
+    )
+    http_max_response_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="Largest partner answer body, received and decoded, bytes."
+    )
+    http_proxy_from_env: bool = Field(
+        True, description="Without a partner proxy URL, honour HTTPS_PROXY / HTTP_PROXY / NO_PROXY."
+    )
     retry_base_seconds: float = Field(1.0, gt=0, description="First create retry delay (doubles each time).")
     retry_max_seconds: float = Field(60.0, gt=0, description="Cap on the create retry delay.")
     create_retry_window_seconds: float = Field(

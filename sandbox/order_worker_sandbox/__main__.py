@@ -78,6 +78,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--list-settings", action="store_true", help="print every setting with default and meaning"
     )
+    p.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate chain")
+    p.add_argument("--tls-key", metavar="PEM", help="key of --tls-cert, when not in that file")
+    p.add_argument(
+        "--tls-client-ca", metavar="PEM", help="require client certificates issued by these CAs (mTLS)"
+    )
     p.add_argument(
         "--uvloop", action="store_true", help="run on uvloop if it is installed (faster event loop)"
     )
@@ -106,6 +111,9 @@ def build_config(args: argparse.Namespace) -> SandboxConfig:
         "scenario": "zerotrace_scenario",
         "itrx_scenario": "itrx_scenario",
         "rate_limit_weight": "zerotrace_rate_limit_weight",
+        "tls_cert": "tls_cert_file",
+        "tls_key": "tls_key_file",
+        "tls_client_ca": "tls_client_ca_file",
     }
     for flag, name in flag_fields.items():
         value = getattr(args, flag)

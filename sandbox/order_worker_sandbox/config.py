@@ -49,6 +49,9 @@ class SandboxConfig:
     seed: int | None = None
     require_json_content_type: bool = True
     delivery_timeout: float = 10.0
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_client_ca_file: str | None = None
 
     # --- 0trace ---------------------------------------------------------------------------------
     zerotrace_api_key: str = SANDBOX_ZEROTRACE_API_KEY
@@ -104,6 +107,9 @@ HELP: dict[str, str] = {
     "seed": "Seed of the RNG behind probabilistic faults (empty: random).",
     "require_json_content_type": "Refuse POST bodies not sent as application/json (0trace 1/400, itrx 400).",
     "delivery_timeout": "Real seconds one webhook/callback attempt may take before it counts as failed.",
+    "tls_cert_file": "PEM certificate chain: serve HTTPS instead of HTTP (empty: plain HTTP).",
+    "tls_key_file": "PEM private key of tls_cert_file, when it is not in that file.",
+    "tls_client_ca_file": "PEM CA bundle: require a client certificate issued by one of these (mTLS).",
     "zerotrace_api_key": "0trace apiKey of the sandbox partner.",
     "zerotrace_api_secret": "0trace apiSecret (signs requests); keys/rotate replaces it until reset.",
     "zerotrace_webhook_secret": "0trace webhookSecret (signs webhooks); keys/rotate replaces it until reset.",
@@ -150,8 +156,8 @@ HELP: dict[str, str] = {
 }
 
 
-# Fields the control API may not change at run time (the socket is already bound).
-IMMUTABLE_FIELDS = frozenset({"host", "port"})
+# Fields the control API may not change at run time (the socket is already bound, TLS set up).
+IMMUTABLE_FIELDS = frozenset({"host", "port", "tls_cert_file", "tls_key_file", "tls_client_ca_file"})
 
 
 def field_names() -> list[str]:

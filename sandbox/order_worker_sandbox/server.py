@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import threading
 
 from aiohttp import web
@@ -32,7 +33,23 @@ class SandboxServer:
     @property
     def base_url(self) -> str:
         host = self.host if ":" not in self.host else f"[{self.host}]"
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self.sandbox.config.tls_cert_file else "http"
+        return f"{scheme}://{host}:{self.port}"
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        """HTTPS when a certificate is configured; with a client CA, a client certificate is required,
+        so a partner's mTLS can be rehearsed locally."""
+        config = self.sandbox.config
+        if not config.tls_cert_file:
+            if config.tls_key_file or config.tls_client_ca_file:
+                raise ValueError("tls_key_file and tls_client_ca_file need tls_cert_file")
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(config.tls_cert_file, config.tls_key_file or None)
+        if config.tls_client_ca_file:
+            context.load_verify_locations(config.tls_client_ca_file)
+            context.verify_mode = ssl.CERT_REQUIRED
+        return context
 
     async def start(self) -> None:
         """Bind and serve on the running loop; ``self.port`` holds the real port afterwards."""
@@ -41,7 +58,12 @@ class SandboxServer:
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=75.0)
         await self._runner.setup()
         site = web.TCPSite(
-            self._runner, self.host, self.sandbox.config.port, backlog=1024, reuse_address=True
+            self._runner,
+            self.host,
+            self.sandbox.config.port,
+            backlog=1024,
+            reuse_address=True,
+            ssl_context=self._tls_context(),
         )
         await site.start()
         addresses = self._runner.addresses

@@ -8,7 +8,16 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.providers.partner_stubs import Observations, RawServer, StubServer, hold_silently
-from worker.providers.http import PartnerHttp
+from worker.transport import PartnerHttp
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_from_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The transport honours the standard proxy variables; these tests talk to loopback servers directly
+    whatever the developer's shell says (a test that wants a proxy sets its own)."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
 
 
 @pytest.fixture

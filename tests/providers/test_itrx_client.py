@@ -21,8 +21,8 @@ from worker.partners.base import Fate, PartnerError
 from worker.partners.itrx.client import ItrxClient, parse_callback
 from worker.partners.itrx.params import ItrxParams
 from worker.partners.itrx.signing import canonical_json, itrx_sign
-from worker.providers.http import PartnerHttp
 from worker.status import Status
+from worker.transport import PartnerHttp
 
 SPEC_SECRET = "0285A2741D0E76E2E187260EB23E51851D48403A756333E7D0CF845406ABF3E8"
 SECRET = "CANARY-itrx-secret-5c1d8e"

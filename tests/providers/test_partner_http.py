@@ -31,7 +31,7 @@ from tests.providers.partner_stubs import (
     truncate_response,
 )
 from worker.partners.base import Fate, PartnerError
-from worker.providers.http import PartnerHttp, classify_transport_error, parse_retry_after, safe_text
+from worker.transport import PartnerHttp, classify_transport_error, parse_retry_after, safe_text
 
 RawFactory = Callable[[Callable[[socket.socket], None]], RawServer]
 

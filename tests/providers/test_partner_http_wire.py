@@ -19,7 +19,7 @@ from cryptography.x509.oid import NameOID
 
 from tests.providers.partner_stubs import RawServer, StubServer, read_request
 from worker.partners.base import Fate, PartnerError
-from worker.providers.http import PartnerHttp
+from worker.transport import PartnerHttp
 
 RawFactory = Callable[[Callable[[socket.socket], None]], RawServer]
 
@@ -183,7 +183,7 @@ def tls_stub(certificate: tuple[Path, Path]) -> Iterator[StubServer]:
 
 def test_tls_exchanges_share_one_connection(tls_stub: StubServer, certificate: tuple[Path, Path]) -> None:
     tls_stub.reply_raw(200, b'{"code":0}', {"Content-Type": "application/json"})
-    with PartnerHttp(connect_timeout=2, read_timeout=2, ca_certs=str(certificate[0])) as http:
+    with PartnerHttp(connect_timeout=2, read_timeout=2, ca_bundle=certificate[0]) as http:
         for _ in range(3):
             assert (
                 http.post(f"{tls_stub.url}/api/v1/create", b'{"a":1}', {"X-Sig": "s"}).body == b'{"code":0}'

@@ -23,8 +23,8 @@ from worker.partners.base import Fate, PartnerError
 from worker.partners.zerotrace.client import ZeroTraceClient, compact_json, parse_order
 from worker.partners.zerotrace.params import ZeroTraceParams
 from worker.partners.zerotrace.signing import sign_body
-from worker.providers.http import PartnerHttp
 from worker.status import Status
+from worker.transport import PartnerHttp
 
 SECRET = "CANARY-0trace-secret-7f3a9c"
 API_KEY = "CANARY-0trace-key"

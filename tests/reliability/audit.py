@@ -38,7 +38,7 @@ from worker.partners.base import PartnerError
 from worker.partners.zerotrace.client import ZeroTraceClient
 from worker.partners.zerotrace.settings import DEVELOPMENT_API_KEY as SANDBOX_ZEROTRACE_API_KEY
 from worker.pipeline import partner_ref
-from worker.providers.http import PartnerHttp
+from worker.transport import PartnerHttp
 
 FAILPOINT_LINE = re.compile(rb"failpoint (\w+): SIGKILL")
 

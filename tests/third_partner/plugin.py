@@ -28,8 +28,8 @@ from worker.partners import (
     Refusal,
 )
 from worker.partners.contract import settings_config
-from worker.providers.http import Observer, PartnerHttp
 from worker.status import Status
+from worker.transport import Observer, PartnerHttp
 
 STATUSES = {"open": Status.AWAITING_DEPOSIT, "working": Status.PROCESSING, "done": Status.COMPLETED}
 

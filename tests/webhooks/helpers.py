@@ -32,10 +32,10 @@ from worker.partners.itrx.signing import canonical_json, itrx_sign
 from worker.partners.zerotrace.client import parse_order
 from worker.partners.zerotrace.signing import sign_body
 from worker.pipeline import OrderPipeline, partner_ref
-from worker.providers.http import PartnerHttp
 from worker.sealing import TokenSealer
 from worker.settings import Settings
 from worker.status import Status
+from worker.transport import PartnerHttp
 from worker.webhooks.receiver import Headers, PushReceiver, PushResult
 
 # --- canaries ----------------------------------------------------------------------------------------
@@ -465,7 +465,7 @@ def build_world(directory: Path, clock: Clock | None = None, **overrides: Any) -
     ledger.migrate()
     http = PartnerHttp(connect_timeout=2.0, read_timeout=5.0, pool_size=4)
     sealer = TokenSealer.from_settings(settings.token_keys)
-    pipeline = OrderPipeline(settings, ledger, registry.connect(settings, http), sealer, clock=clock)
+    pipeline = OrderPipeline(settings, ledger, registry.connect(settings, http=http), sealer, clock=clock)
     receiver = PushReceiver(settings, ledger, pipeline, clock=clock)
     world = World(settings, ledger, pipeline, receiver, clock, stub, db_path, http, sealer)
     Seen.worlds.append(world)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
@@ -20,8 +21,8 @@ from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.partners.base import CreateResult, PartnerOrder
-from worker.providers.http import Observer, PartnerHttp
 from worker.settings import ENV_PREFIX, secrets_dir
+from worker.transport import Observer, PartnerHttp
 
 
 class PartnerSettings(BaseSettings):
@@ -45,6 +46,12 @@ class PartnerSettings(BaseSettings):
     weight_max_wait: float = Field(
         5.0, ge=0, description="Seconds a call waits for budget in its thread before it is deferred."
     )
+    proxy_url: SecretStr | None = Field(
+        None, description="Proxy for this partner's calls, http(s)://[user:password@]host:port (secret)."
+    )
+    ca_bundle: Path | None = Field(None, description="PEM CA bundle trusted for this partner.")
+    client_cert: Path | None = Field(None, description="PEM client certificate for this partner (mTLS).")
+    client_key: Path | None = Field(None, description="PEM key of the client certificate, if not in it.")
 
     def secrets(self) -> list[SecretStr]:
         """Every secret of this group (for the production-safety check); subclasses list theirs."""

@@ -12,12 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from worker.messages import CreateOrderCommand
 from worker.partners.contract import Partner, PartnerSession, PartnerSettings, PushScheme
-from worker.providers.http import Observer, PartnerHttp
 from worker.settings import Settings
+from worker.transport import Observer, PartnerHttp, TransportSettings
 
 ENTRY_POINT_GROUP = "order_worker.partners"
 
@@ -82,6 +82,8 @@ class Connected:
     settings: PartnerSettings
     session: PartnerSession
     push: PushScheme | None
+    http: PartnerHttp | None = None
+    """The partner's own HTTP client, closed with the process's runtime."""
 
     @property
     def name(self) -> str:
@@ -90,21 +92,48 @@ class Connected:
 
 def checked_groups(settings: Settings) -> dict[str, PartnerSettings]:
     """Every installed partner's settings group, refused (ValueError) when it would send the public
-    development credentials to a partner that is not on this host."""
+    development credentials to a partner that is not on this host, or when its transport settings do not
+    hold together (checked at start-up, not at the first call)."""
     groups = {name: partner_settings(settings, name) for name in names()}
     settings.check_production_safety(groups)
+    for name, group in groups.items():
+        try:
+            transport_settings(settings, group)
+        except ValidationError as error:
+            problems = "; ".join(str(item["msg"]) for item in error.errors(include_input=False))
+            raise ValueError(f"{name} transport: {problems}") from None
     return groups
 
 
-def connect(settings: Settings, http: PartnerHttp, observer: Observer | None = None) -> dict[str, Connected]:
-    """Every installed partner, bound to its checked settings group."""
-    groups = checked_groups(settings)
-    return {
-        name: Connected(
+def transport_settings(settings: Settings, group: PartnerSettings) -> TransportSettings:
+    """How one partner's calls travel: the shared ``http_*`` values and the partner's proxy and TLS files."""
+    return TransportSettings(
+        connect_timeout=settings.http_connect_timeout,
+        read_timeout=settings.http_read_timeout,
+        pool_size=settings.http_pool_size,
+        idle_expiry=settings.http_idle_expiry,
+        max_response_bytes=settings.http_max_response_bytes,
+        proxy_from_env=settings.http_proxy_from_env,
+        proxy_url=group.proxy_url,
+        ca_bundle=group.ca_bundle,
+        client_cert=group.client_cert,
+        client_key=group.client_key,
+    )
+
+
+def connect(
+    settings: Settings, observer: Observer | None = None, http: PartnerHttp | None = None
+) -> dict[str, Connected]:
+    """Every installed partner, bound to its checked settings group and an HTTP client of its own (its
+    proxy and certificates are its own); ``http`` makes all of them share one (tests)."""
+    connected = {}
+    for name, group in checked_groups(settings).items():
+        client = http or PartnerHttp(transport_settings(settings, group))
+        connected[name] = Connected(
             partner=get(name),
             settings=group,
-            session=get(name).connect(group, http, observer),
+            session=get(name).connect(group, client, observer),
             push=get(name).push_scheme(group),
+            http=client,
         )
-        for name, group in groups.items()
-    }
+    return connected

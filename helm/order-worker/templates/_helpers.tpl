@@ -100,6 +100,8 @@ zerotraceWebhookSecrets: order_worker_zerotrace_webhook_secrets
 itrxApiKey: order_worker_itrx_api_key
 itrxApiSecret: order_worker_itrx_api_secret
 itrxPreviousApiSecrets: order_worker_itrx_previous_api_secrets
+zerotraceProxyUrl: order_worker_zerotrace_proxy_url
+itrxProxyUrl: order_worker_itrx_proxy_url
 tokenKeys: order_worker_token_keys
 {{- end }}
 

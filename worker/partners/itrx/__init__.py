@@ -20,7 +20,7 @@ from worker.partners.itrx.client import ItrxClient
 from worker.partners.itrx.params import ItrxParams
 from worker.partners.itrx.push import ItrxPushes
 from worker.partners.itrx.settings import ItrxSettings
-from worker.providers.http import Observer, PartnerHttp
+from worker.transport import Observer, PartnerHttp
 
 __all__ = ["BALANCE", "ItrxPartner", "ItrxSession", "ItrxSettings", "partner"]
 

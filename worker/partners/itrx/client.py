@@ -25,7 +25,8 @@ from worker.partners.base import CreateResult, Fate, PartnerError, PartnerOrder
 from worker.partners.itrx.params import ItrxParams
 from worker.partners.itrx.signing import canonical_json, itrx_sign
 from worker.partners.itrx.statuses import map_status
-from worker.providers.http import (
+from worker.status import Status
+from worker.transport import (
     HttpAnswer,
     Observer,
     PartnerHttp,
@@ -38,7 +39,6 @@ from worker.providers.http import (
     parse_retry_after,
     safe_text,
 )
-from worker.status import Status
 
 PROVIDER = "itrx"
 WEIGHT = 0

@@ -18,7 +18,7 @@ from worker.partners.zerotrace.client import WEIGHTS, ZeroTraceClient
 from worker.partners.zerotrace.params import ZeroTraceParams
 from worker.partners.zerotrace.push import ZeroTracePushes
 from worker.partners.zerotrace.settings import ZeroTraceSettings
-from worker.providers.http import Observer, PartnerHttp
+from worker.transport import Observer, PartnerHttp
 
 __all__ = ["ZeroTracePartner", "ZeroTraceSession", "ZeroTraceSettings", "partner"]
 

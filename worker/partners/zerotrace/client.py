@@ -23,7 +23,7 @@ from worker.partners.signing import new_nonce
 from worker.partners.zerotrace.params import ZeroTraceParams
 from worker.partners.zerotrace.signing import body_signer
 from worker.partners.zerotrace.statuses import map_status
-from worker.providers.http import (
+from worker.transport import (
     HttpAnswer,
     Observer,
     PartnerHttp,

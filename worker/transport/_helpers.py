@@ -1,0 +1,153 @@
+"""What both partner clients share besides the transport: reading answers, reporting calls, and keeping
+partner text and configuration safe to publish."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from decimal import Decimal
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from pydantic import SecretStr
+
+from worker.transport._client import HttpAnswer
+from worker.transport._outcome import PartnerError
+
+log = logging.getLogger(__name__)
+
+Observer = Callable[[str, str, str, float, int], None]
+"""``(provider, endpoint, result, seconds, weight)``, called once per partner HTTP call; result is "ok" or
+the error code. Metrics are wired in by the caller so providers stay free of Prometheus."""
+
+T = TypeVar("T")
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """``Retry-After`` as seconds from now; both the delta-seconds and HTTP-date forms are accepted."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        return _retry_after_date(text, now)
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
+    return seconds
+
+
+def _retry_after_date(text: str, now: float | None) -> float | None:
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def notify(
+    observer: Observer | None, *, provider: str, endpoint: str, result: str, seconds: float, weight: int
+) -> None:
+    """Report one call; a broken observer must never turn a partner's answer into a failure."""
+    if observer is None:
+        return
+    try:
+        observer(provider, endpoint, result, seconds, weight)
+    except Exception:
+        log.exception("partner call observer failed (provider=%s endpoint=%s)", provider, endpoint)
+
+
+def observed_exchange(
+    observer: Observer | None,
+    provider: str,
+    endpoint: str,
+    weight: int,
+    send: Callable[[], HttpAnswer],
+    read: Callable[[HttpAnswer], T],
+) -> T:
+    """Run one partner exchange and report it once, whatever happens: "ok", or the ``PartnerError``'s
+    code, or "error" for anything else. Both clients route every call through here so that the metrics
+    mean the same for every partner."""
+    started = time.perf_counter()
+    result = "error"
+    try:
+        value = read(send())
+        result = "ok"
+        return value
+    except PartnerError as exc:
+        result = exc.code
+        raise
+    finally:
+        notify(
+            observer,
+            provider=provider,
+            endpoint=endpoint,
+            result=result,
+            seconds=time.perf_counter() - started,
+            weight=weight,
+        )
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+_DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=_no_constants)
+
+
+def decode_json_object(body: bytes) -> dict[str, Any] | None:
+    """The answer as a JSON object, or None. Decimals stay exact (``Decimal``) so amounts keep their text.
+
+    ``json.loads`` with hooks builds a new decoder per call; this is the same decoding (bytes in any UTF
+    encoding ``json.loads`` detects) with one decoder built once."""
+    try:
+        value = _DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def safe_text(value: object, sensitive: Iterable[str], limit: int = 160) -> str:
+    """Partner-supplied text made publishable: known secrets masked, control characters and length cut."""
+    text = value if isinstance(value, str) else repr(value)
+    for item in sensitive:
+        if item and len(item) >= 4:
+            text = text.replace(item, "***")
+    text = "".join(ch if ch.isprintable() else "?" for ch in text)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def account_secrets(api_key: str, signing: SecretStr, others: Iterable[SecretStr]) -> tuple[str, ...]:
+    """Everything of one partner account that ``safe_text`` must cut out of partner error text.
+
+    Partners echo request fragments; the webhook and previous secrets are not sent by a client, but an
+    echo of a misconfigured value must not reach logs or events either."""
+    return (api_key, signing.get_secret_value(), *(secret.get_secret_value() for secret in others))
+
+
+def check_base_url(base_url: str) -> str:
+    """Fail fast on a misconfigured origin, without echoing it (it may hold userinfo)."""
+    parts = urlsplit(base_url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname or parts.query or parts.fragment:
+        raise ValueError("partner base URL must be http(s)://host[:port][/prefix] without query or fragment")
+    return base_url.rstrip("/")
+
+
+def check_header_value(name: str, value: str) -> str:
+    """Header values are ASCII without whitespace; checked once at start-up instead of on every send."""
+    if not value or not value.isascii() or not value.isprintable() or any(ch.isspace() for ch in value):
+        raise ValueError(f"{name} must be non-empty printable ASCII without spaces")
+    return value
+
+
+def display_origin(base_url: str) -> str:
+    """scheme://host[:port] for reprs: never userinfo, never a path that might embed a key."""
+    parts = urlsplit(base_url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname}{port}"
