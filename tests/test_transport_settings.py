@@ -37,6 +37,19 @@ def test_each_partner_gets_its_own_proxy_and_tls_material(monkeypatch: pytest.Mo
     for transport in (itrx, zerotrace):
         assert (transport.read_timeout, transport.idle_expiry, transport.proxy_from_env) == (7.0, 5.0, False)
         assert (transport.connect_timeout, transport.pool_size) == (3.0, 16)
+
+
+def test_a_partner_group_may_set_its_own_timeouts_and_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORDER_WORKER_HTTP_READ_TIMEOUT", "7")
+    monkeypatch.setenv("ORDER_WORKER_ITRX_READ_TIMEOUT", "25")
+    monkeypatch.setenv("ORDER_WORKER_ITRX_CONNECT_TIMEOUT", "1.5")
+    monkeypatch.setenv("ORDER_WORKER_ZEROTRACE_POOL_SIZE", "4")
+    settings = Settings()
+    groups = registry.checked_groups(settings)
+    itrx = registry.transport_settings(settings, groups["itrx"])
+    zerotrace = registry.transport_settings(settings, groups["0trace"])
+    assert (itrx.connect_timeout, itrx.read_timeout, itrx.pool_size) == (1.5, 25.0, 16)
+    assert (zerotrace.connect_timeout, zerotrace.read_timeout, zerotrace.pool_size) == (3.0, 7.0, 4)
     for text in (repr(settings), str(settings), repr(groups["itrx"]), repr(itrx), repr(PartnerHttp(itrx))):
         assert "CANARY" not in text
 

@@ -46,6 +46,19 @@ class PartnerSettings(BaseSettings):
     weight_max_wait: float = Field(
         5.0, ge=0, description="Seconds a call waits for budget in its thread before it is deferred."
     )
+    connect_timeout: float | None = Field(
+        None,
+        gt=0,
+        description="Seconds to open a connection to this partner (default: HTTP_CONNECT_TIMEOUT).",
+    )
+    read_timeout: float | None = Field(
+        None, gt=0, description="Seconds for this partner's whole answer (default: HTTP_READ_TIMEOUT)."
+    )
+    pool_size: int | None = Field(
+        None,
+        ge=1,
+        description="Keep-alive connections to this partner per process (default: HTTP_POOL_SIZE).",
+    )
     proxy_url: SecretStr | None = Field(
         None, description="Proxy for this partner's calls, http(s)://[user:password@]host:port (secret)."
     )

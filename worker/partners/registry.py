@@ -106,11 +106,12 @@ def checked_groups(settings: Settings) -> dict[str, PartnerSettings]:
 
 
 def transport_settings(settings: Settings, group: PartnerSettings) -> TransportSettings:
-    """How one partner's calls travel: the shared ``http_*`` values and the partner's proxy and TLS files."""
+    """How one partner's calls travel: the partner's own values where its group sets them (timeouts, pool,
+    proxy, TLS files), the shared ``http_*`` ones otherwise."""
     return TransportSettings(
-        connect_timeout=settings.http_connect_timeout,
-        read_timeout=settings.http_read_timeout,
-        pool_size=settings.http_pool_size,
+        connect_timeout=group.connect_timeout or settings.http_connect_timeout,
+        read_timeout=group.read_timeout or settings.http_read_timeout,
+        pool_size=group.pool_size or settings.http_pool_size,
         idle_expiry=settings.http_idle_expiry,
         max_response_bytes=settings.http_max_response_bytes,
         proxy_from_env=settings.http_proxy_from_env,
