@@ -159,7 +159,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--param", action="append", default=[], metavar="KEY=VALUE", help="a create field (repeatable)"
     )
     p.add_argument("--params-json", help="all create fields as one JSON object")
-    p.add_argument("--ref-code", help="0trace reference code")
+    p.add_argument("--ref-code", help="a partner reference code, for partners that take one (0trace)")
     p.add_argument(
         "--meta", action="append", default=[], metavar="KEY=VALUE", help="metadata echoed in events"
     )

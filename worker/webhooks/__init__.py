@@ -1,1 +1,1 @@
-"""The push receiver: 0trace webhooks and itrx callbacks, verified on raw bytes, applied via the ledger."""
+"""The push receiver: every partner's webhooks and callbacks, checked on raw bytes, applied via the ledger."""
