@@ -18,13 +18,11 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from order_worker_sandbox.addresses import hex_hash
+from order_worker_sandbox.parts import SandboxParts
 from order_worker_sandbox.signing import canonical_json, itrx_sign
-
-if TYPE_CHECKING:
-    from order_worker_sandbox.core import Sandbox
 
 STATUSES = (0, 10, 20, 30, 31, 32, 40, 41, 43)
 FINAL = frozenset({0, 40, 41, 43})
@@ -108,7 +106,7 @@ class ItrxOrder:
 
 
 class ItrxBook:
-    def __init__(self, sandbox: Sandbox) -> None:
+    def __init__(self, sandbox: SandboxParts) -> None:
         self.sb = sandbox
         self.balance = sandbox.config.itrx_balance_sun
         self.orders: dict[str, ItrxOrder] = {}

@@ -5,7 +5,7 @@ Typical use::
     from order_worker_sandbox.testing import running_sandbox
 
     with running_sandbox(zerotrace_scenario="manual", speed=100) as sb:
-        settings = Settings(zerotrace_base_url=sb.base_url, itrx_base_url=sb.base_url)
+        settings = Settings(partners={"0trace": {"base_url": sb.base_url}, "itrx": {"base_url": sb.base_url}})
         ...  # exercise the worker against sb.base_url
         assert len(sb.control.orders(provider="0trace")) == 1
         sb.control.drive_zerotrace(order_id, "DONE")

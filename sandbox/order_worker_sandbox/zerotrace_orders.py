@@ -19,16 +19,14 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from order_worker_sandbox.addresses import hex_hash, payin_address
 from order_worker_sandbox.limits import NonceStore, WeightWindow
 from order_worker_sandbox.market import Asset, Quote, default_assets
+from order_worker_sandbox.parts import SandboxParts
 from order_worker_sandbox.responses import dumps
 from order_worker_sandbox.signing import zerotrace_sign
-
-if TYPE_CHECKING:
-    from order_worker_sandbox.core import Sandbox
 
 STATUSES = ("NEW", "PENDING", "EXCHANGE", "DONE", "EXPIRED", "EMERGENCY")
 TERMINAL = frozenset({"DONE", "EXPIRED"})
@@ -170,7 +168,7 @@ class ZtOrder:
 
 
 class ZeroTraceBook:
-    def __init__(self, sandbox: Sandbox) -> None:
+    def __init__(self, sandbox: SandboxParts) -> None:
         self.sb = sandbox
         cfg = sandbox.config
         self.assets: dict[str, Asset] = default_assets()
