@@ -214,7 +214,7 @@ def measure(sandbox_url: str, orders: int, ledger_kind: str, tmp: Path) -> dict[
     _instrument()
     with ledger_url(ledger_kind, tmp, pool_size=2) as url:
         settings = Settings(
-            ledger_url=SecretStr(url),
+            ledger={"ledger_url": SecretStr(url)},
             partners={"0trace": {"base_url": sandbox_url}, "itrx": {"base_url": sandbox_url}},
         )
         runtime = build_runtime(settings)

@@ -24,7 +24,7 @@ def make_broker(kind: str) -> Any:
         from worker.bus.broker import build_broker
         from worker.settings import Settings
 
-        return build_broker(Settings(broker_url=SecretStr(URL)))
+        return build_broker(Settings(bus={"broker_url": SecretStr(URL)}))
     from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
     broker = RabbitmqBroker(url=URL)

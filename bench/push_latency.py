@@ -96,7 +96,7 @@ def dto(order_id: str, status: str, updated: int) -> dict[str, Any]:
 
 def make_settings(url: str, webhook_secret: str) -> Settings:
     return Settings(
-        ledger_url=SecretStr(url),
+        ledger={"ledger_url": SecretStr(url)},
         partners={
             # never called: webhooks need no partner call
             "0trace": {"base_url": "http://127.0.0.1:9", "webhook_secrets": [SecretStr(webhook_secret)]},
@@ -144,7 +144,7 @@ def seed(url: str, count: int, updated: int) -> list[str]:
     ledger.migrate()
     order_ids = []
     now = time.time()
-    lease_seconds = Settings().create_lease_seconds
+    lease_seconds = Settings().calls.create_lease_seconds
     try:
         for n in range(count):
             command = CreateOrderCommand(

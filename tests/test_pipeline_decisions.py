@@ -11,12 +11,12 @@ from pydantic import SecretStr
 
 from tests.ledger.helpers import command, created, observed
 from tests.support.partners import bound
+from tests.support.settings import settings_of
 from worker.ledger.base import Ledger
 from worker.messages import CreateOrderCommand, Source
 from worker.partners.base import CreateResult, Fate, PartnerError, PartnerOrder
 from worker.pipeline import OrderPipeline
 from worker.sealing import TokenSealer
-from worker.settings import Settings
 from worker.status import Status
 
 KEY = [SecretStr("k1:" + base64.b64encode(b"k" * 32).decode())]
@@ -52,7 +52,7 @@ class Clock:
 
 
 def pipeline(ledger: Ledger, partner: ScriptedPartner, clock: Clock, **settings: Any) -> OrderPipeline:
-    chosen = Settings(token_keys=KEY, retry_base_seconds=1.0, retry_max_seconds=8.0, **settings)
+    chosen = settings_of(token_keys=KEY, retry_base_seconds=1.0, retry_max_seconds=8.0, **settings)
     return OrderPipeline(
         chosen, ledger, bound(chosen, partner, partner), TokenSealer.from_settings(KEY), clock=clock
     )
@@ -258,3 +258,14 @@ def test_poll_cadence_backs_off_while_pushes_arrive_and_returns_after(ledger: Le
     assert observe(Status.CONFIRMING, push=False) == 300.0  # still within push_fresh_seconds
     clock.now += 600
     assert observe(Status.PROCESSING, push=False) == 30.0  # pushes stopped: normal cadence again
+
+
+def test_a_refused_poll_is_recorded_as_a_poll(ledger: Ledger) -> None:
+    flow = pipeline(ledger, ScriptedPartner([]), Clock())
+    unknown = flow.handle_poll({"command_id": "cmd-never-created"}, "m-poll")
+    malformed = flow.handle_poll({"command_id": 7}, "m-poll-bad")
+    for outcome, code in ((unknown, "unknown_command"), (malformed, "invalid_command")):
+        [event] = outcome.events
+        assert outcome.name == "rejected" and event.error is not None and event.error.code == code
+        assert event.source is Source.POLL
+    assert flow.handle_create({"command_id": 7}, "m-create-bad").events[0].source is Source.CREATE

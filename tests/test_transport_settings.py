@@ -24,8 +24,8 @@ def test_each_partner_gets_its_own_proxy_and_tls_material(monkeypatch: pytest.Mo
     monkeypatch.setenv("ORDER_WORKER_HTTP_PROXY_FROM_ENV", "false")
     settings = Settings()
     groups = registry.checked_groups(settings)
-    itrx = registry.transport_settings(settings, groups["itrx"])
-    zerotrace = registry.transport_settings(settings, groups["0trace"])
+    itrx = registry.transport_settings(settings.calls, groups["itrx"])
+    zerotrace = registry.transport_settings(settings.calls, groups["0trace"])
     assert isinstance(itrx.proxy_url, SecretStr)
     assert itrx.proxy_url.get_secret_value() == "http://worker:CANARY-PW@proxy.internal:3128"
     assert (itrx.client_cert, itrx.client_key, itrx.ca_bundle) == (
@@ -46,8 +46,8 @@ def test_a_partner_group_may_set_its_own_timeouts_and_pool(monkeypatch: pytest.M
     monkeypatch.setenv("ORDER_WORKER_ZEROTRACE_POOL_SIZE", "4")
     settings = Settings()
     groups = registry.checked_groups(settings)
-    itrx = registry.transport_settings(settings, groups["itrx"])
-    zerotrace = registry.transport_settings(settings, groups["0trace"])
+    itrx = registry.transport_settings(settings.calls, groups["itrx"])
+    zerotrace = registry.transport_settings(settings.calls, groups["0trace"])
     assert (itrx.connect_timeout, itrx.read_timeout, itrx.pool_size) == (1.5, 25.0, 16)
     assert (zerotrace.connect_timeout, zerotrace.read_timeout, zerotrace.pool_size) == (3.0, 7.0, 4)
     for text in (repr(settings), str(settings), repr(groups["itrx"]), repr(itrx), repr(PartnerHttp(itrx))):

@@ -52,7 +52,7 @@ def _message_id_and_wait(actor: str) -> str:
     return str(message.message_id)
 
 
-@dramatiq.actor(actor_name="create_order", queue_name=_settings.create_queue, max_retries=5)
+@dramatiq.actor(actor_name="create_order", queue_name=_settings.bus.create_queue, max_retries=5)
 def create_order(*args: Any, **kwargs: Any) -> None:
     failpoints.hit("on_message", _subject(kwargs))
     outcome = get_runtime().pipeline.handle_create(kwargs, _message_id_and_wait("create_order"))
@@ -60,7 +60,7 @@ def create_order(*args: Any, **kwargs: Any) -> None:
     failpoints.hit("before_ack")
 
 
-@dramatiq.actor(actor_name="poll_order", queue_name=_settings.poll_queue, max_retries=3)
+@dramatiq.actor(actor_name="poll_order", queue_name=_settings.bus.poll_queue, max_retries=3)
 def poll_order(*args: Any, **kwargs: Any) -> None:
     failpoints.hit("on_message", _subject(kwargs))
     outcome = get_runtime().pipeline.handle_poll(kwargs, _message_id_and_wait("poll_order"))
@@ -68,7 +68,7 @@ def poll_order(*args: Any, **kwargs: Any) -> None:
     failpoints.hit("after_poll")
 
 
-@dramatiq.actor(actor_name=REJECT_ACTOR, queue_name=_settings.create_queue, max_retries=5)
+@dramatiq.actor(actor_name=REJECT_ACTOR, queue_name=_settings.bus.create_queue, max_retries=5)
 def reject_malformed(
     code: str, reason: str, body_sha256: str, body_bytes: int, command_id: str | None = None
 ) -> None:

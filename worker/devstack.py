@@ -108,7 +108,7 @@ class Stack:
 
 def run_stack(demo_orders: int, speed: float) -> int:
     settings = get_settings()
-    broker = urlsplit(settings.broker_url.get_secret_value())
+    broker = urlsplit(settings.bus.broker_url.get_secret_value())
     if not _port_open(broker.hostname or "127.0.0.1", broker.port or 5672):
         print(
             f"order-worker: RabbitMQ is not reachable at {broker.hostname}:{broker.port or 5672}.\n"
@@ -190,11 +190,11 @@ def _demo(settings: Any, count: int, stack: Stack, timeout: float = 180.0) -> in
     from worker.bus.watcher import EventWatcher
     from worker.status import TERMINAL
 
-    url = settings.broker_url.get_secret_value()
+    url = settings.bus.broker_url.get_secret_value()
     commands = demo_commands(count)
     final: dict[str, str] = {}
     seen: set[str] = set()
-    with EventWatcher(url, settings.events_exchange) as watcher, CommandProducer(url) as producer:
+    with EventWatcher(url, settings.bus.events_exchange) as watcher, CommandProducer(url) as producer:
         for command in commands:
             producer.create_order(command)
             print(f"submitted {command['command_id']} ({command['provider']})")

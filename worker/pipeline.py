@@ -100,12 +100,14 @@ class OrderPipeline:
         except ValueError as error:
             return self._reject(message_id, kwargs, "invalid_command", str(error))
         now = self.clock()
-        ref = partner_ref(self.settings.idempotency_namespace, command.command_id)
+        ref = partner_ref(self.settings.calls.idempotency_namespace, command.command_id)
         begun: Attempt | None = None
         if not connected.partner.capabilities.precheck:
             # Nothing to check between the claim and the first attempt, so a first sight of the command
             # claims and records the intent in one unit.
-            claim, begun = self.ledger.claim_attempt(command, ref, now, self.settings.create_lease_seconds)
+            claim, begun = self.ledger.claim_attempt(
+                command, ref, now, self.settings.calls.create_lease_seconds
+            )
         else:
             claim = self.ledger.claim(command, ref, now)
         if claim.outcome is ClaimOutcome.CONFLICT:
@@ -121,12 +123,11 @@ class OrderPipeline:
         try:
             command = PollOrderCommand.model_validate(kwargs)
         except ValidationError as error:
-            return self._reject(message_id, kwargs, "invalid_command", validation_summary(error))
+            return self._reject(message_id, kwargs, "invalid_command", validation_summary(error), Source.POLL)
         record = self.ledger.get(command.command_id)
         if record is None:
-            return self._reject(
-                message_id, kwargs, "unknown_command", "no order was created for this command_id"
-            )
+            reason = "no order was created for this command_id"
+            return self._reject(message_id, kwargs, "unknown_command", reason, Source.POLL)
         return self.refresh(record, Source.POLL)
 
     def handle_malformed(
@@ -161,7 +162,7 @@ class OrderPipeline:
             if check is not None:
                 return self._defer_unsent(command, record, check)
         attempt = begun or self.ledger.begin_attempt(
-            command.command_id, self.clock(), self.settings.create_lease_seconds
+            command.command_id, self.clock(), self.settings.calls.create_lease_seconds
         )
         if attempt is None:
             return Outcome("busy", [])
@@ -176,9 +177,9 @@ class OrderPipeline:
         if (
             capabilities.idempotent_create
             and attempt.record.attempts > 1
-            and self._age(attempt.record) > self.settings.create_retry_window_seconds
+            and self._age(attempt.record) > self.settings.calls.create_retry_window_seconds
         ):
-            window = self.settings.create_retry_window_seconds
+            window = self.settings.calls.create_retry_window_seconds
             return self._in_doubt(
                 attempt.record,
                 EventError(
@@ -272,7 +273,7 @@ class OrderPipeline:
         try:
             refusal = connected.session.precheck(params)
         except PartnerError as error:
-            if error.retryable and self._age(record) < self.settings.create_retry_window_seconds:
+            if error.retryable and self._age(record) < self.settings.calls.create_retry_window_seconds:
                 return error
             log.info("%s precheck skipped for %s: %s", connected.name, command.command_id, error.code)
             return None
@@ -296,8 +297,8 @@ class OrderPipeline:
         does not count as an attempt, and without the age floor a partner that refuses connections would
         see every queued order once per base delay for the whole outage."""
         settings = self.settings
-        doubled: float = settings.retry_base_seconds * 2.0 ** max(record.attempts - 1, 0)
-        base = min(settings.retry_max_seconds, max(doubled, self._age(record)))
+        doubled: float = settings.calls.retry_base_seconds * 2.0 ** max(record.attempts - 1, 0)
+        base = min(settings.calls.retry_max_seconds, max(doubled, self._age(record)))
         return max(base * (1.0 + random.random() * 0.25), error.retry_after or 0.0)
 
     # ------------------------------------------------------------------ tracking
@@ -361,26 +362,23 @@ class OrderPipeline:
         return self._budgeted(connected, "fetch", lambda: connected.session.fetch(order_id, secret))
 
     def _next_poll(self, status: Status | None, now: float, last_push_at: float | None) -> float | None:
-        if status is None or is_terminal(status) or not self.settings.polling_enabled:
+        if status is None or is_terminal(status) or not self.settings.tracking.polling_enabled:
             return None
-        interval = self.settings.poll_interval(status)
+        interval = self.settings.tracking.poll_interval(status)
         if interval is None:
             return None
-        if last_push_at is not None and now - last_push_at < self.settings.push_fresh_seconds:
-            interval = max(interval, self.settings.poll_safety_interval)
+        if last_push_at is not None and now - last_push_at < self.settings.tracking.push_fresh_seconds:
+            interval = max(interval, self.settings.tracking.poll_safety_interval)
         return now + interval
 
     # ------------------------------------------------------------------ helpers
-    def _reject(self, key: str, kwargs: dict[str, Any], code: str, reason: str) -> Outcome:
-        events = record_rejection(self.ledger, key, kwargs, code, reason, field_names(kwargs), self.clock())
+    def _reject(
+        self, key: str, kwargs: dict[str, Any], code: str, reason: str, source: Source = Source.CREATE
+    ) -> Outcome:
+        detail = field_names(kwargs)
+        events = record_rejection(self.ledger, key, kwargs, code, reason, detail, self.clock(), source=source)
         return Outcome("rejected", events)
 
 
 def _budget_settings(connected: Connected) -> BudgetSettings:
-    group = connected.settings
-    return BudgetSettings(
-        weight_budget=group.weight_budget,
-        weight_window=group.weight_window,
-        weight_headroom=group.weight_headroom,
-        weight_max_wait=group.weight_max_wait,
-    )
+    return BudgetSettings.model_validate(connected.settings, from_attributes=True)

@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from worker import metrics
-from worker.ledger.base import Ledger
-from worker.messages import EventError, OrderEvent
+from worker.ledger.base import Ledger, Rejection
+from worker.messages import EventError, OrderEvent, Source
 from worker.partners import registry
 
 
@@ -43,6 +43,7 @@ def record_rejection(
     now: float,
     *,
     with_metadata: bool = True,
+    source: Source = Source.CREATE,
 ) -> list[OrderEvent]:
     """Writes the dead-letter record and the ``rejected`` event; returns the events written, none when
     ``key`` was refused before (a redelivery).
@@ -53,15 +54,16 @@ def record_rejection(
     command_id = kwargs.get("command_id") if isinstance(kwargs.get("command_id"), str) else None
     # A list, not a set: a refused value may be unhashable.
     provider = kwargs.get("provider") if kwargs.get("provider") in registry.names() else None
-    events = ledger.record_rejection(
-        key,
-        command_id[:128] if command_id else None,
-        provider,
-        EventError(code=code, reason=reason),
-        safe_metadata(kwargs.get("metadata")) if with_metadata else {},
-        detail,
-        now,
+    rejection = Rejection(
+        key=key,
+        command_id=command_id[:128] if command_id else None,
+        provider=provider,
+        error=EventError(code=code, reason=reason),
+        metadata=safe_metadata(kwargs.get("metadata")) if with_metadata else {},
+        detail=detail,
+        source=source,
     )
+    events = ledger.record_rejection(rejection, now)
     if events:
         metrics.REJECTIONS.labels(code).inc()
         metrics.DEAD_LETTERS.labels(code).inc()

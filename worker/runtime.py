@@ -33,8 +33,10 @@ class Runtime:
 
 def build_runtime(settings: Settings) -> Runtime:
     partners = registry.connect(settings, observer=metrics.observe_partner_call)
-    ledger = open_ledger(settings.ledger_url.get_secret_value())
-    pipeline = OrderPipeline(settings, ledger, partners, TokenSealer.from_settings(settings.token_keys))
+    ledger = open_ledger(settings.ledger.ledger_url.get_secret_value())
+    pipeline = OrderPipeline(
+        settings, ledger, partners, TokenSealer.from_settings(settings.tokens.token_keys)
+    )
     return Runtime(settings, ledger, pipeline)
 
 

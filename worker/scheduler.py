@@ -41,7 +41,9 @@ class Scheduler:
         unknown, costs only a wait: the row is due again when its hold ends. The hold only matters then;
         the actor sets the real next time when it runs."""
         now = self.clock()
-        due = self.ledger.take_due(now, self.settings.scheduler_batch, self.settings.submit_stuck_seconds)
+        due = self.ledger.take_due(
+            now, self.settings.tracking.scheduler_batch, self.settings.tracking.submit_stuck_seconds
+        )
         if due:
             refused = self.dispatch([_command(order) for order in due]).count(False)
             if refused:
@@ -49,7 +51,7 @@ class Scheduler:
                     "the broker refused %d of %d due commands; they go out again in %g s",
                     refused,
                     len(due),
-                    self.settings.submit_stuck_seconds,
+                    self.settings.tracking.submit_stuck_seconds,
                 )
         return len(due)
 
@@ -70,13 +72,13 @@ class Scheduler:
                     self.sample_gauges()
                     last_gauges = started
                 if started - last_prune >= prune_every:
-                    self.ledger.prune(started - self.settings.retention_seconds)
+                    self.ledger.prune(started - self.settings.ledger.retention_seconds)
                     last_prune = started
             except Exception:
                 log.exception("scheduler pass failed")
                 handed_out = 0
-            if handed_out < self.settings.scheduler_batch:
-                stop.wait(self.settings.scheduler_interval)
+            if handed_out < self.settings.tracking.scheduler_batch:
+                stop.wait(self.settings.tracking.scheduler_interval)
 
 
 def _command(order: DueOrder) -> tuple[str, dict[str, Any]]:

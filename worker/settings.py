@@ -1,9 +1,13 @@
-"""Process settings: one prefix (``ORDER_WORKER_``), read from the environment and from secret files.
+"""Process settings: one tree of groups, each read from ``ORDER_WORKER_*`` variables and secret files.
 
-This module holds the core groups (bus, ledger, partner calls, tokens, tracking, HTTP surfaces). Each
-partner's own settings (credentials, URLs, its rate budget) are a group that lives with the partner's code
-(``worker.partners.<partner>.settings``) and reads ``ORDER_WORKER_<PARTNER>_*``; the service finds the
-groups through the partner registry, so adding a partner adds no field here.
+:class:`Settings` is the tree: one group per concern (:class:`BusSettings`, :class:`LedgerSettings`,
+:class:`CallSettings`, :class:`TokenSettings`, :class:`TrackingSettings`, :class:`ServingSettings`), so a
+reader finds each knob beside its neighbours and a module can be handed the one group it needs. Each group
+reads its own variables, named ``ORDER_WORKER_`` + the field name in upper case (``bus.broker_url`` is
+``ORDER_WORKER_BROKER_URL``): the names stay flat because that is what operators, the chart and compose
+files write. Each partner's settings (credentials, URLs, its rate budget) are a group that lives with the
+partner's code (``worker.partners.<partner>.settings``) and reads ``ORDER_WORKER_<PARTNER>_*``; the
+service finds those through the partner registry, so adding a partner adds no field here.
 
 Secrets are ``SecretStr`` so that a settings object printed in a log or a traceback shows ``**********``.
 Every secret can also come from a file: ``ORDER_WORKER_SECRETS_DIR`` (default ``/run/secrets``) holding one
@@ -20,12 +24,13 @@ from __future__ import annotations
 import base64
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Protocol, get_args
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "ORDER_WORKER_"
@@ -40,6 +45,13 @@ def secrets_dir() -> str | None:
     return path if Path(path).is_dir() else None
 
 
+def group_config(prefix: str = "") -> SettingsConfigDict:
+    """How a settings group reads ``ORDER_WORKER_<prefix><FIELD>`` and secret files of the same names."""
+    return SettingsConfigDict(
+        env_prefix=ENV_PREFIX + prefix, secrets_dir=secrets_dir(), extra="ignore", frozen=True
+    )
+
+
 def comma_list(value: object) -> object:
     """A comma-separated environment value as a list (secrets during a rotation: new first, old last)."""
     if isinstance(value, str):
@@ -47,24 +59,14 @@ def comma_list(value: object) -> object:
     return value
 
 
-class Settings(BaseSettings):
-    """Every knob of order-worker. The README's settings table is generated from these descriptions."""
+class BusSettings(BaseSettings):
+    """RabbitMQ: where commands arrive and where events leave."""
 
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX,
-        secrets_dir=secrets_dir(),
-        extra="ignore",
-        frozen=True,
-    )
+    model_config = group_config()
 
-    # --- transport and storage -------------------------------------------------------------------
     broker_url: SecretStr = Field(
         SecretStr("amqp://guest:guest@127.0.0.1:5672/%2F"),
-        description="RabbitMQ URL (may hold a password, hence secret).",
-    )
-    ledger_url: SecretStr = Field(
-        SecretStr("sqlite:///order-worker.db"),
-        description="sqlite:///PATH (one node) or postgresql://... (any number of replicas).",
+        description="RabbitMQ URL (it may hold a password).",
     )
     create_queue: str = Field("orders.create", description="Queue of create_order commands.")
     poll_queue: str = Field("orders.poll", description="Queue of poll_order commands.")
@@ -72,16 +74,37 @@ class Settings(BaseSettings):
     delivery_limit: int = Field(
         5, ge=1, le=100, description="Quorum-queue deliveries before a crashing message is dead-lettered."
     )
+    relay_batch: int = Field(200, ge=1, description="Outbox rows published per relay pass.")
 
-    # --- partners ------------------------------------------------------------------------------
-    partners: dict[str, dict[str, Any]] = Field(
-        default_factory=dict,
-        repr=False,  # raw values, secrets among them: each group masks its own once it is built
-        description="Settings of partner groups given in code, by provider id (tests, embedding); a group "
-        "not named here is read from ORDER_WORKER_<PARTNER>_* and the secrets directory.",
+
+class LedgerSettings(BaseSettings):
+    """The ledger: the one record of every order, attempt and event."""
+
+    model_config = group_config()
+
+    ledger_url: SecretStr = Field(
+        SecretStr("sqlite:///order-worker.db"),
+        description="sqlite:///PATH (one node) or postgresql://... (any number of replicas).",
+    )
+    retention_seconds: float = Field(
+        7 * 86400.0,
+        gt=3600,
+        description="Published events and push dedupe keys older than this are pruned (orders never are).",
     )
 
-    # --- partner calls ---------------------------------------------------------------------------
+    @field_validator("ledger_url")
+    @classmethod
+    def _ledger_scheme(cls, value: SecretStr) -> SecretStr:
+        if urlsplit(value.get_secret_value()).scheme not in {"sqlite", "postgresql", "postgres"}:
+            raise ValueError("ledger_url must start with sqlite:/// or postgresql://")
+        return value
+
+
+class CallSettings(BaseSettings):
+    """Calls to partners: the shared transport defaults, retries and the keys that make creates safe."""
+
+    model_config = group_config()
+
     http_connect_timeout: float = Field(3.0, gt=0, description="Seconds to open a partner connection.")
     http_read_timeout: float = Field(
         10.0, gt=0, description="Seconds from a partner request sent to its whole answer read (not per read)."
@@ -105,6 +128,12 @@ class Settings(BaseSettings):
         "Idempotency-Key); later it is in_doubt, since 0trace does not document how long it keeps keys. "
         "itrx waits this long for a readable balance before creating without the check.",
     )
+    create_lease_seconds: float = Field(
+        90.0,
+        gt=0,
+        description="How long a create attempt owns its order; must exceed the actor time limit (60 s) so a "
+        "live attempt is never taken over. A crashed attempt is re-driven after it.",
+    )
     idempotency_namespace: str = Field(
         "order-worker",
         min_length=1,
@@ -113,49 +142,16 @@ class Settings(BaseSettings):
         "account never collide.",
     )
 
-    # --- tokens at rest --------------------------------------------------------------------------
+
+class TokenSettings(BaseSettings):
+    """Keys that seal order tokens at rest."""
+
+    model_config = group_config()
+
     token_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=lambda: [SecretStr(SANDBOX_TOKEN_KEY)],
         description="Comma-separated KEY_ID:BASE64(32 bytes) AES-256-GCM keys; the first seals, all open.",
     )
-
-    # --- tracking cadence (seconds) --------------------------------------------------------------
-    poll_awaiting_deposit: float = Field(45.0, gt=0, description="Poll interval while awaiting_deposit.")
-    poll_confirming: float = Field(30.0, gt=0, description="Poll interval while confirming.")
-    poll_processing: float = Field(30.0, gt=0, description="Poll interval while processing.")
-    poll_action_required: float = Field(60.0, gt=0, description="Poll interval while action_required.")
-    poll_safety_interval: float = Field(
-        300.0, gt=0, description="Poll interval while verified pushes keep arriving for an order."
-    )
-    push_fresh_seconds: float = Field(
-        600.0, gt=0, description="How long after the last verified push polling stays at the safety interval."
-    )
-    polling_enabled: bool = Field(True, description="Turn off to track by webhooks/callbacks only.")
-    create_lease_seconds: float = Field(
-        90.0,
-        gt=0,
-        description="How long a create attempt owns its order; must exceed the actor time limit (60 s) so a "
-        "live attempt is never taken over. A crashed attempt is re-driven after it.",
-    )
-    submit_stuck_seconds: float = Field(
-        120.0, gt=0, description="A create attempt older than this with no outcome is re-driven."
-    )
-    scheduler_interval: float = Field(1.0, gt=0, description="Seconds between scheduler passes.")
-    scheduler_batch: int = Field(500, ge=1, description="Due orders taken per scheduler pass.")
-    retention_seconds: float = Field(
-        7 * 86400.0,
-        gt=3600,
-        description="Published events and push dedupe keys older than this are pruned (orders never are).",
-    )
-    relay_batch: int = Field(200, ge=1, description="Outbox rows published per relay pass.")
-
-    # --- HTTP surfaces ---------------------------------------------------------------------------
-    metrics_host: str = Field("0.0.0.0", description="Bind address of /metrics, /healthz, /readyz.")
-    metrics_port: int = Field(9191, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz.")
-    webhooks_host: str = Field("0.0.0.0", description="Bind address of the webhook receiver.")
-    webhooks_port: int = Field(8091, ge=1, le=65535, description="Port of the webhook receiver.")
-    webhook_max_body: int = Field(262144, ge=1024, description="Largest accepted push body, bytes.")
-    log_level: str = Field("INFO", description="Python log level.")
 
     @field_validator("token_keys", mode="before")
     @classmethod
@@ -179,12 +175,31 @@ class Settings(BaseSettings):
                 raise ValueError(f"token key {key_id!r} must decode to 32 bytes, got {len(raw)}")
         return value
 
-    @model_validator(mode="after")
-    def _ledger_scheme(self) -> Settings:
-        scheme = urlsplit(self.ledger_url.get_secret_value()).scheme
-        if scheme not in {"sqlite", "postgresql", "postgres"}:
-            raise ValueError("ledger_url must start with sqlite:/// or postgresql://")
-        return self
+    def uses_development_key(self) -> bool:
+        return any(key.get_secret_value() == SANDBOX_TOKEN_KEY for key in self.token_keys)
+
+
+class TrackingSettings(BaseSettings):
+    """How open orders are followed: poll cadence per status, pushes, and the scheduler's passes."""
+
+    model_config = group_config()
+
+    poll_awaiting_deposit: float = Field(45.0, gt=0, description="Poll interval while awaiting_deposit.")
+    poll_confirming: float = Field(30.0, gt=0, description="Poll interval while confirming.")
+    poll_processing: float = Field(30.0, gt=0, description="Poll interval while processing.")
+    poll_action_required: float = Field(60.0, gt=0, description="Poll interval while action_required.")
+    poll_safety_interval: float = Field(
+        300.0, gt=0, description="Poll interval while verified pushes keep arriving for an order."
+    )
+    push_fresh_seconds: float = Field(
+        600.0, gt=0, description="How long after the last verified push polling stays at the safety interval."
+    )
+    polling_enabled: bool = Field(True, description="Turn off to track by webhooks/callbacks only.")
+    submit_stuck_seconds: float = Field(
+        120.0, gt=0, description="A create attempt older than this with no outcome is re-driven."
+    )
+    scheduler_interval: float = Field(1.0, gt=0, description="Seconds between scheduler passes.")
+    scheduler_batch: int = Field(500, ge=1, description="Due orders taken per scheduler pass.")
 
     def poll_interval(self, status: str) -> float | None:
         """Normal poll cadence for a canonical status; None where polling makes no sense."""
@@ -196,6 +211,65 @@ class Settings(BaseSettings):
             "in_doubt": self.poll_safety_interval,
         }.get(status)
 
+
+class ServingSettings(BaseSettings):
+    """What each process serves and says: its probes and metrics, the webhook receiver, its log level."""
+
+    model_config = group_config()
+
+    metrics_host: str = Field("0.0.0.0", description="Bind address of /metrics, /healthz, /readyz.")
+    metrics_port: int = Field(9191, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz.")
+    webhooks_host: str = Field("0.0.0.0", description="Bind address of the webhook receiver.")
+    webhooks_port: int = Field(8091, ge=1, le=65535, description="Port of the webhook receiver.")
+    webhook_max_body: int = Field(262144, ge=1024, description="Largest accepted push body, bytes.")
+    log_level: str = Field("INFO", description="Python log level.")
+
+
+GROUPS: dict[str, type[BaseSettings]] = {
+    "bus": BusSettings,
+    "ledger": LedgerSettings,
+    "calls": CallSettings,
+    "tokens": TokenSettings,
+    "tracking": TrackingSettings,
+    "serving": ServingSettings,
+}
+"""The core groups by their attribute on :class:`Settings`, in the order the reference lists them."""
+
+
+class Settings(BaseModel):
+    """Every knob of order-worker: the core groups and the partner groups given in code.
+
+    Each group given as a mapping is built from it and the environment, so ``Settings(bus={"broker_url":
+    url})`` overrides one value and still reads every other from ``ORDER_WORKER_*``.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    bus: BusSettings = Field(default_factory=BusSettings)
+    ledger: LedgerSettings = Field(default_factory=LedgerSettings)
+    calls: CallSettings = Field(default_factory=CallSettings)
+    tokens: TokenSettings = Field(default_factory=TokenSettings)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
+    partners: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        repr=False,  # raw values, secrets among them: each group masks its own once it is built
+        description="Settings of partner groups given in code, by provider id (tests, embedding); a group "
+        "not named here is read from ORDER_WORKER_<PARTNER>_* and the secrets directory.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _groups_from_mappings(cls, values: Any) -> Any:
+        if not isinstance(values, Mapping):
+            return values
+        built = dict(values)
+        for name, group in GROUPS.items():
+            given = built.get(name)
+            if isinstance(given, Mapping):
+                built[name] = group(**given)
+        return built
+
     def check_production_safety(self, partners: Mapping[str, PartnerGroup]) -> None:
         """Refuse the public development secrets anywhere but against partners on this host."""
         for name, group in partners.items():
@@ -205,7 +279,7 @@ class Settings(BaseSettings):
                     f"{urlsplit(group.base_url).hostname}; set the partner's secrets (see README, 'Settings')"
                 )
         remote = any(not group.is_local() for group in partners.values())
-        if remote and any(k.get_secret_value() == SANDBOX_TOKEN_KEY for k in self.token_keys):
+        if remote and self.tokens.uses_development_key():
             raise ValueError("set ORDER_WORKER_TOKEN_KEYS: the development token key is public")
 
 
@@ -218,6 +292,48 @@ class PartnerGroup(Protocol):
     def uses_development_secrets_remotely(self) -> bool: ...
 
     def is_local(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class SettingDoc:
+    """One setting as an operator sets it: the variable, its default as text, and what it means."""
+
+    variable: str
+    default: str
+    secret: bool
+    description: str
+
+
+def describe(group: type[BaseSettings]) -> list[SettingDoc]:
+    """A group's settings, for the reference (``order-worker settings``, the README's tables); the
+    development values of secrets are never shown, only that there is one."""
+    prefix = str(group.model_config.get("env_prefix", ""))
+    docs = []
+    for name, field in group.model_fields.items():
+        secret = _holds_secret(field.annotation)
+        default = field.get_default(call_default_factory=True)
+        docs.append(
+            SettingDoc(prefix + name.upper(), _as_text(default, secret), secret, field.description or "")
+        )
+    return docs
+
+
+def _holds_secret(annotation: Any) -> bool:
+    return annotation is SecretStr or any(_holds_secret(arg) for arg in get_args(annotation))
+
+
+def _as_text(value: Any, secret: bool) -> str:
+    if value is None or value == []:
+        return "none"
+    if secret:
+        return "development value"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return ",".join(str(item) for item in value)
+    return str(value)
 
 
 @lru_cache(maxsize=1)

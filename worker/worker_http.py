@@ -38,7 +38,7 @@ def serve_worker_http() -> None:
     from worker.settings import get_settings
 
     settings = get_settings()
-    ledger = open_ledger(settings.ledger_url.get_secret_value())
+    ledger = open_ledger(settings.ledger.ledger_url.get_secret_value())
 
     def ledger_check() -> str | None:
         ledger.ping()
@@ -46,15 +46,16 @@ def serve_worker_http() -> None:
 
     try:
         server = serve_http(
-            settings.metrics_host,
-            settings.metrics_port,
-            all_of(ledger_check, broker_check(settings.broker_url.get_secret_value())),
+            settings.serving.metrics_host,
+            settings.serving.metrics_port,
+            all_of(ledger_check, broker_check(settings.bus.broker_url.get_secret_value())),
         )
     except OSError as error:
         # Dramatiq watches its worker processes, not its fork processes: without this the workers would
         # go on consuming with no /metrics and no /readyz, and the pod would never be ready. Stop them all.
         log.critical(
-            "%s; stopping the worker", cannot_serve(settings.metrics_host, settings.metrics_port, error)
+            "%s; stopping the worker",
+            cannot_serve(settings.serving.metrics_host, settings.serving.metrics_port, error),
         )
         os.kill(os.getppid(), signal.SIGTERM)
         os._exit(1)

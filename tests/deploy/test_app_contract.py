@@ -14,22 +14,21 @@ from order_worker_sandbox.config import field_names as sandbox_fields
 
 from tests.deploy.conftest import DEPLOY, FULL_VALUES, RELEASE, REPO, Rendered, RenderFn, load_yaml
 from worker import cli
-from worker.partners import registry
-from worker.settings import ENV_PREFIX, Settings
+from worker.cli.operators import settings_reference
+from worker.settings import ENV_PREFIX
 
 
 def _every_setting() -> set[str]:
-    """Core settings, and each installed partner's group under its own prefix (``zerotrace_api_key``)."""
-    names = set(Settings.model_fields)
-    for name in registry.names():
-        model = registry.get(name).settings_model
-        prefix = str(model.model_config.get("env_prefix", "")).removeprefix(ENV_PREFIX).lower()
-        names |= {prefix + field for field in model.model_fields}
-    return names
+    """Every variable the installation reads, core and partners, lower case and without the prefix."""
+    return {
+        doc.variable.removeprefix(ENV_PREFIX).lower()
+        for section in settings_reference()
+        for doc in section.settings
+    }
 
 
 SETTINGS = _every_setting()
-NOT_A_FIELD = {"ORDER_WORKER_SECRETS_DIR"}  # read by Settings' model_config, not a field
+NOT_A_FIELD = {"ORDER_WORKER_SECRETS_DIR"}  # where the groups read secret files, not a setting itself
 
 
 def setting_of(variable: str) -> str:

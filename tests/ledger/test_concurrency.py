@@ -18,7 +18,7 @@ import pytest
 
 from tests.ledger.helpers import ERR, T0, claim_many_in_process, command, created, observed, ref
 from worker.ledger import open_ledger
-from worker.ledger.base import ClaimOutcome, Ledger
+from worker.ledger.base import ClaimOutcome, Ledger, Rejection
 from worker.messages import Source
 from worker.status import Status
 
@@ -140,7 +140,7 @@ def test_take_due_never_hands_a_row_out_twice(ledger: Ledger) -> None:
 
 def test_claim_outbox_never_hands_a_row_out_twice(ledger: Ledger) -> None:
     for i in range(150):
-        ledger.record_rejection(f"msg:{i}", None, None, ERR, {}, {}, T0)
+        ledger.record_rejection(Rejection(f"msg:{i}", None, None, ERR, {}, {}), T0)
 
     def job(_: int) -> list[str]:
         taken: list[str] = []
@@ -156,7 +156,9 @@ def test_claim_outbox_never_hands_a_row_out_twice(ledger: Ledger) -> None:
 
 
 def test_concurrent_rejections_and_pushes_are_recorded_once(ledger: Ledger) -> None:
-    rejections = race(8, lambda _: len(ledger.record_rejection("msg:dup", None, None, ERR, {}, {}, T0)))
+    rejections = race(
+        8, lambda _: len(ledger.record_rejection(Rejection("msg:dup", None, None, ERR, {}, {}), T0))
+    )
     assert sum(rejections) == 1
     pushes = race(8, lambda _: ledger.record_push("push:dup", T0))
     assert sum(pushes) == 1

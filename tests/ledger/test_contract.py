@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.ledger.helpers import ERR, T0, command, created, observed, ref
-from worker.ledger.base import ClaimOutcome, Ledger, UnknownOrderError
+from worker.ledger.base import ClaimOutcome, Ledger, Rejection, UnknownOrderError
 from worker.ledger.sql import SqlLedger
 from worker.messages import (
     EventError,
@@ -511,7 +511,9 @@ def test_record_rejection_is_idempotent(ledger: Ledger) -> None:
         "message_id": "m-1",
         "body_sha256": "ab" * 32,
     }
-    [event] = ledger.record_rejection("msg:m-1", CID, "0trace", error, {"pipeline": "p"}, detail, T0)
+    [event] = ledger.record_rejection(
+        Rejection("msg:m-1", CID, "0trace", error, {"pipeline": "p"}, detail), T0
+    )
     assert event.event_id == rejection_event_id("msg:m-1")
     assert (event.type, event.source, event.error, event.metadata) == (
         EventType.REJECTED,
@@ -520,10 +522,10 @@ def test_record_rejection_is_idempotent(ledger: Ledger) -> None:
         {"pipeline": "p"},
     )
     assert event.routing_key == "order.0trace.rejected" and event.status is None
-    assert ledger.record_rejection("msg:m-1", CID, "0trace", error, {}, detail, T0 + 1) == []
+    assert ledger.record_rejection(Rejection("msg:m-1", CID, "0trace", error, {}, detail), T0 + 1) == []
 
     [poll] = ledger.record_rejection(
-        "body:ff", None, None, error, {}, {"queue": "orders.poll"}, T0 + 2, Source.POLL
+        Rejection("body:ff", None, None, error, {}, {"queue": "orders.poll"}, Source.POLL), T0 + 2
     )
     assert poll.routing_key == "order.unknown.rejected" and poll.source is Source.POLL
 

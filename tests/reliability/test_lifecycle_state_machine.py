@@ -47,6 +47,7 @@ from pydantic import SecretStr
 from tests.e2e.harness import itrx_command, zerotrace_command
 from tests.reliability.rig import Sizes, Verdict
 from tests.support.partners import bound
+from tests.support.settings import settings_of
 from worker import failpoints
 from worker.ledger import open_ledger
 from worker.ledger.base import OrderRecord
@@ -59,7 +60,7 @@ from worker.partners.zerotrace.statuses import map_status as zerotrace_status
 from worker.pipeline import OrderPipeline, Outcome
 from worker.scheduler import Scheduler
 from worker.sealing import TokenSealer
-from worker.settings import SANDBOX_TOKEN_KEY, Settings
+from worker.settings import SANDBOX_TOKEN_KEY
 from worker.status import TERMINAL
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(900)]
@@ -217,7 +218,7 @@ class OrderLifecycle(RuleBasedStateMachine):
         self.ledger.migrate()
         self.clock = FakeClock()
         self.books = PartnerBooks(self.clock)
-        self.settings = Settings(
+        self.settings = settings_of(
             create_lease_seconds=90,
             submit_stuck_seconds=120,
             retry_base_seconds=1,

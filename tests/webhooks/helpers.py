@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 from aiohttp import web
 from pydantic import SecretStr
 
+from tests.support.settings import settings_of
 from worker.ledger import open_ledger
 from worker.ledger.base import Ledger
 from worker.messages import CreateOrderCommand, EventError
@@ -320,7 +321,7 @@ class World:
         )
 
     def _begin(self, command: CreateOrderCommand) -> str:
-        ref = partner_ref(self.settings.idempotency_namespace, command.command_id)
+        ref = partner_ref(self.settings.calls.idempotency_namespace, command.command_id)
         now = self.clock()
         self.ledger.claim(command, ref, now)
         attempt = self.ledger.begin_attempt(command.command_id, now, 90.0)
@@ -452,7 +453,7 @@ def make_settings(db_path: Path, stub_url: str, **overrides: Any) -> Settings:
             itrx[name.removeprefix("itrx_")] = value
         else:
             values[name] = value
-    return Settings(**values, partners={"0trace": zerotrace, "itrx": itrx})
+    return settings_of(partners={"0trace": zerotrace, "itrx": itrx}, **values)
 
 
 def build_world(directory: Path, clock: Clock | None = None, **overrides: Any) -> World:
@@ -461,10 +462,10 @@ def build_world(directory: Path, clock: Clock | None = None, **overrides: Any) -
     stub = ItrxStub()
     clock = clock or Clock()
     settings = make_settings(db_path, stub.url, **overrides)
-    ledger = open_ledger(settings.ledger_url.get_secret_value())
+    ledger = open_ledger(settings.ledger.ledger_url.get_secret_value())
     ledger.migrate()
     http = PartnerHttp(connect_timeout=2.0, read_timeout=5.0, pool_size=4)
-    sealer = TokenSealer.from_settings(settings.token_keys)
+    sealer = TokenSealer.from_settings(settings.tokens.token_keys)
     pipeline = OrderPipeline(settings, ledger, registry.connect(settings, http=http), sealer, clock=clock)
     receiver = PushReceiver(settings, ledger, pipeline, clock=clock)
     world = World(settings, ledger, pipeline, receiver, clock, stub, db_path, http, sealer)

@@ -97,7 +97,7 @@ def test_headers_repeated_under_any_spelling_are_refused(served: tuple[World, Ap
 @pytest.mark.parametrize("path", ["/webhooks/0trace", "/webhooks/itrx"])
 def test_body_limit_is_enforced_at_the_configured_size(served: tuple[World, AppServer], path: str) -> None:
     world, server = served
-    limit = world.settings.webhook_max_body
+    limit = world.settings.serving.webhook_max_body
     seeded = world.seed_zerotrace()
     assert seeded.order_id is not None
     raw = zt_body(zt_dto(seeded.order_id, "PENDING", T0 + 10))

@@ -44,9 +44,9 @@ def build_broker(settings: Settings) -> QuorumRabbitmqBroker:
         CurrentMessage(),
     ]
     broker = QuorumRabbitmqBroker(
-        url=settings.broker_url.get_secret_value(),
+        url=settings.bus.broker_url.get_secret_value(),
         confirm_delivery=True,
-        delivery_limit=settings.delivery_limit,
+        delivery_limit=settings.bus.delivery_limit,
         middleware=middleware,
     )
     dramatiq.set_encoder(CommandEncoder())

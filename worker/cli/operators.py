@@ -1,9 +1,10 @@
 """Operator commands: submit a command, look at an order, settle an in_doubt one, read dead letters and
-events, write the JSON Schemas."""
+events, write the JSON Schemas, list every setting."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -15,6 +16,7 @@ from pydantic import ValidationError
 
 from worker.cli.common import load_settings
 from worker.partners import registry
+from worker.settings import GROUPS, SettingDoc, describe
 
 
 def _parse_params(pairs: list[str]) -> dict[str, Any]:
@@ -58,7 +60,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print(f"order-worker submit: invalid command: {reason}", file=sys.stderr)
         return 2
     with CommandProducer(
-        settings.broker_url.get_secret_value(), settings.create_queue, settings.poll_queue
+        settings.bus.broker_url.get_secret_value(), settings.bus.create_queue, settings.bus.poll_queue
     ) as producer:
         for _ in range(args.times):
             producer.create_order(kwargs, validate=False)
@@ -70,7 +72,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from worker.ledger import open_ledger
 
     settings = load_settings()
-    ledger = open_ledger(settings.ledger_url.get_secret_value())
+    ledger = open_ledger(settings.ledger.ledger_url.get_secret_value())
     record = ledger.get(args.command_id)
     ledger.close()
     if record is None:
@@ -123,7 +125,7 @@ def cmd_resolve(args: argparse.Namespace) -> int:
 def cmd_dead_letters(args: argparse.Namespace) -> int:
     from worker.ledger import open_ledger
 
-    ledger = open_ledger(load_settings().ledger_url.get_secret_value())
+    ledger = open_ledger(load_settings().ledger.ledger_url.get_secret_value())
     for row in ledger.dead_letters(args.limit):
         print(json.dumps(row, default=str))
     ledger.close()
@@ -135,7 +137,7 @@ def cmd_events(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     with EventWatcher(
-        settings.broker_url.get_secret_value(), settings.events_exchange, args.binding
+        settings.bus.broker_url.get_secret_value(), settings.bus.events_exchange, args.binding
     ) as watcher:
         for item in watcher.events():
             if item is not None:
@@ -148,6 +150,53 @@ def cmd_schemas(args: argparse.Namespace) -> int:
 
     for path in write_schemas(Path(args.out) if args.out else None):
         print(path)
+    return 0
+
+
+@dataclasses.dataclass(frozen=True)
+class SettingsSection:
+    group: str
+    about: str
+    settings: list[SettingDoc]
+
+
+def settings_reference() -> list[SettingsSection]:
+    """Every setting this installation reads, by group: the core ones, then each installed partner's."""
+    sections = [
+        SettingsSection(name, (group.__doc__ or "").strip(), describe(group))
+        for name, group in GROUPS.items()
+    ]
+    for name in registry.names():
+        about = f"The {name} partner's group."
+        sections.append(SettingsSection(name, about, describe(registry.get(name).settings_model)))
+    return sections
+
+
+def settings_markdown(sections: list[SettingsSection]) -> str:
+    """The reference as Markdown tables, as the README embeds it."""
+    lines = []
+    for section in sections:
+        lines += [
+            f"**{section.group}**: {section.about}",
+            "",
+            "| variable | default | meaning |",
+            "|---|---|---|",
+        ]
+        for doc in section.settings:
+            meaning = doc.description.replace("|", "\\|") + (" Secret." if doc.secret else "")
+            lines.append(f"| `{doc.variable}` | {doc.default} | {meaning} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    sections = settings_reference()
+    if not args.json:
+        print(settings_markdown(sections), end="")
+        return 0
+    for section in sections:
+        for doc in section.settings:
+            print(json.dumps({"group": section.group, **dataclasses.asdict(doc)}))
     return 0
 
 
@@ -194,6 +243,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("events", help="print events from the orders.events exchange as JSON lines")
     p.add_argument("--binding", default="#", help="routing-key pattern, e.g. 'order.0trace.*'")
     p.set_defaults(func=cmd_events)
+
+    p = sub.add_parser(
+        "settings",
+        help="list every setting: variable, default, meaning (secrets: whether a default exists)",
+        description="Every ORDER_WORKER_* variable this installation reads, the partners' included, with "
+        "its default and meaning. Values are also read from files named like the variables, lower case, in "
+        "ORDER_WORKER_SECRETS_DIR (default /run/secrets).",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object per setting instead of tables")
+    p.set_defaults(func=cmd_settings)
 
     p = sub.add_parser("schemas", help="write the JSON Schemas of commands and events")
     p.add_argument("--out", help="directory (default: the package's schemas/)")

@@ -14,7 +14,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     check_partners(settings)
-    problem = port_problem(settings.metrics_host, settings.metrics_port)
+    problem = port_problem(settings.serving.metrics_host, settings.serving.metrics_port)
     if problem:
         print(f"order-worker worker: {problem} (set ORDER_WORKER_METRICS_PORT)", file=sys.stderr)
         return 2
@@ -40,8 +40,8 @@ def cmd_webhooks(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     check_partners(settings)
-    host = args.host if args.host is not None else settings.webhooks_host
-    port = args.port if args.port is not None else settings.webhooks_port
+    host = args.host if args.host is not None else settings.serving.webhooks_host
+    port = args.port if args.port is not None else settings.serving.webhooks_port
     webhooks.run(settings, host, port, args.threads)
     return 0
 

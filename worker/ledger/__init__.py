@@ -1,7 +1,7 @@
 """The order ledger: the source of truth, one row per command_id.
 
-``open_ledger(settings.ledger_url.get_secret_value())`` picks the engine from the URL scheme; both run the
-same logic over an engine adapter, so one test suite proves both. The modules, by concern:
+``open_ledger(settings.ledger.ledger_url.get_secret_value())`` picks the engine from the URL scheme; both
+run the same logic over an engine adapter, so one test suite proves both. The modules, by concern:
 
 * ``base`` - the :class:`Ledger` contract and its records; ``migrations`` - the versioned schema;
 * ``engine`` - the seam to an engine (Session, Dialect, Database); ``sqlite``, ``postgres`` - the adapters;

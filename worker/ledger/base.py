@@ -18,6 +18,24 @@ from worker.partners.base import PartnerOrder
 
 
 @dataclass(frozen=True)
+class Rejection:
+    """A refused command, as the dead-letter record and its ``rejected`` event keep it."""
+
+    key: str
+    """Identifies the refusal, so a redelivery of the same bad message is recognised (message id, body
+    digest)."""
+    command_id: str | None
+    provider: str | None
+    error: EventError
+    metadata: dict[str, str]
+    detail: dict[str, Any]
+    """What an operator needs to find the message (queue, actor, message id, body size and sha256), never
+    the body itself."""
+    source: Source = Source.CREATE
+    """The command kind that was refused (``poll`` for a bad poll_order message)."""
+
+
+@dataclass(frozen=True)
 class OrderRecord:
     """One row of the ``orders`` table (one per command_id)."""
 
@@ -232,21 +250,9 @@ class Ledger(ABC):
 
     # --- bad input -----------------------------------------------------------------------------
     @abstractmethod
-    def record_rejection(
-        self,
-        rejection_key: str,
-        command_id: str | None,
-        provider: str | None,
-        error: EventError,
-        metadata: dict[str, str],
-        detail: dict[str, Any],
-        now: float,
-        source: Source = Source.CREATE,
-    ) -> list[OrderEvent]:
+    def record_rejection(self, rejection: Rejection, now: float) -> list[OrderEvent]:
         """Write a dead-letter record and a ``rejected`` event (id from messages.rejection_event_id).
-        Idempotent on rejection_key: a redelivered bad message returns [] and writes nothing. ``detail``
-        (queue, actor, message id, body size/sha256) is stored with the record, never the body itself.
-        ``source`` is the command kind that was refused (``poll`` for a bad poll_order message)."""
+        Idempotent on the rejection's key: a redelivered bad message returns [] and writes nothing."""
 
     @abstractmethod
     def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:

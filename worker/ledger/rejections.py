@@ -11,48 +11,39 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from worker.ledger.base import Rejection
 from worker.ledger.engine import Part
 from worker.ledger.outbox import enqueue
 from worker.ledger.rows import dump
-from worker.messages import EventError, EventType, OrderEvent, Source, iso_from_epoch, rejection_event_id
+from worker.messages import EventType, OrderEvent, iso_from_epoch, rejection_event_id
 
 
 class Rejections(Part):
-    def record_rejection(
-        self,
-        rejection_key: str,
-        command_id: str | None,
-        provider: str | None,
-        error: EventError,
-        metadata: dict[str, str],
-        detail: dict[str, Any],
-        now: float,
-        source: Source = Source.CREATE,
-    ) -> list[OrderEvent]:
+    def record_rejection(self, rejection: Rejection, now: float) -> list[OrderEvent]:
         now = float(now)
         event = OrderEvent(
-            event_id=rejection_event_id(rejection_key),
+            event_id=rejection_event_id(rejection.key),
             type=EventType.REJECTED,
             occurred_at=iso_from_epoch(now),
-            command_id=command_id,
-            provider=provider,
-            source=source,
-            error=error,
-            metadata=metadata,
+            command_id=rejection.command_id,
+            provider=rejection.provider,
+            source=rejection.source,
+            error=rejection.error,
+            metadata=rejection.metadata,
         )
         with self._db.write() as tx:
             inserted = tx.run(
                 "INSERT INTO dead_letters (rejection_key, event_id, command_id, provider, code, reason,"
                 " metadata, detail, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (
-                    rejection_key,
+                    rejection.key,
                     event.event_id,
-                    command_id,
-                    provider,
-                    error.code,
-                    error.reason,
-                    dump(metadata),
-                    dump(detail),
+                    rejection.command_id,
+                    rejection.provider,
+                    rejection.error.code,
+                    rejection.error.reason,
+                    dump(rejection.metadata),
+                    dump(rejection.detail),
                     now,
                 ),
             )

@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.partners.base import CreateResult, PartnerOrder
-from worker.settings import ENV_PREFIX, secrets_dir
+from worker.settings import group_config
 from worker.transport import Observer, PartnerHttp
 
 
@@ -32,7 +32,7 @@ class PartnerSettings(BaseSettings):
     secrets directory), so a partner's knobs live with its code and adding one touches no core module.
     """
 
-    model_config = SettingsConfigDict(extra="ignore", frozen=True, secrets_dir=secrets_dir())
+    model_config = group_config()
 
     development_secrets: ClassVar[frozenset[str]] = frozenset()
     """The public credentials of the local simulator, refused against any partner not on this host."""
@@ -93,9 +93,7 @@ def is_loopback_url(url: str) -> bool:
 
 def settings_config(partner_prefix: str) -> SettingsConfigDict:
     """The settings configuration of a partner group: ``ORDER_WORKER_<partner_prefix>_*``."""
-    return SettingsConfigDict(
-        env_prefix=f"{ENV_PREFIX}{partner_prefix}_", extra="ignore", frozen=True, secrets_dir=secrets_dir()
-    )
+    return group_config(f"{partner_prefix}_")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from worker.messages import CreateOrderCommand
 from worker.partners.contract import Partner, PartnerSession, PartnerSettings, PushScheme
-from worker.settings import Settings
+from worker.settings import CallSettings, Settings
 from worker.transport import Observer, PartnerHttp, TransportSettings
 
 ENTRY_POINT_GROUP = "order_worker.partners"
@@ -90,31 +90,35 @@ class Connected:
         return self.partner.name
 
 
-def checked_groups(settings: Settings) -> dict[str, PartnerSettings]:
-    """Every installed partner's settings group, refused (ValueError) when it would send the public
-    development credentials to a partner that is not on this host, or when its transport settings do not
-    hold together (checked at start-up, not at the first call)."""
-    groups = {name: partner_settings(settings, name) for name in names()}
-    settings.check_production_safety(groups)
-    for name, group in groups.items():
+def checked_groups(
+    settings: Settings, groups: Mapping[str, PartnerSettings] | None = None
+) -> dict[str, PartnerSettings]:
+    """Every installed partner's settings group (``groups`` when already read), refused (ValueError) when it
+    would send the public development credentials to a partner that is not on this host, or when its
+    transport settings do not hold together (checked at start-up, not at the first call)."""
+    checked = (
+        dict(groups) if groups is not None else {name: partner_settings(settings, name) for name in names()}
+    )
+    settings.check_production_safety(checked)
+    for name, group in checked.items():
         try:
-            transport_settings(settings, group)
+            transport_settings(settings.calls, group)
         except ValidationError as error:
             problems = "; ".join(str(item["msg"]) for item in error.errors(include_input=False))
             raise ValueError(f"{name} transport: {problems}") from None
-    return groups
+    return checked
 
 
-def transport_settings(settings: Settings, group: PartnerSettings) -> TransportSettings:
+def transport_settings(calls: CallSettings, group: PartnerSettings) -> TransportSettings:
     """How one partner's calls travel: the partner's own values where its group sets them (timeouts, pool,
     proxy, TLS files), the shared ``http_*`` ones otherwise."""
     return TransportSettings(
-        connect_timeout=group.connect_timeout or settings.http_connect_timeout,
-        read_timeout=group.read_timeout or settings.http_read_timeout,
-        pool_size=group.pool_size or settings.http_pool_size,
-        idle_expiry=settings.http_idle_expiry,
-        max_response_bytes=settings.http_max_response_bytes,
-        proxy_from_env=settings.http_proxy_from_env,
+        connect_timeout=group.connect_timeout or calls.http_connect_timeout,
+        read_timeout=group.read_timeout or calls.http_read_timeout,
+        pool_size=group.pool_size or calls.http_pool_size,
+        idle_expiry=calls.http_idle_expiry,
+        max_response_bytes=calls.http_max_response_bytes,
+        proxy_from_env=calls.http_proxy_from_env,
         proxy_url=group.proxy_url,
         ca_bundle=group.ca_bundle,
         client_cert=group.client_cert,
@@ -129,7 +133,7 @@ def connect(
     proxy and certificates are its own); ``http`` makes all of them share one (tests)."""
     connected = {}
     for name, group in checked_groups(settings).items():
-        client = http or PartnerHttp(transport_settings(settings, group))
+        client = http or PartnerHttp(transport_settings(settings.calls, group))
         connected[name] = Connected(
             partner=get(name),
             settings=group,

@@ -18,7 +18,7 @@ log = logging.getLogger("order-worker")
 
 def migrate(settings: Settings) -> None:
     """Apply the ledger's migrations (versioned, safe to race between replicas)."""
-    ledger = open_ledger(settings.ledger_url.get_secret_value())
+    ledger = open_ledger(settings.ledger.ledger_url.get_secret_value())
     try:
         ledger.migrate()
     finally:

@@ -23,19 +23,19 @@ from worker.settings import Settings
 def run(settings: Settings, *, relay: bool = True, scheduler: bool = True) -> None:
     """Serve /metrics, /healthz and /readyz and run the chosen loops until SIGTERM or SIGINT."""
     runtime = get_runtime()
-    queues = {"create_order": settings.create_queue, "poll_order": settings.poll_queue}
+    queues = {"create_order": settings.bus.create_queue, "poll_order": settings.bus.poll_queue}
 
     def declare_queues(channel: BlockingChannel) -> None:
-        declare_work_queues(channel, queues.values(), settings.delivery_limit)
+        declare_work_queues(channel, queues.values(), settings.bus.delivery_limit)
 
     def ledger_ready() -> str | None:
         runtime.ledger.ping()
         return None
 
     serve_http(
-        settings.metrics_host,
-        settings.metrics_port,
-        all_of(ledger_ready, broker_check(settings.broker_url.get_secret_value())),
+        settings.serving.metrics_host,
+        settings.serving.metrics_port,
+        all_of(ledger_ready, broker_check(settings.bus.broker_url.get_secret_value())),
     )
     stop = stop_on_signals()
     threads = []
@@ -43,22 +43,22 @@ def run(settings: Settings, *, relay: bool = True, scheduler: bool = True) -> No
     if relay:
         outbox = OutboxRelay(
             runtime.ledger,
-            EventPublisher(settings.broker_url.get_secret_value(), settings.events_exchange),
-            settings.relay_batch,
+            EventPublisher(settings.bus.broker_url.get_secret_value(), settings.bus.events_exchange),
+            settings.bus.relay_batch,
         )
         threads.append(threading.Thread(target=outbox.run, args=(stop,), name="relay"))
     if scheduler:
-        commands = CommandBatchPublisher(settings.broker_url.get_secret_value(), queues, declare_queues)
+        commands = CommandBatchPublisher(settings.bus.broker_url.get_secret_value(), queues, declare_queues)
         closers.insert(0, commands.close)
         due = Scheduler(settings, runtime.ledger, commands.publish)
         threads.append(threading.Thread(target=due.run, args=(stop,), name="scheduler"))
         rescuer = DeadLetterRescuer(
-            runtime.ledger, settings.broker_url.get_secret_value(), list(queues.values())
+            runtime.ledger, settings.bus.broker_url.get_secret_value(), list(queues.values())
         )
         threads.append(threading.Thread(target=rescuer.run, args=(stop,), name="dead-letters"))
     for thread in threads:
         thread.start()
-    log.info("scheduler/relay running (metrics on :%d)", settings.metrics_port)
+    log.info("scheduler/relay running (metrics on :%d)", settings.serving.metrics_port)
     for thread in threads:
         while thread.is_alive():
             thread.join(0.5)

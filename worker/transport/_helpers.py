@@ -9,6 +9,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -123,31 +124,43 @@ def safe_text(value: object, sensitive: Iterable[str], limit: int = 160) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def account_secrets(api_key: str, signing: SecretStr, others: Iterable[SecretStr]) -> tuple[str, ...]:
-    """Everything of one partner account that ``safe_text`` must cut out of partner error text.
+@dataclass(frozen=True, repr=False)
+class PartnerAccount:
+    """One partner account as its client holds it: the origin and key, checked once at start-up, and every
+    secret that ``safe_text`` must cut out of partner error text.
 
-    Partners echo request fragments; the webhook and previous secrets are not sent by a client, but an
-    echo of a misconfigured value must not reach logs or events either."""
-    return (api_key, signing.get_secret_value(), *(secret.get_secret_value() for secret in others))
+    Partners echo request fragments; the webhook and previous secrets are not sent by a client, but an echo
+    of a misconfigured value must not reach logs or events either. The repr shows the origin only."""
 
+    base_url: str
+    api_key: str
+    scrub: tuple[str, ...]
 
-def check_base_url(base_url: str) -> str:
-    """Fail fast on a misconfigured origin, without echoing it (it may hold userinfo)."""
-    parts = urlsplit(base_url)
-    if parts.scheme not in {"http", "https"} or not parts.hostname or parts.query or parts.fragment:
-        raise ValueError("partner base URL must be http(s)://host[:port][/prefix] without query or fragment")
-    return base_url.rstrip("/")
+    @classmethod
+    def checked(
+        cls, label: str, base_url: str, api_key: str, api_secret: SecretStr, others: Iterable[SecretStr] = ()
+    ) -> PartnerAccount:
+        """Fail fast on a misconfigured account, without echoing a value (a URL may hold userinfo)."""
+        parts = urlsplit(base_url)
+        if parts.scheme not in {"http", "https"} or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError(
+                "partner base URL must be http(s)://host[:port][/prefix] without query or fragment"
+            )
+        # Header values are ASCII without whitespace; checked here instead of on every send.
+        if (
+            not api_key
+            or not api_key.isascii()
+            or not api_key.isprintable()
+            or any(c.isspace() for c in api_key)
+        ):
+            raise ValueError(f"{label} api_key must be non-empty printable ASCII without spaces")
+        if not api_secret.get_secret_value():
+            raise ValueError(f"{label} api_secret must not be empty")
+        scrub = (api_key, api_secret.get_secret_value(), *(secret.get_secret_value() for secret in others))
+        return cls(base_url.rstrip("/"), api_key, scrub)
 
-
-def check_header_value(name: str, value: str) -> str:
-    """Header values are ASCII without whitespace; checked once at start-up instead of on every send."""
-    if not value or not value.isascii() or not value.isprintable() or any(ch.isspace() for ch in value):
-        raise ValueError(f"{name} must be non-empty printable ASCII without spaces")
-    return value
-
-
-def display_origin(base_url: str) -> str:
-    """scheme://host[:port] for reprs: never userinfo, never a path that might embed a key."""
-    parts = urlsplit(base_url)
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{parts.hostname}{port}"
+    def __repr__(self) -> str:
+        """scheme://host[:port]: never userinfo, never a path that might embed a key."""
+        parts = urlsplit(self.base_url)
+        port = f":{parts.port}" if parts.port else ""
+        return f"{parts.scheme}://{parts.hostname}{port}"

@@ -160,7 +160,7 @@ class PushReceiver:
     ) -> tuple[str, str] | PushResult:
         """The cheap checks before any HMAC: size, exactly one signature and timestamp, time window.
         Returns (signature, timestamp) or the refusal."""
-        if len(raw) > self.settings.webhook_max_body:
+        if len(raw) > self.settings.serving.webhook_max_body:
             return PushResult(413, "too_large")
         signature = _single(headers, scheme.signature_header)
         timestamp = _single(headers, scheme.timestamp_header)

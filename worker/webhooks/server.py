@@ -78,7 +78,7 @@ def build_app(receiver: PushReceiver, threads: int = 8) -> web.Application:
     async def close_pool(app: web.Application) -> None:
         pool.shutdown(wait=True)
 
-    app = web.Application(client_max_size=receiver.settings.webhook_max_body)
+    app = web.Application(client_max_size=receiver.settings.serving.webhook_max_body)
     for provider in receiver.schemes:
         app.router.add_post(f"/webhooks/{provider}", route(provider))
     app.router.add_get("/metrics", metrics)

@@ -71,7 +71,7 @@ says what to change. Included from configmap.yaml, which every installation rend
 {{- end }}
 
 {{- /* 5. Secrets never go through the ConfigMap. */}}
-{{- $secretEnv := list "BROKER_URL" "LEDGER_URL" "ZEROTRACE_API_SECRET" "ZEROTRACE_WEBHOOK_SECRETS" "ITRX_API_SECRET" "ITRX_PREVIOUS_API_SECRETS" "TOKEN_KEYS" }}
+{{- $secretEnv := list "BROKER_URL" "LEDGER_URL" "ZEROTRACE_API_SECRET" "ZEROTRACE_WEBHOOK_SECRETS" "ITRX_API_KEY" "ITRX_API_SECRET" "ITRX_PREVIOUS_API_SECRETS" "TOKEN_KEYS" "ZEROTRACE_PROXY_URL" "ITRX_PROXY_URL" }}
 {{- range $name, $_ := $v.config.extraEnv }}
 {{- if hasPrefix "ORDER_WORKER_" $name }}
 {{- fail (printf "order-worker: config.extraEnv.%s: write the setting name without the ORDER_WORKER_ prefix." $name) }}

@@ -29,12 +29,9 @@ from worker.status import Status
 from worker.transport import (
     HttpAnswer,
     Observer,
+    PartnerAccount,
     PartnerHttp,
-    account_secrets,
-    check_base_url,
-    check_header_value,
     decode_json_object,
-    display_origin,
     observed_exchange,
     parse_retry_after,
     safe_text,
@@ -66,18 +63,14 @@ class ItrxClient:
         clock: Callable[[], float] = time.time,
         other_secrets: Sequence[SecretStr] = (),
     ) -> None:
-        self._base = check_base_url(base_url)
-        self._api_key = check_header_value("itrx api_key", api_key)
-        if not api_secret.get_secret_value():
-            raise ValueError("itrx api_secret must not be empty")
+        self._account = PartnerAccount.checked("itrx", base_url, api_key, api_secret, other_secrets)
         self._secret = api_secret
-        self._scrub = account_secrets(self._api_key, api_secret, other_secrets)
         self._http = http
         self._observer = observer
         self._clock = clock
 
     def __repr__(self) -> str:
-        return f"ItrxClient({display_origin(self._base)})"
+        return f"ItrxClient({self._account!r})"
 
     # --- endpoints ---------------------------------------------------------------------------------
 
@@ -88,7 +81,7 @@ class ItrxClient:
         timestamp = str(int(self._clock()))
         headers = {
             "Content-Type": "application/json",
-            "API-KEY": self._api_key,
+            "API-KEY": self._account.api_key,
             "TIMESTAMP": timestamp,
             "SIGNATURE": itrx_sign(self._secret, timestamp, body),
         }
@@ -140,7 +133,7 @@ class ItrxClient:
     # --- plumbing ----------------------------------------------------------------------------------
 
     def _get_headers(self) -> dict[str, str]:
-        return {"API-KEY": self._api_key}
+        return {"API-KEY": self._account.api_key}
 
     def _call(
         self,
@@ -153,8 +146,8 @@ class ItrxClient:
         body: bytes | None = None,
         sensitive: tuple[str, ...] = (),
     ) -> T:
-        url = f"{self._base}{_PREFIX}{path}"
-        scrub = (*self._scrub, *sensitive)
+        url = f"{self._account.base_url}{_PREFIX}{path}"
+        scrub = (*self._account.scrub, *sensitive)
 
         def send() -> HttpAnswer:
             return self._http.post(url, body, headers) if body is not None else self._http.get(url, headers)

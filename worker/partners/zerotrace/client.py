@@ -26,12 +26,9 @@ from worker.partners.zerotrace.statuses import map_status
 from worker.transport import (
     HttpAnswer,
     Observer,
+    PartnerAccount,
     PartnerHttp,
-    account_secrets,
-    check_base_url,
-    check_header_value,
     decode_json_object,
-    display_origin,
     observed_exchange,
     parse_retry_after,
     safe_text,
@@ -76,17 +73,13 @@ class ZeroTraceClient:
         *,
         other_secrets: Sequence[SecretStr] = (),
     ) -> None:
-        self._base = check_base_url(base_url)
-        self._api_key = check_header_value("0trace api_key", api_key)
-        if not api_secret.get_secret_value():
-            raise ValueError("0trace api_secret must not be empty")
+        self._account = PartnerAccount.checked("0trace", base_url, api_key, api_secret, other_secrets)
         self._sign = body_signer(api_secret)
-        self._scrub = account_secrets(self._api_key, api_secret, other_secrets)
         self._http = http
         self._observer = observer
 
     def __repr__(self) -> str:
-        return f"ZeroTraceClient({display_origin(self._base)})"
+        return f"ZeroTraceClient({self._account!r})"
 
     # --- endpoints ---------------------------------------------------------------------------------
 
@@ -98,7 +91,7 @@ class ZeroTraceClient:
             raise _invalid_input("invalid_idempotency_key", "Idempotency-Key must be 8..128 visible ASCII")
         if ref_code is not None and not _REF_CODE.match(ref_code):
             raise _invalid_input("invalid_ref_code", "ref_code must match ^[A-Za-z0-9_-]{4,32}$")
-        api_key = self._api_key if ref_code is None else f"{self._api_key}.{ref_code}"
+        api_key = self._account.api_key if ref_code is None else f"{self._account.api_key}.{ref_code}"
         extra = {"Idempotency-Key": idempotency_key}
         return self._call("create", params.wire_body(), _create_result, api_key=api_key, extra_headers=extra)
 
@@ -132,12 +125,12 @@ class ZeroTraceClient:
         body = compact_json(payload)
         headers = {
             "Content-Type": "application/json",
-            "X-API-KEY": api_key or self._api_key,
+            "X-API-KEY": api_key or self._account.api_key,
             "X-API-SIGN": self._sign(body),
             "X-API-NONCE": new_nonce(),
             **(extra_headers or {}),
         }
-        scrub = (*self._scrub, *sensitive)
+        scrub = (*self._account.scrub, *sensitive)
 
         def read(answer: HttpAnswer) -> T:
             data = _unwrap(answer, endpoint, scrub)
@@ -152,7 +145,7 @@ class ZeroTraceClient:
             PROVIDER,
             endpoint,
             WEIGHTS[endpoint],
-            lambda: self._http.post(f"{self._base}/api/v1/{endpoint}", body, headers),
+            lambda: self._http.post(f"{self._account.base_url}/api/v1/{endpoint}", body, headers),
             read,
         )
 
