@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The image for real: build deploy/Dockerfile, measure it, start every role from it and run orders through.
 #
-#   bash deploy/image-check.sh               engine, base stand-in, build, hygiene, role matrix
+#   bash deploy/image-check.sh               engine, base stand-in, build, hygiene, role matrix, compose stack
+#   bash deploy/image-check.sh --no-compose  everything but the compose stack
 #   bash deploy/image-check.sh --clean       remove the images this check built (a from-scratch run follows)
 #
 # Container registries are out of reach from CI, so python:3.11-slim-bookworm is replaced by a stand-in
@@ -25,11 +26,12 @@ SUITE=bookworm
 STATE=${IMAGE_CHECK_STATE:-/var/tmp/order-worker-image-check}
 SIZE_TARGET_MB=250
 
-clean_only=0
+run_compose=1 clean_only=0
 for arg in "$@"; do
   case "$arg" in
+    --no-compose) run_compose=0 ;;
     --clean) clean_only=1 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "deploy/image-check.sh: unknown option $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -203,7 +205,7 @@ engine
 if [ "$clean_only" = 1 ]; then clean; exit 0; fi
 started=$SECONDS
 status=0
-rm -f "$STATE/roles.verdicts"
+rm -f "$STATE/roles.verdicts" "$STATE/compose.verdicts"
 base_image
 if build; then
   hygiene || status=1
@@ -211,6 +213,12 @@ if build; then
   if "$PY" deploy/tools/image_roles.py --image "$IMAGE" --sandbox-image "$SANDBOX_IMAGE" \
       --orders "${IMAGE_CHECK_ORDERS:-200}" --verdicts "$STATE/roles.verdicts"; then :; else status=1; fi
   [ -f "$STATE/roles.verdicts" ] && while IFS= read -r line; do VERDICTS+=("$line"); done < "$STATE/roles.verdicts"
+  if [ "$run_compose" = 1 ]; then
+    say "the compose stack with deploy/docker-compose.ci.yml"
+    if bash deploy/compose-check.sh --image "$IMAGE" --sandbox-image "$SANDBOX_IMAGE" \
+        --verdicts "$STATE/compose.verdicts"; then :; else status=1; fi
+    [ -f "$STATE/compose.verdicts" ] && while IFS= read -r line; do VERDICTS+=("$line"); done < "$STATE/compose.verdicts"
+  fi
 else
   status=1
 fi

@@ -453,8 +453,9 @@ class Run:
 
     def watch_probes(self, name: str, stop: threading.Event, samples: list[tuple[float, int, int]]) -> None:
         while not stop.is_set():
-            at = time.monotonic()
-            samples.append((at, self.probe(name, "/healthz", True), self.probe(name, "/readyz", True)))
+            health, ready = self.probe(name, "/healthz", True), self.probe(name, "/readyz", True)
+            # Stamped when answered: a probe sent just before SIGTERM and refused after it is a drain sample.
+            samples.append((time.monotonic(), health, ready))
             stop.wait(1)
 
     def publish(self, commands: list[dict[str, Any]], seconds: float, errors: list[BaseException]) -> None:
