@@ -3,6 +3,8 @@
 # container registry. CI only (deploy/compose-check.sh); never a production image.
 #
 #   docker build -f deploy/ci/services.Dockerfile --target rabbitmq --build-arg BASE=... deploy/ci
+# CI-only stand-ins: they follow bookworm's current packages (no pins) and run as the packages' own users.
+# hadolint global ignore=DL3008,DL3066
 ARG BASE=debian:bookworm-slim
 
 FROM ${BASE} AS rabbitmq
