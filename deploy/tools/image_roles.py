@@ -125,7 +125,8 @@ class Verdicts:
             f.write(f"INFO {text}\n")
 
     def add(self, ok: bool, text: str) -> bool:
-        line = f"{'PASS' if ok else 'FAIL'} {text}"
+        # One line per verdict: container logs are printed on their own when something failed.
+        line = f"{'PASS' if ok else 'FAIL'} {text.splitlines()[0] if text else ''}"
         print(line, flush=True)
         with self.path.open("a") as f:
             f.write(line + "\n")
