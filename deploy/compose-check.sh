@@ -40,7 +40,7 @@ trap 'compose down -v --remove-orphans >/dev/null 2>&1 || true; rm -rf "$LOGS"' 
 started=$SECONDS
 for service in rabbitmq postgres prometheus; do
   say "stand-in image order-worker-ci/$service:bookworm (Debian's package)"
-  if ! docker build --network host -f deploy/ci/services.Dockerfile --target "$service" \
+  if ! docker build --network host --force-rm -f deploy/ci/services.Dockerfile --target "$service" \
       --build-arg BASE="$BASE_IMAGE" -t "order-worker-ci/$service:bookworm" deploy/ci >"$LOGS/build-$service.log" 2>&1; then
     tail -n 30 "$LOGS/build-$service.log" >&2
     verdict FAIL "compose: the $service stand-in did not build (log above)"

@@ -144,7 +144,7 @@ build() {
     local tag=$IMAGE
     [ "$target" = sandbox ] && tag=$SANDBOX_IMAGE
     say "docker build --target $target -t $tag (PYTHON_IMAGE=$BASE_IMAGE)"
-    if ! build_context | docker build --network host -f deploy/Dockerfile --target "$target" \
+    if ! build_context | docker build --network host --force-rm -f deploy/Dockerfile --target "$target" \
         --build-arg PYTHON_IMAGE="$BASE_IMAGE" --build-arg VERSION="$version" \
         --build-arg REVISION="$revision" --build-arg SOURCE="$source" -t "$tag" - \
         >"$STATE/build-$target.log" 2>&1; then
