@@ -93,6 +93,8 @@ case "${1:-help}" in
   reliability) setup; broker; postgres; shift; exec "$PY" -m pytest --reliability -m reliability "$@" ;;
   lint) setup; lint ;;
   ci) setup; broker; postgres; lint; bash deploy/check.sh --no-pytest
+      say "the image for real: build, hygiene, every role from it, the compose stack"
+      bash deploy/image-check.sh
       say "tests: the fast tier"
       "$PY" -m pytest -q -p no:cacheprovider
       say "tests: the reliability scenarios"
@@ -105,7 +107,7 @@ usage: bash deploy/dev.sh COMMAND [ARGS]
   test [PYTEST ARGS]  install, start RabbitMQ and PostgreSQL, run the fast tier of the tests (a few minutes)
   reliability [ARGS]  the reliability scenarios (real processes killed, paused, starved; about 20 minutes)
   lint                ruff + mypy --strict
-  ci                  everything CI checks (lint, deployment checks, both tiers of tests)
+  ci                  everything CI checks (lint, deployment checks, the image check, both tiers of tests)
   setup | broker | postgres   the individual steps
 USAGE
     ;;
