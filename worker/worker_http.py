@@ -10,29 +10,59 @@ import logging
 import os
 import signal
 import threading
+import time
 
 from worker.observability import all_of, cannot_serve, serve_http
 
 log = logging.getLogger(__name__)
 
 
-def _exit_now(signum: int, frame: object) -> None:
+DRAIN_LIMIT_SECONDS = 600.0
+"""The longest this process outlives the SIGTERM, whatever the worker processes do."""
+
+
+def _siblings(parent: int) -> set[int] | None:
+    """The other children of Dramatiq's main process (its worker processes), or None where Linux's
+    ``/proc/PID/task/PID/children`` cannot be read."""
+    try:
+        with open(f"/proc/{parent}/task/{parent}/children", encoding="ascii") as handle:
+            return {int(pid) for pid in handle.read().split()} - {os.getpid()}
+    except (OSError, ValueError):
+        return None
+
+
+def _drain_then_exit(draining: threading.Event) -> None:
+    """Keep answering while the worker processes finish their messages, then leave with ``os._exit``.
+
+    Dramatiq's main process waits for its worker processes, then for this one: serving until the workers
+    are gone keeps ``/healthz`` answering (and ``/readyz`` saying "draining") through the whole grace
+    period, and never makes the main process wait on this one."""
+    draining.set()
+    parent = os.getppid()
+    deadline = time.monotonic() + DRAIN_LIMIT_SECONDS
+    while time.monotonic() < deadline and _siblings(parent):
+        time.sleep(0.2)
     os._exit(0)
 
 
 def serve_worker_http() -> None:
     """Dramatiq fork function (``--fork-function``): the worker processes' shared metrics and health.
 
-    This process only answers HTTP; on SIGTERM it has nothing to finish, so it leaves at once with
-    ``os._exit``. Dramatiq's own handler raises SystemExit wherever the main thread happens to be, and the
-    Dramatiq main process joins this one before it exits. In the reliability suite (kill -9 scenario,
-    PostgreSQL ledger) this process once outlived both SIGTERMs it got after a worker crash 0.2 s into
-    start-up; the main process then waited on it forever and the pod kept answering /healthz with no
-    worker behind it.
+    On SIGTERM this process has nothing of its own to finish: it goes on answering until the worker
+    processes have exited (:func:`_drain_then_exit`), then leaves with ``os._exit``, which no exception in
+    the main thread can delay. Dramatiq's own handler would raise SystemExit wherever the main thread
+    happens to be; in the reliability suite (kill -9 scenario, PostgreSQL ledger) a process using it once
+    outlived both SIGTERMs it got after a worker crash 0.2 s into start-up, and the main process waited on
+    it forever while the pod kept answering /healthz with no worker behind it.
     """
-    signal.signal(signal.SIGTERM, _exit_now)
+    draining = threading.Event()
+
+    def on_stop(signum: int, frame: object) -> None:
+        threading.Thread(target=_drain_then_exit, args=(draining,), daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_stop)
     if hasattr(signal, "SIGHUP"):
-        signal.signal(signal.SIGHUP, _exit_now)
+        signal.signal(signal.SIGHUP, on_stop)
     from worker.bus.connection import broker_check
     from worker.ledger import open_ledger
     from worker.settings import get_settings
@@ -44,11 +74,14 @@ def serve_worker_http() -> None:
         ledger.ping()
         return None
 
+    def drain_check() -> str | None:
+        return "draining: the worker processes are finishing their messages" if draining.is_set() else None
+
     try:
         server = serve_http(
             settings.serving.metrics_host,
             settings.serving.metrics_port,
-            all_of(ledger_check, broker_check(settings.bus.broker_url.get_secret_value())),
+            all_of(drain_check, ledger_check, broker_check(settings.bus.broker_url.get_secret_value())),
         )
     except OSError as error:
         # Dramatiq watches its worker processes, not its fork processes: without this the workers would
