@@ -30,22 +30,14 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import pika
 import psutil
 
-from worker.processes import Child
+from tests.support.partners import zerotrace_params
+from worker.processes import Child, poll
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 BROKER_URL = os.environ.get("ORDER_WORKER_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 POSTGRES_URL = os.environ.get("ORDER_WORKER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-TRON = "TExWKszFWYTKZH8LYiovAPKzS3L9MLZ4kw"
-BTC_REFUND = "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq"
-ZT_PARAMS: dict[str, Any] = {
-    "fromCcy": "btc",
-    "toCcy": "usdt_trc20",
-    "direction": "from",
-    "amount": "0.01",
-    "toAddress": TRON,
-    "refundAddress": BTC_REFUND,
-}
+ZT_PARAMS: dict[str, Any] = zerotrace_params()
 
 
 def log(message: str) -> None:
@@ -271,14 +263,10 @@ def measure_drain(
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
+    value = poll(predicate, timeout, interval)
+    if not value:
+        raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
+    return value
 
 
 # --- ledgers -------------------------------------------------------------------------------------------
