@@ -18,7 +18,6 @@ import contextlib
 import itertools
 import os
 import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -31,20 +30,14 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import pika
 import psutil
 
+from tests.support.partners import zerotrace_params
+from worker.processes import Child, poll
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 BROKER_URL = os.environ.get("ORDER_WORKER_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 POSTGRES_URL = os.environ.get("ORDER_WORKER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-TRON = "TExWKszFWYTKZH8LYiovAPKzS3L9MLZ4kw"
-BTC_REFUND = "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq"
-ZT_PARAMS: dict[str, Any] = {
-    "fromCcy": "btc",
-    "toCcy": "usdt_trc20",
-    "direction": "from",
-    "amount": "0.01",
-    "toAddress": TRON,
-    "refundAddress": BTC_REFUND,
-}
+ZT_PARAMS: dict[str, Any] = zerotrace_params()
 
 
 def log(message: str) -> None:
@@ -52,10 +45,10 @@ def log(message: str) -> None:
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    """Environment of every child process: the repo importable, no inherited ORDER_WORKER_ settings."""
+    """Environment of every child process: no inherited ORDER_WORKER_ settings. Children run from the
+    repository root (``Group``), where ``python -m`` finds ``bench`` as it finds it for the parent."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ORDER_WORKER_", "BENCH_"))}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.update(extra)
     return env
 
@@ -67,25 +60,14 @@ def uid() -> str:
 # --- processes ---------------------------------------------------------------------------------------
 
 
-class Group:
-    """A child process started in its own session, so SIGSTOP/SIGCONT/SIGTERM reach all its children."""
+class Group(Child):
+    """A child process in its own session, so SIGSTOP/SIGCONT/SIGTERM reach all its children."""
 
     def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
-        self.name = name
-        self.log_path = log_dir / f"{name}-{uid()[:6]}.log"
-        self._log = self.log_path.open("wb")
-        self.popen = subprocess.Popen(
-            args, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO
-        )
-
-    @property
-    def alive(self) -> bool:
-        return self.popen.poll() is None
+        super().__init__(name, args, env, log_dir / f"{name}-{uid()[:6]}.log", cwd=REPO)
 
     def signal(self, signum: int) -> None:
-        if self.alive:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signum)
+        self.signal_group(signum)
 
     def pause(self) -> None:
         self.signal(signal.SIGSTOP)
@@ -100,19 +82,10 @@ class Group:
         except psutil.NoSuchProcess:
             return []
 
-    def stop(self, timeout: float = 30) -> None:
+    def stop(self, timeout: float = 30) -> int | None:
+        """A paused group cannot act on SIGTERM: it is resumed first."""
         self.resume()
-        self.signal(signal.SIGTERM)
-        try:
-            self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.signal(signal.SIGKILL)
-            self.popen.wait(5)
-        self._log.close()
-
-    def output(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
+        return super().stop(timeout)
 
 
 class CpuMeter:
@@ -290,14 +263,10 @@ def measure_drain(
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
+    value = poll(predicate, timeout, interval)
+    if not value:
+        raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
+    return value
 
 
 # --- ledgers -------------------------------------------------------------------------------------------

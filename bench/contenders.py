@@ -29,12 +29,12 @@ from bench.common import (
     uid,
     wait_for,
 )
+from worker.bus.envelope import envelope
+from worker.bus.topology import declare_work_queues
 
 # Ports below the kernel's ephemeral range, picked as the tests pick them: a port from bind(0) can be taken
 # by any outgoing connection before the server binds it (seen as a worker's metrics server failing to start).
-from tests.e2e.harness import free_port
-from worker.bus.envelope import envelope
-from worker.bus.topology import declare_work_queues
+from worker.processes import SANDBOX_MODULE, await_sandbox, free_port, http_ok, sandbox_argv
 
 PY = sys.executable
 
@@ -48,14 +48,6 @@ def http_json(url: str, body: Any = None, method: str | None = None, timeout: fl
     request.add_header("Content-Type", "application/json")
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.loads(response.read() or b"null")
-
-
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 @dataclass
@@ -77,16 +69,14 @@ class SandboxProc:
         return int(sum(self.stats()["responses"].get(endpoint, {}).values()))
 
 
-def start_sandbox(
-    log_dir: Path, *args: str, name: str = "sandbox", module: str = "order_worker_sandbox"
+def launch_sandbox(
+    log_dir: Path, *args: str, name: str = "sandbox", module: str = SANDBOX_MODULE
 ) -> SandboxProc:
+    """The sandbox in a :class:`Group`, so its CPU is measured like every contender's."""
     port = free_port()
-    group = Group(name, [PY, "-m", module, "--port", str(port), "--quiet", *args], child_env(), log_dir)
-    url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: http_ok(f"{url}/_sandbox/ping") or not group.alive, 120, "sandbox start")
-    if not group.alive:
-        raise RuntimeError(f"sandbox died: {group.output()[-2000:]}")
-    return SandboxProc(group, url)
+    group = Group(name, sandbox_argv(port, "--quiet", *args, module=module), child_env(), log_dir)
+    box = await_sandbox(group, port, 120)
+    return SandboxProc(group, box.url)
 
 
 # --- results -------------------------------------------------------------------------------------------

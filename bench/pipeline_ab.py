@@ -29,7 +29,8 @@ import json, sys, tempfile
 from pathlib import Path
 from bench import contenders
 logs = Path(tempfile.mkdtemp(prefix="bench-ab-"))
-sandbox = contenders.start_sandbox(logs, "--rate-limit-weight", "1000000000", "--speed", "1000")
+launch = getattr(contenders, "launch_sandbox", None) or getattr(contenders, "start_sandbox")
+sandbox = launch(logs, "--rate-limit-weight", "1000000000", "--speed", "1000")
 try:
     floor = contenders.floor(sandbox, 1, 8, float(sys.argv[2]))
     pipe = contenders.pipeline(sandbox, logs, "sqlite", 1, 8, int(sys.argv[1]), tmp=logs)

@@ -167,7 +167,7 @@ class Runner:
     def run(self) -> int:
         sizes = self.sizes
         self.result["environment"] = _environment()
-        sandbox = contenders.start_sandbox(self.logs, "--rate-limit-weight", "1000000000", "--speed", "1000")
+        sandbox = contenders.launch_sandbox(self.logs, "--rate-limit-weight", "1000000000", "--speed", "1000")
         self.result["sandbox"] = {"url": sandbox.url, "args": "--rate-limit-weight 1000000000 --speed 1000"}
         wall = time.monotonic()
         try:

@@ -27,6 +27,8 @@ from typing import Any
 from order_worker_sandbox.config import SANDBOX_ZEROTRACE_API_KEY, SANDBOX_ZEROTRACE_API_SECRET
 from order_worker_sandbox.signing import zerotrace_sign
 
+from worker.processes import sandbox_argv
+
 REPO = Path(__file__).resolve().parent.parent
 
 CREATE_BODY = (
@@ -35,19 +37,8 @@ CREATE_BODY = (
 )
 
 
-def start_sandbox(uvloop: bool) -> tuple[subprocess.Popen[str], str, int]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "order_worker_sandbox",
-        "--port",
-        "0",
-        "--quiet",
-        "--rate-limit-weight",
-        "1000000000",
-        "--scenario",
-        "manual",
-    ]
+def listening_sandbox(uvloop: bool) -> tuple[subprocess.Popen[str], str, int]:
+    cmd = sandbox_argv(0, "--quiet", "--rate-limit-weight", "1000000000", "--scenario", "manual")
     if uvloop:
         cmd.append("--uvloop")
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)
@@ -195,7 +186,7 @@ def main() -> int:
     ap.add_argument("--conns", type=int, default=8, help="keep-alive connections per client process")
     ap.add_argument("--uvloop", action="store_true", help="run the sandbox on uvloop (if installed)")
     args = ap.parse_args()
-    server, host, port = start_sandbox(args.uvloop)
+    server, host, port = listening_sandbox(args.uvloop)
     try:
         order = create_order(host, port)
         # Warm-up (imports, caches, TCP), not measured.

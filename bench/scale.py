@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import CpuMeter, ledger_url, libpq_url, log, percentile, rabbitmq_processes, uid
-from bench.contenders import Stack, start_sandbox
+from bench.contenders import Stack, launch_sandbox
 from bench.seeded_sandbox import TRON, serial
 
 ITRX_COMMAND = {"energy_amount": 65000, "period": "1H", "receive_address": TRON}
@@ -120,7 +120,7 @@ def run(
     tag = uid()[:8]
     interval = orders / rate
     log(f"scale: seeding {orders} itrx orders in the sandbox and the {ledger_kind} ledger")
-    sandbox = start_sandbox(
+    sandbox = launch_sandbox(
         log_dir,
         "--itrx-orders",
         str(orders),

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.sandbox_throughput import start_sandbox
+from bench.sandbox_throughput import listening_sandbox
 from worker.partners.signing import new_nonce
 from worker.partners.zerotrace.settings import DEVELOPMENT_API_KEY as SANDBOX_ZEROTRACE_API_KEY
 from worker.partners.zerotrace.settings import DEVELOPMENT_API_SECRET as SANDBOX_ZEROTRACE_API_SECRET
@@ -100,7 +100,7 @@ def main() -> None:
     parser.add_argument("--baseline", help="git revision holding worker/providers/http.py")
     args = parser.parse_args()
     args.baseline = args.baseline or _last_revision_with_old_client()
-    proc, host, port = start_sandbox(uvloop=False)
+    proc, host, port = listening_sandbox(uvloop=False)
     url = f"http://{host}:{port}"
     results: dict[str, list[tuple[float, float]]] = {"baseline": [], "urllib3": []}
     try:

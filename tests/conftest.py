@@ -3,11 +3,14 @@ it is given)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
+from tests.support.stack import POSTGRES_URL, require_service
 from worker.ledger import open_ledger
 from worker.ledger.base import Ledger
 
@@ -37,6 +40,28 @@ def ledger(tmp_path: Path) -> Iterator[Ledger]:
     opened.migrate()
     yield opened
     opened.close()
+
+
+@pytest.fixture(scope="session")
+def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One folder for the logs of every process the tests start, so a failure's context is in one place."""
+    return tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The ledger of a process stack, on each backend: a SQLite file of the test's own, or a PostgreSQL
+    schema of its own (dropped afterwards). ``parametrize("ledger_url", [...], indirect=True)`` picks one."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'ledger.db'}"
+        return
+    require_service("127.0.0.1", 5432, "PostgreSQL", "Run 'bash deploy/dev.sh postgres'.")
+    schema = f"stack_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
+        connection.execute(f'CREATE SCHEMA "{schema}"')  # type: ignore[arg-type]
+    yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
+        connection.execute(f'DROP SCHEMA "{schema}" CASCADE')  # type: ignore[arg-type]
 
 
 def _is_scenario(item: pytest.Item) -> bool:

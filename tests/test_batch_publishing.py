@@ -17,14 +17,15 @@ import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import AMQPConnectionError, ChannelClosedByBroker
 
-from tests.e2e.harness import RABBITMQ_URL, free_port, require_service
 from tests.ledger.helpers import T0, created
+from tests.support.stack import RABBITMQ_URL, require_service
 from worker.bus.envelope import parse_envelope
 from worker.bus.publishing import BatchPublisher, CommandBatchPublisher, Outgoing
 from worker.bus.rabbitmq import QuorumRabbitmqBroker
 from worker.bus.relay import EventPublisher, OutboxRelay
 from worker.bus.topology import UNROUTED_SUFFIX, declare_work_queues
 from worker.ledger.base import Ledger
+from worker.processes import free_port
 
 
 @pytest.fixture(scope="module")

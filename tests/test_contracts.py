@@ -8,6 +8,7 @@ import uuid
 import pytest
 from pydantic import ValidationError
 
+from tests.support.partners import TRON, zerotrace_params
 from worker.messages import (
     CreateOrderCommand,
     EventType,
@@ -20,15 +21,7 @@ from worker.partners.itrx.params import is_tron_address
 from worker.partners.registry import UnknownPartnerError, check_command
 from worker.schemas import SCHEMA_DIR, render_schemas
 
-TRON = "TExWKszFWYTKZH8LYiovAPKzS3L9MLZ4kw"
-ZT_PARAMS = {
-    "fromCcy": "btc",
-    "toCcy": "usdt_trc20",
-    "direction": "from",
-    "amount": "0.01",
-    "toAddress": TRON,
-    "refundAddress": "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq",
-}
+ZT_PARAMS = zerotrace_params()
 
 
 def test_shipped_schemas_are_current() -> None:

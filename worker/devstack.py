@@ -9,46 +9,21 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from worker.partners import registry
+from worker.processes import Child, port_open, role_argv, start_sandbox, stop_all, wait_http
 from worker.settings import get_settings
 
 SANDBOX_PORT = 8090
 WEBHOOKS_PORT = 8091
 WORKER_METRICS_PORT = 9191
 SCHEDULER_METRICS_PORT = 9192
-
-
-def _port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-def _wait_http(url: str, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - local URL we built
-                if response.status == 200:
-                    return True
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.2)
-    return False
 
 
 SIMULATED_PARTNERS = ("0trace", "itrx")
@@ -72,44 +47,46 @@ def demo_commands(count: int) -> list[dict[str, Any]]:
 
 
 class Stack:
-    def __init__(self, speed: float) -> None:
-        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
-        self.speed = speed
+    """The stack's children, logging to ``.run/<name>.log`` (appended, so earlier runs stay readable)."""
+
+    def __init__(self) -> None:
+        self.children: list[Child] = []
         self.log_dir = Path(".run")
         self.log_dir.mkdir(exist_ok=True)
 
+    def log_path(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
     def start(self, name: str, args: list[str], env: dict[str, str]) -> None:
-        log_file = (self.log_dir / f"{name}.log").open("ab")
-        process = subprocess.Popen(  # noqa: S603 - our own console entry point
-            [sys.executable, "-m", "worker.cli", *args],
-            env={**os.environ, **env},
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
+        self.children.append(
+            Child(name, role_argv(*args), {**os.environ, **env}, self.log_path(name), append=True)
         )
-        self.children.append((name, process))
+
+    def start_sandbox(self, speed: float) -> None:
+        box = start_sandbox(
+            self.log_path("sandbox"),
+            port=SANDBOX_PORT,
+            speed=speed,
+            extra=["--webhook-url", f"http://127.0.0.1:{WEBHOOKS_PORT}/webhooks/0trace"],
+            timeout=60,
+            append=True,
+        )
+        self.children.append(box.process)
 
     def check_alive(self) -> str | None:
-        for name, process in self.children:
-            if process.poll() is not None:
-                return f"{name} exited with code {process.returncode} (see .run/{name}.log)"
+        for child in self.children:
+            if not child.alive:
+                return f"{child.name} exited with code {child.popen.returncode} (see {child.log_path})"
         return None
 
     def stop(self) -> None:
-        for _, process in reversed(self.children):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        for _, process in self.children:
-            try:
-                process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_all(self.children)
 
 
 def run_stack(demo_orders: int, speed: float) -> int:
     settings = get_settings()
     broker = urlsplit(settings.bus.broker_url.get_secret_value())
-    if not _port_open(broker.hostname or "127.0.0.1", broker.port or 5672):
+    if not port_open(broker.hostname or "127.0.0.1", broker.port or 5672):
         print(
             f"order-worker: RabbitMQ is not reachable at {broker.hostname}:{broker.port or 5672}.\n"
             "  Start it with 'bash deploy/dev.sh broker' (installs rabbitmq-server if needed),\n"
@@ -118,7 +95,7 @@ def run_stack(demo_orders: int, speed: float) -> int:
         )
         return 2
     for port in (SANDBOX_PORT, WEBHOOKS_PORT, WORKER_METRICS_PORT, SCHEDULER_METRICS_PORT):
-        if _port_open("127.0.0.1", port):
+        if port_open("127.0.0.1", port):
             print(
                 f"order-worker: port {port} is already in use (another 'order-worker run'?)", file=sys.stderr
             )
@@ -131,27 +108,17 @@ def run_stack(demo_orders: int, speed: float) -> int:
         "ORDER_WORKER_POLL_SAFETY_INTERVAL": "10",
         "ORDER_WORKER_ITRX_CALLBACK_URL": f"http://127.0.0.1:{WEBHOOKS_PORT}/webhooks/itrx",
     }
-    stack = Stack(speed)
+    stack = Stack()
     print(
         f"starting the stack (logs in {stack.log_dir}/): sandbox :{SANDBOX_PORT}, webhooks :{WEBHOOKS_PORT}, "
         f"worker metrics :{WORKER_METRICS_PORT}, scheduler metrics :{SCHEDULER_METRICS_PORT}"
     )
     try:
-        stack.start(
-            "sandbox",
-            [
-                "sandbox",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(SANDBOX_PORT),
-                "--speed",
-                str(speed),
-                "--webhook-url",
-                f"http://127.0.0.1:{WEBHOOKS_PORT}/webhooks/0trace",
-            ],
-            {},
-        )
+        try:
+            stack.start_sandbox(speed)
+        except RuntimeError as failure:
+            print(f"order-worker: {failure}", file=sys.stderr)
+            return 1
         stack.start(
             "worker",
             ["worker", "--processes", "1", "--threads", "8"],
@@ -166,7 +133,7 @@ def run_stack(demo_orders: int, speed: float) -> int:
             f"http://127.0.0.1:{SCHEDULER_METRICS_PORT}/readyz",
             f"http://127.0.0.1:{WEBHOOKS_PORT}/readyz",
         ):
-            if not _wait_http(url, 60):
+            if not wait_http(url, 60, lambda: stack.check_alive() is None):
                 print(
                     f"order-worker: {url} did not become ready; {stack.check_alive() or 'see .run/*.log'}",
                     file=sys.stderr,

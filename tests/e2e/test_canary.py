@@ -16,15 +16,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from tests.e2e.harness import (
-    Sandbox,
-    Stack,
-    collect_events,
-    itrx_command,
-    start_sandbox,
-    terminal_for_all,
-    zerotrace_command,
-)
+from tests.support.partners import itrx_command, zerotrace_command
+from tests.support.stack import Sandbox, Stack, collect_events, spawn_sandbox, terminal_for_all
 from worker.sealing import TokenSealer
 
 ZT_KEY = "canary-zt-key-7f3a9c"
@@ -45,7 +38,7 @@ def canary_sandbox(log_dir: Path) -> Iterator[Sandbox]:
         "itrx_api_secret": ITRX_SECRET,
     }
     extra = [arg for name, value in sandbox_settings.items() for arg in ("--set", f"{name}={value}")]
-    box = start_sandbox(log_dir, extra=extra)
+    box = spawn_sandbox(log_dir, extra=extra)
     yield box
     box.process.stop()
 

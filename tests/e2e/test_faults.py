@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import Stack, collect_events, itrx_command, wait_until, zerotrace_command
+from tests.support.partners import itrx_command, zerotrace_command
+from tests.support.stack import Stack, collect_events, wait_until
 from worker.bus.envelope import envelope
 from worker.pipeline import partner_ref
 from worker.status import TERMINAL

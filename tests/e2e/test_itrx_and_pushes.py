@@ -11,16 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import (
-    Sandbox,
-    Stack,
-    collect_events,
-    itrx_command,
-    start_sandbox,
-    terminal_for_all,
-    wait_until,
-    zerotrace_command,
-)
+from tests.support.partners import itrx_command, zerotrace_command
+from tests.support.stack import Sandbox, Stack, collect_events, spawn_sandbox, terminal_for_all, wait_until
 from worker.pipeline import partner_ref
 
 SQLITE = pytest.mark.parametrize("ledger_url", ["sqlite"], indirect=True)
@@ -41,7 +33,7 @@ def _reached(command: dict[str, Any], status: str) -> Any:
 @pytest.fixture
 def poor_sandbox(log_dir: Path) -> Iterator[Sandbox]:
     """An itrx account holding 1,000 sun: not enough for any energy order."""
-    box = start_sandbox(log_dir, extra=["--set", "itrx_balance_sun=1000"])
+    box = spawn_sandbox(log_dir, extra=["--set", "itrx_balance_sun=1000"])
     yield box
     box.process.stop()
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import Stack, free_port
+from tests.support.stack import Stack
+from worker.processes import free_port
 from worker.roles.worker import dramatiq_command
 
 pytestmark = pytest.mark.parametrize("ledger_url", ["sqlite"], indirect=True)

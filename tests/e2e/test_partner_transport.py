@@ -11,19 +11,11 @@ from pathlib import Path
 import pytest
 import trustme
 
-from tests.e2e.harness import (
-    Process,
-    Sandbox,
-    Stack,
-    collect_events,
-    free_port,
-    itrx_command,
-    terminal_for_all,
-    wait_until,
-    zerotrace_command,
-)
+from tests.support.partners import itrx_command, zerotrace_command
 from tests.support.proxy import TestProxy
+from tests.support.stack import Process, Sandbox, Stack, collect_events, terminal_for_all, wait_until
 from worker.partners.base import PartnerError
+from worker.processes import free_port, sandbox_argv
 from worker.transport import PartnerHttp
 
 
@@ -53,18 +45,7 @@ def https_sandbox(log_dir: Path, tmp_path: Path) -> Iterator[HttpsSandbox]:
     port = free_port()
     process = Process(
         "sandbox-https",
-        [
-            "-m",
-            "order_worker_sandbox",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--speed",
-            "100",
-            "--tls-cert",
-            str(cert_file),
-        ],
+        sandbox_argv(port, "--host", "127.0.0.1", "--speed", "100", "--tls-cert", str(cert_file)),
         {k: v for k, v in os.environ.items() if not k.startswith("ORDER_WORKER_")},
         log_dir,
     )

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.e2e.harness import Stack, collect_events, itrx_command, terminal_for_all, zerotrace_command
+from tests.support.partners import itrx_command, zerotrace_command
+from tests.support.stack import Stack, collect_events, terminal_for_all
 from worker.messages import EventType, transition_event_id
 from worker.pipeline import partner_ref
 

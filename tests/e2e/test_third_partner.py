@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import Sandbox, Stack, collect_events
+from tests.support.stack import Sandbox, Stack, collect_events
 from tests.third_partner.server import AcmeServer
 from worker.partners import registry
 

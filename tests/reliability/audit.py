@@ -17,23 +17,18 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from tests.e2e.harness import Sandbox
-from tests.reliability.rig import (
+from tests.reliability.rig import RelStack, Verdict, open_tokens, scan_for
+from tests.support.events import EventWitness, by_command, transition_duplicates
+from tests.support.ledger_views import (
     NAMESPACE,
-    EventWitness,
-    RelStack,
-    Verdict,
-    by_command,
     duplicate_partner_orders,
     is_settled,
     ledger_bytes,
-    open_tokens,
     order_rows,
     outbox_ids,
     partner_orders_by_ref,
-    scan_for,
-    transition_duplicates,
 )
+from tests.support.stack import Sandbox
 from worker.partners.base import PartnerError
 from worker.partners.zerotrace.client import ZeroTraceClient
 from worker.partners.zerotrace.settings import DEVELOPMENT_API_KEY as SANDBOX_ZEROTRACE_API_KEY

@@ -8,16 +8,14 @@ Run it: ``pytest tests/reliability`` (CI sizes) or ``pytest tests/reliability --
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
-from tests.e2e.harness import POSTGRES_URL, RABBITMQ_URL, Sandbox, require_service
-from tests.reliability.rig import Canaries, RelStack, Sizes, Verdict, new_seed, pick_sizes, start_sandbox
+from tests.reliability.rig import Canaries, RelStack, Sizes, Verdict, canary_sandbox, new_seed, pick_sizes
+from tests.support.stack import RABBITMQ_URL, Sandbox, require_service
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -35,11 +33,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 @pytest.fixture(scope="session")
 def sizes(request: pytest.FixtureRequest) -> Sizes:
     return pick_sizes(request.config.getoption("--reliability-size"))
-
-
-@pytest.fixture(scope="session")
-def rel_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("reliability-logs")
 
 
 @pytest.fixture
@@ -68,13 +61,13 @@ def verdict(request: pytest.FixtureRequest, seed: int, sizes: Sizes) -> Iterator
 
 
 @pytest.fixture
-def make_sandbox(rel_log_dir: Path, canaries: Canaries, seed: int) -> Iterator[Callable[..., Sandbox]]:
+def make_sandbox(log_dir: Path, canaries: Canaries, seed: int) -> Iterator[Callable[..., Sandbox]]:
     require_service("127.0.0.1", 5672, f"RabbitMQ ({RABBITMQ_URL})", "Run 'bash deploy/dev.sh broker'.")
     started: list[Sandbox] = []
 
     def make(**options: Any) -> Sandbox:
         options.setdefault("seed", seed)
-        box = start_sandbox(rel_log_dir, canaries, **options)
+        box = canary_sandbox(log_dir, canaries, **options)
         started.append(box)
         return box
 
@@ -83,26 +76,12 @@ def make_sandbox(rel_log_dir: Path, canaries: Canaries, seed: int) -> Iterator[C
         box.process.stop()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'ledger.db'}"
-        return
-    require_service("127.0.0.1", 5432, "PostgreSQL", "Run 'bash deploy/dev.sh postgres'.")
-    schema = f"rel_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
-        connection.execute(f'CREATE SCHEMA "{schema}"')  # type: ignore[arg-type]
-    yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
-        connection.execute(f'DROP SCHEMA "{schema}" CASCADE')  # type: ignore[arg-type]
-
-
 @pytest.fixture
-def make_stack(ledger_url: str, rel_log_dir: Path, canaries: Canaries) -> Iterator[Callable[..., RelStack]]:
+def make_stack(ledger_url: str, log_dir: Path, canaries: Canaries) -> Iterator[Callable[..., RelStack]]:
     stacks: list[RelStack] = []
 
     def make(sandbox: Sandbox, **options: Any) -> RelStack:
-        stack = RelStack(sandbox, ledger_url, rel_log_dir, canaries=canaries, **options)
+        stack = RelStack(sandbox, ledger_url, log_dir, canaries=canaries, **options)
         stacks.append(stack)
         return stack
 

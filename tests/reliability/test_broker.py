@@ -16,24 +16,13 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.e2e.harness import Sandbox
 from tests.reliability.audit import full_audit
-from tests.reliability.rig import (
-    RabbitNode,
-    RelStack,
-    Sizes,
-    Supervisor,
-    Verdict,
-    add_fault,
-    clear_faults,
-    commands_mix,
-    create_bodies,
-    is_settled,
-    order_rows,
-    outbox_ids,
-    publish_reliably,
-    witness,
-)
+from tests.reliability.rig import RelStack, Sizes, Supervisor, Verdict, add_fault, clear_faults
+from tests.support.events import create_bodies, publish_reliably, witness
+from tests.support.ledger_views import is_settled, order_rows, outbox_ids
+from tests.support.partners import commands_mix
+from tests.support.rabbit import RabbitNode
+from tests.support.stack import Sandbox
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(2400)]
 

@@ -24,7 +24,6 @@ from collections.abc import Callable
 import pytest
 from pydantic import SecretStr
 
-from tests.e2e.harness import Sandbox, wait_until
 from tests.reliability.audit import canary_audit, event_audit, judge_core, partner_audit, settlement
 from tests.reliability.rig import (
     RelStack,
@@ -32,17 +31,14 @@ from tests.reliability.rig import (
     Verdict,
     add_fault,
     clear_faults,
-    commands_mix,
-    create_bodies,
-    ledger_bytes,
     open_tokens,
-    order_rows,
-    outbox_ids,
-    publish_reliably,
     sandbox_requests,
     scan_for,
-    witness,
 )
+from tests.support.events import create_bodies, publish_reliably, witness
+from tests.support.ledger_views import ledger_bytes, order_rows, outbox_ids
+from tests.support.partners import commands_mix
+from tests.support.stack import Sandbox, wait_until
 from worker.sealing import SealError, TokenSealer
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(300)]

@@ -23,23 +23,13 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.e2e.harness import Sandbox, wait_until
 from tests.reliability.audit import full_audit
-from tests.reliability.rig import (
-    HttpRequestSeen,
-    RelStack,
-    Sizes,
-    TcpFaultProxy,
-    Verdict,
-    add_fault,
-    clear_faults,
-    commands_mix,
-    create_bodies,
-    order_rows,
-    outbox_ids,
-    publish_reliably,
-    witness,
-)
+from tests.reliability.rig import RelStack, Sizes, Verdict, add_fault, clear_faults
+from tests.support.events import create_bodies, publish_reliably, witness
+from tests.support.faults import HttpRequestSeen, TcpFaultProxy
+from tests.support.ledger_views import order_rows, outbox_ids
+from tests.support.partners import commands_mix
+from tests.support.stack import Sandbox, wait_until
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(300)]
 

@@ -16,22 +16,12 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.e2e.harness import Sandbox
 from tests.reliability.audit import failpoints_fired, full_audit
-from tests.reliability.rig import (
-    RelStack,
-    Sizes,
-    Supervisor,
-    Verdict,
-    commands_mix,
-    create_bodies,
-    is_settled,
-    order_rows,
-    outbox_ids,
-    publish_reliably,
-    sandbox_requests,
-    witness,
-)
+from tests.reliability.rig import RelStack, Sizes, Supervisor, Verdict, sandbox_requests
+from tests.support.events import create_bodies, publish_reliably, witness
+from tests.support.ledger_views import is_settled, order_rows, outbox_ids
+from tests.support.partners import commands_mix
+from tests.support.stack import Sandbox
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(1800)]
 

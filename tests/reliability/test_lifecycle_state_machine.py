@@ -44,9 +44,8 @@ from hypothesis.stateful import (
 )
 from pydantic import SecretStr
 
-from tests.e2e.harness import itrx_command, zerotrace_command
 from tests.reliability.rig import Sizes, Verdict
-from tests.support.partners import bound
+from tests.support.partners import bound, itrx_command, zerotrace_command
 from tests.support.settings import settings_of
 from worker import failpoints
 from worker.ledger import open_ledger

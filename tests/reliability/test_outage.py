@@ -24,24 +24,21 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import Sandbox, wait_until
 from tests.reliability.audit import full_audit
 from tests.reliability.rig import (
     Canaries,
-    EventWitness,
     RelStack,
     Sizes,
-    TcpFaultProxy,
     Verdict,
     add_fault,
     clear_faults,
-    commands_mix,
-    create_bodies,
-    order_rows,
-    outbox_ids,
-    publish_reliably,
     sandbox_requests,
 )
+from tests.support.events import EventWitness, create_bodies, publish_reliably
+from tests.support.faults import TcpFaultProxy
+from tests.support.ledger_views import order_rows, outbox_ids
+from tests.support.partners import commands_mix
+from tests.support.stack import Sandbox, wait_until
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(600)]
 
@@ -104,7 +101,7 @@ class Run:
 def test_partner_outage_of_two_minutes(
     make_sandbox: Callable[..., Sandbox],
     tmp_path: Path,
-    rel_log_dir: Path,
+    log_dir: Path,
     canaries: Canaries,
     sizes: Sizes,
     seed: int,
@@ -120,7 +117,7 @@ def test_partner_outage_of_two_minutes(
         stack = RelStack(
             sandbox,
             f"sqlite:///{tmp_path / f'{kind}.db'}",
-            rel_log_dir,
+            log_dir,
             canaries=canaries,
             settings={
                 "ORDER_WORKER_ZEROTRACE_BASE_URL": partner_url,

@@ -26,7 +26,6 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import Sandbox, zerotrace_command
 from tests.reliability.audit import (
     event_audit,
     failpoints_fired,
@@ -35,19 +34,11 @@ from tests.reliability.audit import (
     security_audit,
     settlement,
 )
-from tests.reliability.rig import (
-    NAMESPACE,
-    RelStack,
-    Sizes,
-    Supervisor,
-    Verdict,
-    commands_mix,
-    create_bodies,
-    order_rows,
-    partner_orders_by_ref,
-    publish_reliably,
-    witness,
-)
+from tests.reliability.rig import RelStack, Sizes, Supervisor, Verdict
+from tests.support.events import create_bodies, publish_reliably, witness
+from tests.support.ledger_views import NAMESPACE, order_rows, partner_orders_by_ref
+from tests.support.partners import commands_mix, zerotrace_command
+from tests.support.stack import Sandbox
 from worker.pipeline import partner_ref
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(900)]

@@ -20,22 +20,13 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.e2e.harness import Sandbox, zerotrace_command
 from tests.reliability.audit import event_audit, judge_core, partner_audit, security_audit, settlement
-from tests.reliability.rig import (
-    HttpRequestSeen,
-    RelStack,
-    Sizes,
-    Supervisor,
-    TcpFaultProxy,
-    Verdict,
-    add_fault,
-    create_bodies,
-    order_rows,
-    outbox_ids,
-    publish_reliably,
-    witness,
-)
+from tests.reliability.rig import RelStack, Sizes, Supervisor, Verdict, add_fault
+from tests.support.events import create_bodies, publish_reliably, witness
+from tests.support.faults import HttpRequestSeen, TcpFaultProxy
+from tests.support.ledger_views import order_rows, outbox_ids
+from tests.support.partners import zerotrace_command
+from tests.support.stack import Sandbox
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(1800)]
 

@@ -16,21 +16,13 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.e2e.harness import Sandbox
 from tests.reliability.audit import event_audit, judge_core, partner_audit, security_audit, settlement
-from tests.reliability.rig import (
-    RelStack,
-    Sizes,
-    TcpFaultProxy,
-    Verdict,
-    commands_mix,
-    create_bodies,
-    is_settled,
-    order_rows,
-    outbox_ids,
-    publish_reliably,
-    witness,
-)
+from tests.reliability.rig import RelStack, Sizes, Verdict
+from tests.support.events import create_bodies, publish_reliably, witness
+from tests.support.faults import TcpFaultProxy
+from tests.support.ledger_views import is_settled, order_rows, outbox_ids
+from tests.support.partners import commands_mix
+from tests.support.stack import Sandbox
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(900)]
 

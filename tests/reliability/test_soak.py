@@ -20,24 +20,12 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.e2e.harness import Process, Sandbox
 from tests.reliability.audit import full_audit
-from tests.reliability.rig import (
-    ProcSample,
-    RelStack,
-    Sizes,
-    Verdict,
-    add_fault,
-    clear_faults,
-    commands_mix,
-    create_bodies,
-    is_settled,
-    order_rows,
-    outbox_ids,
-    publish_reliably,
-    tree_sample,
-    witness,
-)
+from tests.reliability.rig import ProcSample, RelStack, Sizes, Verdict, add_fault, clear_faults, tree_sample
+from tests.support.events import create_bodies, publish_reliably, witness
+from tests.support.ledger_views import is_settled, order_rows, outbox_ids
+from tests.support.partners import commands_mix
+from tests.support.stack import Process, Sandbox
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(2400)]
 

@@ -1,7 +1,10 @@
-"""The built-in partners bound to clients a test chooses (scripted, or real ones against a stub)."""
+"""The built-in partners as tests use them: bound to clients a test chooses (scripted, or real ones against
+a stub), and orders built from the example params each partner plug-in documents."""
 
 from __future__ import annotations
 
+import random
+import uuid
 from typing import Any
 
 from worker.partners import registry
@@ -9,6 +12,9 @@ from worker.partners.itrx import ItrxSession, ItrxSettings
 from worker.partners.registry import Connected
 from worker.partners.zerotrace import ZeroTraceSession, ZeroTraceSettings
 from worker.settings import Settings
+
+TRON = str(registry.get("itrx").example_params["receive_address"])
+BTC_REFUND = str(registry.get("0trace").example_params["refundAddress"])
 
 
 def bound(settings: Settings, zerotrace: Any, itrx: Any) -> dict[str, Connected]:
@@ -22,3 +28,39 @@ def bound(settings: Settings, zerotrace: Any, itrx: Any) -> dict[str, Connected]
         "0trace": Connected(zt, zt_group, ZeroTraceSession(zerotrace), zt.push_scheme(zt_group)),
         "itrx": Connected(it, itrx_group, ItrxSession(itrx, itrx_group), it.push_scheme(itrx_group)),
     }
+
+
+def zerotrace_params(**overrides: Any) -> dict[str, Any]:
+    """The 0trace example order the partner plug-in documents, so tests submit what a user would."""
+    return {**registry.get("0trace").example_params, **overrides}
+
+
+def zerotrace_command(
+    command_id: str | None = None, metadata: dict[str, str] | None = None, **overrides: Any
+) -> dict[str, Any]:
+    command = {
+        "command_id": command_id or f"zt-{uuid.uuid4().hex}",
+        "provider": "0trace",
+        "params": zerotrace_params(**overrides),
+    }
+    if metadata:
+        command["metadata"] = metadata
+    return command
+
+
+def itrx_command(command_id: str | None = None, **overrides: Any) -> dict[str, Any]:
+    params = {**registry.get("itrx").example_params, **overrides}
+    return {"command_id": command_id or f"ix-{uuid.uuid4().hex}", "provider": "itrx", "params": params}
+
+
+def commands_mix(count: int, seed: int, prefix: str) -> list[dict[str, Any]]:
+    """Half 0trace, half itrx, shuffled with the seed; command ids carry the prefix and the seed."""
+    rng = random.Random(seed)
+    commands = [
+        zerotrace_command(f"{prefix}-zt-{seed}-{i:06d}")
+        if i % 2 == 0
+        else itrx_command(f"{prefix}-ix-{seed}-{i:06d}")
+        for i in range(count)
+    ]
+    rng.shuffle(commands)
+    return commands

@@ -1,7 +1,9 @@
-"""Real processes for end-to-end tests: the sandbox, workers, the scheduler/relay and the webhook receiver.
+"""Real processes for end-to-end and reliability tests: the sandbox, workers, the scheduler/relay and the
+webhook receiver, started with the product's own primitives (``worker.processes``).
 
 Every stack gets its own queue names, events exchange and ledger (a temporary SQLite file or a throwaway
 PostgreSQL schema), so tests never see each other's messages, and everything is torn down afterwards.
+Every wait is on a condition with a deadline (``wait_until``), never a sleep that hopes.
 """
 
 from __future__ import annotations
@@ -9,82 +11,36 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
-import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pika
 import pytest
+from pika.exceptions import AMQPError
 
 from worker.bus.topology import declare_work_queues
 from worker.bus.watcher import EventWatcher
 from worker.ledger import open_ledger
 from worker.ledger.base import Ledger
+from worker.processes import Child, RunningSandbox, free_port, http_ok, poll, role_argv, start_sandbox
 from worker.producer import CommandProducer
 
 RABBITMQ_URL = os.environ.get("ORDER_WORKER_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 POSTGRES_URL = os.environ.get("ORDER_WORKER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-TRON = "TExWKszFWYTKZH8LYiovAPKzS3L9MLZ4kw"
-BTC_REFUND = "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq"
-
-
-_ISSUED_PORTS: set[int] = set()
-
-
-def _ephemeral_floor() -> int:
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as handle:
-            return int(handle.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-def free_port() -> int:
-    """A port for a server a test is about to start.
-
-    ``bind(0)`` hands out a port from the kernel's ephemeral range, and between closing it and the server's
-    own bind any outgoing connection (a worker's broker or database socket) may take it: seen as a metrics
-    server dying with EADDRINUSE. Ports below that range are never picked for outgoing connections, and
-    none is issued twice in one run."""
-    floor = _ephemeral_floor()
-    if floor > 12_000:
-        for _ in range(500):
-            port = random.randrange(10_000, floor)
-            if port in _ISSUED_PORTS:
-                continue
-            with socket.socket() as sock:
-                try:
-                    sock.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            _ISSUED_PORTS.add(port)
-            return port
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        chosen: int = sock.getsockname()[1]
-    _ISSUED_PORTS.add(chosen)
-    return chosen
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
     """Poll a condition with a deadline; the failure message says what never happened."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
+    value = poll(predicate, timeout, interval)
+    if not value:
+        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+    return value
 
 
 def http_json(url: str, body: Any = None, method: str | None = None) -> Any:
@@ -95,82 +51,17 @@ def http_json(url: str, body: Any = None, method: str | None = None) -> Any:
         return json.loads(response.read() or b"null")
 
 
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
+class Process(Child):
+    """A process of a test stack, logging to a file of its own in the run's log folder."""
 
-
-def zerotrace_command(
-    command_id: str | None = None, metadata: dict[str, str] | None = None, **overrides: Any
-) -> dict[str, Any]:
-    params = {
-        "fromCcy": "btc",
-        "toCcy": "usdt_trc20",
-        "direction": "from",
-        "amount": "0.01",
-        "toAddress": TRON,
-        "refundAddress": BTC_REFUND,
-        **overrides,
-    }
-    command = {"command_id": command_id or f"zt-{uuid.uuid4().hex}", "provider": "0trace", "params": params}
-    if metadata:
-        command["metadata"] = metadata
-    return command
-
-
-def itrx_command(command_id: str | None = None, **overrides: Any) -> dict[str, Any]:
-    params = {"energy_amount": 65000, "period": "1H", "receive_address": TRON, **overrides}
-    return {"command_id": command_id or f"ix-{uuid.uuid4().hex}", "provider": "itrx", "params": params}
-
-
-class Process:
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
-        self.name = name
-        self.log_path = log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log"
-        self.log = self.log_path.open("wb")
-        self.popen = subprocess.Popen(
-            [sys.executable, *args],
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    @property
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def signal_group(self, signum: int) -> None:
-        if self.alive:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signum)
-
-    def stop(self, timeout: float = 30) -> int | None:
-        self.signal_group(signal.SIGTERM)
-        try:
-            self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.signal_group(signal.SIGKILL)
-            self.popen.wait(5)
-        self.log.close()
-        return self.popen.returncode
-
-    def output(self) -> str:
-        self.log.flush()
-        return self.log_path.read_text(errors="replace")
+    def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str], log_dir: Path) -> None:
+        super().__init__(name, argv, env, log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log")
+        self.metrics_port: int | None = None
 
 
 @dataclass
-class Sandbox:
-    process: Process
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+class Sandbox(RunningSandbox):
+    """The partner simulator with its control API (``/_sandbox/...``), which only tests and benchmarks use."""
 
     def orders(self) -> list[dict[str, Any]]:
         answer = http_json(f"{self.url}/_sandbox/orders")
@@ -189,34 +80,14 @@ class Sandbox:
         return http_json(f"{self.url}/_sandbox/{path}", body)
 
 
-def start_sandbox(
+def spawn_sandbox(
     log_dir: Path,
     speed: float = 100.0,
-    extra: list[str] | None = None,
+    extra: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
 ) -> Sandbox:
-    port = free_port()
-    process = Process(
-        "sandbox",
-        [
-            "-m",
-            "order_worker_sandbox",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--speed",
-            str(speed),
-            *(extra or []),
-        ],
-        dict(os.environ if env is None else env),
-        log_dir,
-    )
-    wait_until(
-        lambda: http_ok(f"http://127.0.0.1:{port}/_sandbox/ping") or not process.alive, 30, "sandbox start"
-    )
-    assert process.alive, process.output()
-    return Sandbox(process, port)
+    box = start_sandbox(log_dir / f"sandbox-{uuid.uuid4().hex[:6]}.log", speed=speed, extra=extra, env=env)
+    return Sandbox(box.process, box.port)
 
 
 def require_service(host: str, port: int, what: str, how: str) -> None:
@@ -286,11 +157,11 @@ class Stack:
         metrics_port = free_port()
         process = Process(
             role,
-            ["-m", "worker.cli", role, *args],
+            role_argv(role, *args),
             self.env(ORDER_WORKER_METRICS_PORT=str(metrics_port), **extra_env),
             self.log_dir,
         )
-        process.metrics_port = metrics_port  # type: ignore[attr-defined]
+        process.metrics_port = metrics_port
         self.processes.append(process)
         return process
 
@@ -317,7 +188,7 @@ class Stack:
         return process
 
     def wait_ready(self, process: Process, timeout: float = 60) -> None:
-        port = process.metrics_port  # type: ignore[attr-defined]
+        port = process.metrics_port
         wait_until(
             lambda: http_ok(f"http://127.0.0.1:{port}/readyz") or not process.alive,
             timeout,
@@ -326,7 +197,7 @@ class Stack:
         assert process.alive, process.output()
 
     def metrics(self, process: Process) -> str:
-        port = process.metrics_port  # type: ignore[attr-defined]
+        port = process.metrics_port
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
             return str(response.read().decode())
 
@@ -348,20 +219,76 @@ class Stack:
         with pika.BlockingConnection(pika.URLParameters(self.broker_url)) as connection:
             declare_work_queues(connection.channel(), (self.create_queue, self.poll_queue), 5)
 
+    def queue_depths(self) -> dict[str, int]:
+        """Ready messages per work queue (main, delay and dead-letter queue), via passive declares."""
+        depths: dict[str, int] = {}
+        connection = pika.BlockingConnection(pika.URLParameters(self.broker_url))
+        try:
+            for base in (self.create_queue, self.poll_queue):
+                for queue in (base, f"{base}.DQ", f"{base}.XQ"):
+                    channel = connection.channel()
+                    try:
+                        depths[queue] = channel.queue_declare(queue, passive=True).method.message_count
+                        channel.close()
+                    except pika.exceptions.ChannelClosedByBroker:
+                        depths[queue] = 0
+        finally:
+            connection.close()
+        return depths
+
+    def dead_lettered_bodies(self, queue: str) -> list[dict[str, Any]]:
+        """Drain the Dramatiq dead-letter queue (``queue.XQ``) and return the envelopes found there."""
+        bodies: list[dict[str, Any]] = []
+        connection = pika.BlockingConnection(pika.URLParameters(self.broker_url))
+        try:
+            channel = connection.channel()
+            while True:
+                method, _properties, body = channel.basic_get(f"{queue}.XQ", auto_ack=True)
+                if method is None:
+                    break
+                bodies.append(json.loads(body))
+        finally:
+            connection.close()
+        return bodies
+
     def stop(self) -> None:
         for process in reversed(self.processes):
             process.stop()
         if self._ledger is not None:
             self._ledger.close()
-        connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
-        channel = connection.channel()
-        for base in (self.create_queue, self.poll_queue):
-            for queue in (base, f"{base}.DQ", f"{base}.XQ"):
-                channel.queue_delete(queue)
-        channel.queue_delete(f"{self.exchange}.unrouted")
-        channel.exchange_delete(self.exchange)
-        channel.exchange_delete(f"{self.exchange}.unrouted")
-        connection.close()
+        with contextlib.suppress(AMQPError, OSError):
+            connection = pika.BlockingConnection(pika.URLParameters(self.broker_url))
+            channel = connection.channel()
+            for base in (self.create_queue, self.poll_queue):
+                for queue in (base, f"{base}.DQ", f"{base}.XQ"):
+                    channel.queue_delete(queue)
+            channel.queue_delete(f"{self.exchange}.unrouted")
+            channel.exchange_delete(self.exchange)
+            channel.exchange_delete(f"{self.exchange}.unrouted")
+            connection.close()
+
+    # --- logs and metrics of the service (never the sandbox: it is the partner) ----------------------
+    def service_logs(self) -> dict[str, bytes]:
+        logs = {}
+        for process in self.processes:
+            with contextlib.suppress(ValueError):
+                process.log.flush()
+            logs[process.log_path.name] = process.log_path.read_bytes()
+        return logs
+
+    def metrics_texts(self) -> dict[str, str]:
+        texts = {}
+        for process in self.processes:
+            port = getattr(process, "metrics_port", None)
+            if process.name == "webhooks":
+                port = self.webhooks_port  # the receiver serves /metrics beside its push endpoints
+            if port is None or not process.alive:
+                continue
+            with contextlib.suppress(OSError):
+                url = f"http://127.0.0.1:{port}/metrics"
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    texts[f"metrics:{process.name}:{port}"] = response.read().decode()
+        return texts
 
 
 def collect_events(
