@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from image_roles import BTC_REFUND, TERMINAL, TRON, Failed, Verdicts, Witness, wait_until
+from image_roles import TERMINAL, Failed, Verdicts, Witness, example_commands, wait_until
 
 from worker.pipeline import partner_ref
 from worker.producer import CommandProducer
@@ -34,25 +34,7 @@ def get_json(url: str) -> Any:
 
 def orders(args: argparse.Namespace, v: Verdicts) -> None:
     uid = uuid.uuid4().hex[:8]
-    commands = [
-        {
-            "command_id": f"compose-{uid}-{i}",
-            "provider": "0trace" if i % 2 else "itrx",
-            "params": (
-                {
-                    "fromCcy": "btc",
-                    "toCcy": "usdt_trc20",
-                    "direction": "from",
-                    "amount": "0.01",
-                    "toAddress": TRON,
-                    "refundAddress": BTC_REFUND,
-                }
-                if i % 2
-                else {"energy_amount": 65000, "period": "1H", "receive_address": TRON}
-            ),
-        }
-        for i in range(args.orders)
-    ]
+    commands = example_commands(f"compose-{uid}", args.orders)
     ids = {c["command_id"] for c in commands}
     witness = Witness("orders.events", args.broker, queue=f"orders.events.compose-check-{uid}")
     started = time.monotonic()

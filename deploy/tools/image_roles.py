@@ -40,6 +40,7 @@ import pika
 import psycopg
 
 from worker.bus.topology import declare_events_exchange
+from worker.partners import registry
 from worker.pipeline import partner_ref
 from worker.producer import CommandProducer
 from worker.status import TERMINAL
@@ -53,8 +54,6 @@ WORKER_GRACE = 120  # the chart's terminationGracePeriodSeconds for workers
 WORKER_SHUTDOWN = 90  # and its shutdownTimeoutSeconds
 PROBE_FAILURE_THRESHOLD = 3  # the chart's liveness and readiness failureThreshold
 PUBLISH_SECONDS = 30  # the commands arrive over this long
-TRON = "TExWKszFWYTKZH8LYiovAPKzS3L9MLZ4kw"
-BTC_REFUND = "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq"
 
 PROBE = (
     "import sys, urllib.request, urllib.error\n"
@@ -94,6 +93,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def example_commands(prefix: str, count: int) -> list[dict[str, Any]]:
+    """``count`` creates alternating between 0trace and itrx, each with the example order its plug-in
+    documents: what a user would submit against the sandbox."""
+    providers = ("0trace", "itrx")
+    return [
+        {
+            "command_id": f"{prefix}-{i}",
+            "provider": providers[i % 2],
+            "params": dict(registry.get(providers[i % 2]).example_params),
+        }
+        for i in range(count)
+    ]
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
@@ -415,32 +428,8 @@ class Run:
         )
 
     def commands(self) -> list[dict[str, Any]]:
-        half = self.orders // 2
-        zerotrace = [
-            {
-                "command_id": f"zt-{self.uid}-{i}",
-                "provider": "0trace",
-                "params": {
-                    "fromCcy": "btc",
-                    "toCcy": "usdt_trc20",
-                    "direction": "from",
-                    "amount": "0.01",
-                    "toAddress": TRON,
-                    "refundAddress": BTC_REFUND,
-                },
-            }
-            for i in range(half)
-        ]
-        itrx = [
-            {
-                "command_id": f"ix-{self.uid}-{i}",
-                "provider": "itrx",
-                "params": {"energy_amount": 65000, "period": "1H", "receive_address": TRON},
-            }
-            for i in range(self.orders - half)
-        ]
         # Interleaved, so both partners are in flight when workers are killed and stopped.
-        return [c for pair in zip(zerotrace, itrx, strict=False) for c in pair] + zerotrace[len(itrx) :]
+        return example_commands(f"roles-{self.uid}", self.orders)
 
     def ledger(self) -> dict[str, tuple[str, str | None]]:
         with psycopg.connect(self.ledger_url) as connection:
