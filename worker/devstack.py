@@ -154,7 +154,7 @@ def run_stack(demo_orders: int, speed: float) -> int:
 
 def _demo(settings: Any, count: int, stack: Stack, timeout: float = 180.0) -> int:
     from worker.bus.publishing import CommandProducer
-    from worker.bus.watcher import EventWatcher
+    from worker.bus.watcher import EventWatcher, event_line
     from worker.status import TERMINAL
 
     url = settings.bus.broker_url.get_secret_value()
@@ -172,11 +172,7 @@ def _demo(settings: Any, count: int, stack: Stack, timeout: float = 180.0) -> in
                 if event["event_id"] in seen:
                     continue
                 seen.add(event["event_id"])
-                print(
-                    f"event {routing_key:<28} {event['command_id']:<18} "
-                    f"{event.get('previous_status') or '-':>16} -> {event.get('status')!s:<16} "
-                    f"({event['source']}, id {event['event_id'][:8]})"
-                )
+                print(event_line(routing_key, event))
                 if event.get("status") in TERMINAL:
                     final[event["command_id"]] = event["status"]
             if len(final) == len(commands) or time.monotonic() > deadline:

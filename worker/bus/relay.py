@@ -46,16 +46,25 @@ def event_properties(row: OutboxRow) -> pika.BasicProperties:
 
 
 class EventPublisher:
-    """Events in batches confirmed at once, with the events topology declared on every new connection."""
+    """Events in batches confirmed at once, with the events topology declared on every new connection.
 
-    def __init__(self, broker_url: str, exchange: str) -> None:
+    ``to_queue`` sends them to that one existing queue instead (through the default exchange), for a
+    consumer that needs events again without every other consumer receiving them twice."""
+
+    def __init__(self, broker_url: str, exchange: str, to_queue: str | None = None) -> None:
         self._exchange = exchange
+        self._to_queue = to_queue
         self._publisher = BatchPublisher(
             broker_url, lambda channel: declare_events_exchange(channel, exchange), thread_name="relay-amqp"
         )
 
     def publish(self, rows: Sequence[OutboxRow]) -> list[bool]:
         """Per row: True once the broker confirmed it. Raises when the batch's fate is unknown."""
+        if self._to_queue is not None:
+            queue = self._to_queue
+            return self._publisher.publish(
+                [Outgoing("", queue, row.body, event_properties(row)) for row in rows]
+            )
         return self._publisher.publish(
             [Outgoing(self._exchange, row.routing_key, row.body, event_properties(row)) for row in rows]
         )

@@ -13,6 +13,15 @@ from worker.bus.connection import BlockingLink
 from worker.bus.topology import declare_events_exchange
 
 
+def event_line(routing_key: str, event: dict[str, Any]) -> str:
+    """One event as a person reads it in a terminal: what changed, for which command, seen by whom."""
+    return (
+        f"event {routing_key:<28} {event.get('command_id') or '-':<18} "
+        f"{event.get('previous_status') or '-':>16} -> {event.get('status')!s:<16} "
+        f"({event.get('source')}, id {str(event.get('event_id'))[:8]})"
+    )
+
+
 class EventWatcher:
     """Binds a queue to the events exchange; an exclusive auto-deleted one unless ``queue`` is named.
 

@@ -1,7 +1,7 @@
 """order-worker: every role and operator task behind one command.
 
 Roles (one image, chosen by sub-command): worker, scheduler (scheduler + outbox relay), webhooks.
-Operator tasks: migrate, submit, status, resolve, dead-letters, events, schemas.
+Operator tasks: migrate, submit, resolve, settings, schemas; status, orders, dead-letters, events, republish.
 Development: sandbox (the partner simulator, when installed), run (everything on this machine), demo.
 """
 
@@ -11,9 +11,17 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
 
-from worker.cli import development, operators, roles
+from worker.cli import development, inspection, operators, roles
 from worker.cli.common import configure_logging
+
+
+def _version() -> str:
+    try:
+        return version("order-worker")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,9 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Settings come from ORDER_WORKER_* environment variables (see README). "
         "Run 'order-worker COMMAND --help' for each command.",
     )
+    parser.add_argument("--version", action="version", version=f"order-worker {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     roles.register(sub)
     operators.register(sub)
+    inspection.register(sub)
     development.register(sub)
     return parser
 

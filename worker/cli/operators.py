@@ -1,5 +1,5 @@
-"""Operator commands: submit a command, look at an order, settle an in_doubt one, read dead letters and
-events, write the JSON Schemas, list every setting."""
+"""Operator commands that act or describe: submit a command, settle an in_doubt order, write the JSON
+Schemas, list every setting (the commands that look at orders and events are in ``inspection``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from worker.cli.common import load_settings
+from worker.cli.common import load_settings, open_ready_ledger, unreachable_broker
 from worker.partners import registry
 from worker.settings import GROUPS, SettingDoc, describe
 
@@ -59,39 +59,15 @@ def cmd_submit(args: argparse.Namespace) -> int:
         reason = validation_summary(error) if isinstance(error, ValidationError) else str(error)
         print(f"order-worker submit: invalid command: {reason}", file=sys.stderr)
         return 2
-    with CommandProducer(
-        settings.bus.broker_url.get_secret_value(), settings.bus.create_queue, settings.bus.poll_queue
-    ) as producer:
+    with (
+        unreachable_broker("submit", settings),
+        CommandProducer(
+            settings.bus.broker_url.get_secret_value(), settings.bus.create_queue, settings.bus.poll_queue
+        ) as producer,
+    ):
         for _ in range(args.times):
             producer.create_order(kwargs, validate=False)
     print(json.dumps({"submitted": kwargs["command_id"], "times": args.times}))
-    return 0
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    from worker.ledger import open_ledger
-
-    settings = load_settings()
-    ledger = open_ledger(settings.ledger.ledger_url.get_secret_value())
-    record = ledger.get(args.command_id)
-    ledger.close()
-    if record is None:
-        print(f"no order for command_id {args.command_id!r}", file=sys.stderr)
-        return 1
-    view = {
-        "command_id": record.command_id,
-        "provider": record.provider,
-        "status": record.status,
-        "provider_status": record.provider_status,
-        "order_id": record.order_id,
-        "untrackable": record.untrackable,
-        "token_stored": record.sealed_token is not None,
-        "attempts": record.attempts,
-        "last_error": record.last_error.model_dump() if record.last_error else None,
-        "next_action_at": record.next_action_at,
-        "order": record.order,
-    }
-    print(json.dumps(view, indent=2))
     return 0
 
 
@@ -99,6 +75,7 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     """Operator decision on an in_doubt order, recorded as an event (source ``reconcile``)."""
     from worker.runtime import get_runtime
 
+    open_ready_ledger("resolve").close()
     runtime = get_runtime()
     record = runtime.ledger.get(args.command_id)
     if record is None or record.status != "in_doubt":
@@ -122,33 +99,10 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_dead_letters(args: argparse.Namespace) -> int:
-    from worker.ledger import open_ledger
-
-    ledger = open_ledger(load_settings().ledger.ledger_url.get_secret_value())
-    for row in ledger.dead_letters(args.limit):
-        print(json.dumps(row, default=str))
-    ledger.close()
-    return 0
-
-
-def cmd_events(args: argparse.Namespace) -> int:
-    from worker.bus.watcher import EventWatcher
-
-    settings = load_settings()
-    with EventWatcher(
-        settings.bus.broker_url.get_secret_value(), settings.bus.events_exchange, args.binding
-    ) as watcher:
-        for item in watcher.events():
-            if item is not None:
-                print(json.dumps(item[1]), flush=True)
-    return 0
-
-
 def cmd_schemas(args: argparse.Namespace) -> int:
     from worker.schemas import write_schemas
 
-    for path in write_schemas(Path(args.out) if args.out else None):
+    for path in write_schemas(Path(args.out)):
         print(path)
     return 0
 
@@ -215,10 +169,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--times", type=int, default=1, help="publish the same command N times (idempotency demo)")
     p.set_defaults(func=cmd_submit)
 
-    p = sub.add_parser("status", help="show one order from the ledger (never the token)")
-    p.add_argument("command_id")
-    p.set_defaults(func=cmd_status)
-
     p = sub.add_parser(
         "resolve", help="resolve an in_doubt order: the partner order it created (--order-id) or abandon"
     )
@@ -236,14 +186,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--note", help="audit note carried in the event's error.reason (abandon) or logs")
     p.set_defaults(func=cmd_resolve)
 
-    p = sub.add_parser("dead-letters", help="list rejected commands with their reasons")
-    p.add_argument("--limit", type=int, default=50)
-    p.set_defaults(func=cmd_dead_letters)
-
-    p = sub.add_parser("events", help="print events from the orders.events exchange as JSON lines")
-    p.add_argument("--binding", default="#", help="routing-key pattern, e.g. 'order.0trace.*'")
-    p.set_defaults(func=cmd_events)
-
     p = sub.add_parser(
         "settings",
         help="list every setting: variable, default, meaning (secrets: whether a default exists)",
@@ -255,5 +197,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=cmd_settings)
 
     p = sub.add_parser("schemas", help="write the JSON Schemas of commands and events")
-    p.add_argument("--out", help="directory (default: the package's schemas/)")
+    p.add_argument(
+        "--out",
+        default=".",
+        metavar="DIR",
+        help="directory to write them to (default: the current one; the package carries its own copy)",
+    )
     p.set_defaults(func=cmd_schemas)

@@ -10,7 +10,8 @@ run the same logic over an engine adapter, so one test suite proves both. The mo
 * ``orders`` - order transitions (lock the row, apply a rule, write row and event), lookups, due scan;
 * ``outbox`` - events awaiting publication; ``rejections`` - dead letters; ``pushes`` - push dedupe;
 * ``budget`` - a partner's weight budget shared by every replica (policy in :mod:`worker.ratelimit`);
-* ``sql`` - :class:`SqlLedger`, composed of those parts, plus migration, liveness and pruning.
+* ``views`` - what operators list: orders by state, stored events to send again;
+* ``sql`` - :class:`SqlLedger`, composed of those parts, plus migration, readiness, liveness and pruning.
 
 The parts are mixins over one :class:`Database` rather than collaborator objects: the contract is one
 flat interface, so collaborators would need a forwarding method for each of its operations, and an order

@@ -113,6 +113,34 @@ class OutboxRow:
     created_at: float
 
 
+@dataclass(frozen=True)
+class OrderQuery:
+    """Which orders an operator lists, oldest change first, one page at a time."""
+
+    statuses: tuple[str, ...] = ()
+    """Canonical statuses; ``untrackable`` selects orders the service can no longer read, whatever their
+    status. Empty: every status."""
+    provider: str | None = None
+    changed_before: float | None = None
+    """Only orders whose last change is older than this (unix seconds)."""
+    after: tuple[float, str] | None = None
+    """The page cursor: the (last change, command id) of the previous page's last order."""
+    limit: int = 50
+
+
+@dataclass(frozen=True)
+class EventQuery:
+    """Which stored events to send again, oldest first, one page at a time. Events stay in the ledger for
+    the retention period (``ORDER_WORKER_RETENTION_SECONDS``) after they were published."""
+
+    command_id: str | None = None
+    since: float | None = None
+    until: float | None = None
+    after: tuple[float, str] | None = None
+    """The page cursor: the (created at, event id) of the previous page's last event."""
+    limit: int = 200
+
+
 class Ledger(ABC):
     """All timestamps are unix seconds (float) passed in by the caller, which keeps tests deterministic.
 
@@ -125,6 +153,22 @@ class Ledger(ABC):
     @abstractmethod
     def migrate(self) -> None:
         """Apply pending versioned schema migrations (idempotent, safe to race from several processes)."""
+
+    # --- operators' views ----------------------------------------------------------------------
+    @abstractmethod
+    def list_orders(self, query: OrderQuery) -> list[OrderRecord]:
+        """One page of orders matching ``query``, oldest last change first."""
+
+    @abstractmethod
+    def stored_events(self, query: EventQuery) -> list[OutboxRow]:
+        """One page of the events still kept (published or not), oldest first, unchanged: same id, same
+        body, so consumers that dedupe on the event id see a replay as what it is."""
+
+    @abstractmethod
+    def pending_migrations(self) -> int:
+        """How many migrations are not applied yet (0: ready). Creates nothing, so tools that only read can
+        refuse an unmigrated ledger instead of leaving an empty SQLite file behind; raises when the database
+        cannot be reached."""
 
     @abstractmethod
     def ping(self) -> None:

@@ -66,6 +66,10 @@ class Dialect(ABC):
     @abstractmethod
     def list_param(self, values: Sequence[str]) -> Any: ...
 
+    @abstractmethod
+    def json_text(self, column: str, key: str) -> str:
+        """The text value of a top-level ``key`` of the JSON document stored in a binary ``column``."""
+
 
 class Database(ABC):
     """How the shared logic gets a connection. Three kinds of unit, because the engines differ in what
@@ -97,6 +101,10 @@ class Database(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    def is_new(self) -> bool:
+        """Nothing exists yet at this address, and opening a connection would create it (a SQLite file)."""
+        return False
 
 
 class Part:

@@ -49,6 +49,9 @@ class PostgresDialect(Dialect):
     def list_param(self, values: Sequence[str]) -> Any:
         return list(values)
 
+    def json_text(self, column: str, key: str) -> str:
+        return f"(convert_from({column}, 'UTF8')::jsonb ->> '{key}')"
+
 
 class PostgresDatabase(Database):
     dialect = PostgresDialect()

@@ -16,9 +16,10 @@ from worker.ledger.orders import Orders
 from worker.ledger.outbox import Outbox
 from worker.ledger.pushes import Pushes
 from worker.ledger.rejections import Rejections
+from worker.ledger.views import Views
 
 
-class SqlLedger(Orders, Outbox, Rejections, Pushes, RateBudget, Ledger):
+class SqlLedger(Orders, Outbox, Rejections, Pushes, RateBudget, Views, Ledger):
     """The :class:`Ledger` contract over any :class:`Database` adapter."""
 
     def __init__(self, database: Database) -> None:
@@ -55,6 +56,13 @@ class SqlLedger(Orders, Outbox, Rejections, Pushes, RateBudget, Ledger):
             except Exception:  # noqa: BLE001 - any engine's "no such table" means version 0
                 return 0
         return int(row[0]) if row else 0
+
+    def pending_migrations(self) -> int:
+        if self._db.is_new():
+            return len(MIGRATIONS)
+        self.ping()
+        applied = self.schema_version()
+        return sum(1 for migration in MIGRATIONS if migration.version > applied)
 
     def ping(self) -> None:
         with self._db.read() as s:

@@ -200,6 +200,9 @@ class SqliteDialect(Dialect):
     def list_param(self, values: Sequence[str]) -> Any:
         return json.dumps(list(values))
 
+    def json_text(self, column: str, key: str) -> str:
+        return f"json_extract(CAST({column} AS TEXT), '$.{key}')"
+
 
 class SqliteDatabase(Database):
     dialect = SqliteDialect()
@@ -227,6 +230,9 @@ class SqliteDatabase(Database):
         self._reset()
 
         _INSTANCES.add(self)
+
+    def is_new(self) -> bool:
+        return not os.path.exists(self.path)
 
     def _reset(self) -> None:
         self._pool_lock = threading.Lock()

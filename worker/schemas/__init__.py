@@ -44,8 +44,7 @@ def render_schemas() -> dict[str, str]:
     return rendered
 
 
-def write_schemas(out: Path | None = None) -> list[Path]:
-    target = out or SCHEMA_DIR
+def write_schemas(target: Path) -> list[Path]:
     target.mkdir(parents=True, exist_ok=True)
     written = []
     for name, text in render_schemas().items():
