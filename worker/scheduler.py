@@ -20,6 +20,9 @@ from worker.status import Status
 
 log = logging.getLogger(__name__)
 
+UNTRACKABLE = "untrackable"
+"""The pseudo-status under which ``Ledger.count_by_status`` counts orders that cannot be polled."""
+
 Dispatch = Callable[[Sequence[tuple[str, dict[str, Any]]]], list[bool]]
 """dispatch([(actor_name, kwargs), ...]) -> per command, whether the broker took it; raises when that is
 unknown (``worker.bus.publishing.CommandBatchPublisher.publish``)."""
@@ -33,6 +36,7 @@ class Scheduler:
         self.ledger = ledger
         self.dispatch = dispatch
         self.clock = clock
+        self._sampled: set[tuple[str, str]] = set()
 
     def pass_once(self) -> int:
         """Hands out one batch of due orders as one batch of commands; returns how many were due.
@@ -59,8 +63,19 @@ class Scheduler:
         metrics.OUTBOX_BACKLOG.set(self.ledger.outbox_backlog())
         oldest = self.ledger.outbox_oldest_created_at()
         metrics.OUTBOX_OLDEST.set(0.0 if oldest is None else max(0.0, self.clock() - oldest))
-        for (provider, status), count in self.ledger.count_by_status().items():
-            metrics.ORDERS.labels(provider, status).set(count)
+        counts = self.ledger.count_by_status()
+        # A status nobody holds any more is absent from the counts; left alone its gauge would keep the
+        # last count forever (and an in_doubt alert would never clear), so it is set to 0 instead.
+        for provider, status in self._sampled - counts.keys():
+            counts[(provider, status)] = 0
+        self._sampled |= counts.keys()
+        for (provider, status), count in counts.items():
+            if status == UNTRACKABLE:
+                # The ledger counts untrackable orders besides their real status: a label of the orders
+                # gauge would count them twice in every sum over statuses.
+                metrics.ORDERS_UNTRACKABLE.labels(provider).set(count)
+            else:
+                metrics.ORDERS.labels(provider, status).set(count)
 
     def run(self, stop: threading.Event, gauge_every: float = 5.0, prune_every: float = 60.0) -> None:
         last_gauges = last_prune = 0.0

@@ -66,8 +66,10 @@ def serve_worker_http() -> None:
     from worker.bus.connection import broker_check
     from worker.ledger import open_ledger
     from worker.settings import get_settings
+    from worker.settings_metrics import export_settings
 
     settings = get_settings()
+    export_settings(settings)
     ledger = open_ledger(settings.ledger.ledger_url.get_secret_value())
 
     def ledger_check() -> str | None:

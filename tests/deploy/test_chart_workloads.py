@@ -437,8 +437,19 @@ def test_prometheus_rule_ships_the_compose_rules_with_extra_labels(full: Rendere
         assert len(group["rules"]) == len(original["rules"])
         for rule, want in zip(group["rules"], original["rules"], strict=True):
             assert rule["expr"] == want["expr"]
-            assert rule["annotations"] == want["annotations"]
+            # runbookBaseUrl makes the relative runbook link absolute (its trailing slash is not doubled).
+            base = "https://git.payments.example.com/order-worker/-/blob/main/deploy/prometheus"
+            runbook = f"{base}/{want['annotations']['runbook_url']}"
+            assert rule["annotations"] == {**want["annotations"], "runbook_url": runbook}
             assert rule["labels"] == {**want["labels"], "team": "payments"}
+
+
+def test_service_monitor_labels_each_series_with_its_release(full: Rendered) -> None:
+    endpoint = full.one("ServiceMonitor")["spec"]["endpoints"][0]
+    assert endpoint["relabelings"][0] == {
+        "sourceLabels": ["__meta_kubernetes_pod_label_app_kubernetes_io_instance"],
+        "targetLabel": "release",
+    }
 
 
 def test_grafana_dashboard_configmap_is_the_compose_dashboard(full: Rendered) -> None:

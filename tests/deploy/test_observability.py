@@ -1,8 +1,8 @@
 """Alert rules, Prometheus configuration and the Grafana dashboard.
 
 Expressions are parsed by a real PromQL parser (promql-parser) and every metric they name must belong to
-the metrics contract. promtool is not on PyPI: deploy/check.sh --promtool runs 'promtool test rules' on
-deploy/prometheus/alerts.test.yml; here its coverage is checked (every alert has a firing case).
+the metrics contract; here the promtool suite's coverage is checked (every alert has a firing and a quiet
+case), and test_promtool.py runs it.
 """
 
 from __future__ import annotations
@@ -85,19 +85,41 @@ def test_alert_rule_shape(rule: dict[str, Any]) -> None:
     assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}
     assert DURATION.match(rule["for"])
     assert rule["labels"]["severity"] in {"warning", "critical"}
-    assert {"summary", "description"} <= set(rule["annotations"])
+    assert {"summary", "description", "runbook_url"} <= set(rule["annotations"])
+    assert rule["annotations"]["runbook_url"] == f"RUNBOOK.md#{rule['alert'].lower()}"
     names = metric_names(rule["expr"])
     assert names, rule["expr"]
     assert names <= KNOWN_METRICS, names - KNOWN_METRICS
-    # Aggregations keep the namespace, so several releases in one cluster alert separately.
-    for by in re.findall(r"by \(([^)]*)\)", rule["expr"]):
-        assert "namespace" in by, rule["expr"]
+    # Aggregations keep the namespace and the release, so several releases in one cluster (or one
+    # namespace) alert separately. RabbitMQ's series carry the broker's labels and are grouped by queue.
+    for by, operand in re.findall(r"by \(([^)]*)\)\s*\(([^)]*)", rule["expr"]):
+        if "rabbitmq_" not in operand:
+            assert {"namespace", "release"} <= {label.strip() for label in by.split(",")}, rule["expr"]
 
 
-def test_rate_budget_alert_is_80_percent_of_2500_per_minute() -> None:
+def test_every_alert_has_a_runbook_section() -> None:
+    runbook = (DEPLOY / "prometheus" / "RUNBOOK.md").read_text(encoding="utf-8")
+    anchors = {line[3:].strip().lower() for line in runbook.splitlines() if line.startswith("## ")}
+    assert {rule["alert"].lower() for rule in rules()} <= anchors
+
+
+def test_no_rule_copies_a_setting() -> None:
+    """Budgets and queue names come from the gauges the service exports, never from numbers or names."""
+    for rule in rules():
+        assert "2500" not in rule["expr"] and "orders." not in rule["expr"], rule["alert"]
+        assert 'status="untrackable"' not in rule["expr"], rule["alert"]
+    for _, expr in dashboard_targets():
+        assert "2500" not in expr and "orders\\." not in expr and "XQ" not in expr, expr
+
+
+def test_rate_budget_alert_is_80_percent_of_the_configured_budget() -> None:
     rule = next(r for r in rules() if r["alert"] == "OrderWorkerRateBudgetHigh")
-    assert "order_worker_partner_weight_total" in rule["expr"]
-    assert "* 60 / 2500 > 0.8" in rule["expr"]
+    assert metric_names(rule["expr"]) == {
+        "order_worker_partner_weight_total",
+        "order_worker_partner_budget_weight",
+        "order_worker_partner_budget_window_seconds",
+    }
+    assert rule["expr"].rstrip().endswith("> 0.8")
 
 
 def test_in_doubt_alert_is_critical() -> None:
@@ -159,13 +181,16 @@ def test_dashboard_covers_what_operators_need() -> None:
         "sum by (provider, endpoint, result) (rate(order_worker_partner_requests_total",  # result codes
         "order_worker_orders",  # open orders by status
         'status="in_doubt"',
-        'status="untrackable"',
+        "order_worker_orders_untrackable",
         "order_worker_outbox_backlog",
         "rate(order_worker_partner_weight_total",  # rate budget
-        "* 60 / 2500",
+        "order_worker_partner_budget_weight",  # against the configured one
+        "order_worker_partner_budget_window_seconds",
         "rabbitmq_queue_messages_ready",  # queue depth
+        'order_worker_queue_info{namespace=~"$namespace", kind="commands"}',  # of the configured queues
         "order_worker_dead_letters_total",
-        "\\\\.XQ",  # dead-letter queues
+        'kind="dead_letters"',  # dead-letter queues
+        "order_worker_build_info",
     ):
         assert needle in exprs, needle
 

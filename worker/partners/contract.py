@@ -112,6 +112,10 @@ class Capabilities:
     """The session checks something before the first create (a balance) and may refuse the order."""
     weights: Mapping[str, int] = field(default_factory=dict)
     """Cost of a call in the partner's rate budget, by operation (``create``, ``fetch``); empty: no budget."""
+    call_results: Mapping[str, str] = field(default_factory=dict)
+    """The partner's own error codes (``PartnerError.code``) as named results of the metrics' closed
+    vocabulary (:class:`~worker.transport.CallResult`): only the partner knows that 0trace's ``5`` is its
+    rate limit. Codes left out are named by the transport's rules, else ``other``."""
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from worker.messages import CreateOrderCommand
 from worker.partners.contract import Partner, PartnerSession, PartnerSettings, PushScheme
 from worker.settings import CallSettings, Settings
-from worker.transport import Observer, PartnerHttp, TransportSettings
+from worker.transport import Observer, PartnerHttp, TransportSettings, call_result
 
 ENTRY_POINT_GROUP = "order_worker.partners"
 
@@ -137,8 +137,21 @@ def connect(
         connected[name] = Connected(
             partner=get(name),
             settings=group,
-            session=get(name).connect(group, client, observer),
+            session=get(name).connect(group, client, named_results(observer, get(name))),
             push=get(name).push_scheme(group),
             http=client,
         )
     return connected
+
+
+def named_results(observer: Observer | None, partner: Partner) -> Observer | None:
+    """``observer`` fed named results (:func:`~worker.transport.call_result`) instead of raw codes, so a
+    metric label says ``rate_limited`` where the partner said ``5`` and its values stay a closed set."""
+    if observer is None:
+        return None
+    codes = partner.capabilities.call_results
+
+    def observe(provider: str, endpoint: str, result: str, seconds: float, weight: int) -> None:
+        observer(provider, endpoint, call_result(result, codes), seconds, weight)
+
+    return observe

@@ -18,6 +18,7 @@ from worker.roles import log, stop_on_signals
 from worker.runtime import get_runtime
 from worker.scheduler import Scheduler
 from worker.settings import Settings
+from worker.settings_metrics import export_settings
 
 
 def run(settings: Settings, *, relay: bool = True, scheduler: bool = True) -> None:
@@ -37,6 +38,7 @@ def run(settings: Settings, *, relay: bool = True, scheduler: bool = True) -> No
         settings.serving.metrics_port,
         all_of(ledger_ready, broker_check(settings.bus.broker_url.get_secret_value())),
     )
+    export_settings(settings)
     stop = stop_on_signals()
     threads = []
     closers = [runtime.close]

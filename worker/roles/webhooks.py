@@ -7,6 +7,7 @@ from aiohttp import web
 from worker.roles import log
 from worker.runtime import get_runtime
 from worker.settings import Settings
+from worker.settings_metrics import export_settings
 from worker.webhooks.receiver import PushReceiver
 from worker.webhooks.server import build_app
 
@@ -16,6 +17,7 @@ def run(settings: Settings, host: str, port: int, threads: int) -> None:
     runtime = get_runtime()
     runtime.ledger.migrate()
     receiver = PushReceiver(settings, runtime.ledger, runtime.pipeline)
+    export_settings(settings)
     log.info("webhook receiver on %s:%d", host, port)
     # auto_decompress=False: the HMAC covers the bytes on the wire, never a decompressed version of them.
     web.run_app(

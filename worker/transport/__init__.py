@@ -18,11 +18,14 @@ from worker.transport._helpers import (
     safe_text,
 )
 from worker.transport._outcome import Fate, PartnerError
+from worker.transport._results import RESULTS, CallResult, call_result
 from worker.transport._settings import DEFAULT_MAX_RESPONSE_BYTES, TransportSettings
 
 __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
+    "RESULTS",
     "USER_AGENT",
+    "CallResult",
     "Fate",
     "HttpAnswer",
     "Observer",
@@ -30,6 +33,7 @@ __all__ = [
     "PartnerError",
     "PartnerHttp",
     "TransportSettings",
+    "call_result",
     "classify_transport_error",
     "decode_json_object",
     "notify",

@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 Observer = Callable[[str, str, str, float, int], None]
 """``(provider, endpoint, result, seconds, weight)``, called once per partner HTTP call; result is "ok" or
-the error code. Metrics are wired in by the caller so providers stay free of Prometheus."""
+the raw error code (the registry names it with :func:`~worker.transport.call_result` before metrics see
+it). Metrics are wired in by the caller so providers stay free of Prometheus."""
 
 T = TypeVar("T")
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from worker.partners.base import CreateResult, PartnerOrder
 from worker.partners.contract import Capabilities, PartnerSettings, Refusal
-from worker.partners.itrx.client import ItrxClient
+from worker.partners.itrx.client import CALL_RESULTS, ItrxClient
 from worker.partners.itrx.params import ItrxParams
 from worker.partners.itrx.push import ItrxPushes
 from worker.partners.itrx.settings import ItrxSettings
@@ -58,7 +58,9 @@ class ItrxSession:
 
 class ItrxPartner:
     name = "itrx"
-    capabilities = Capabilities(idempotent_create=False, fetch_by_order_id=True, precheck=True)
+    capabilities = Capabilities(
+        idempotent_create=False, fetch_by_order_id=True, precheck=True, call_results=CALL_RESULTS
+    )
     params_model: type[BaseModel] = ItrxParams
     settings_model: type[PartnerSettings] = ItrxSettings
     example_params: Mapping[str, Any] = {

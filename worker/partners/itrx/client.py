@@ -27,6 +27,7 @@ from worker.partners.itrx.signing import canonical_json, itrx_sign
 from worker.partners.itrx.statuses import map_status
 from worker.status import Status
 from worker.transport import (
+    CallResult,
     HttpAnswer,
     Observer,
     PartnerAccount,
@@ -40,6 +41,14 @@ from worker.transport import (
 PROVIDER = "itrx"
 WEIGHT = 0
 _PREFIX = "/api/v1/frontend"
+CALL_RESULTS: dict[str, str] = {
+    "errno_1": CallResult.REFUSED,  # duplicate out_trade_no, receive address not active, balance
+    "errno_404": CallResult.NOT_FOUND,
+    "rejected": CallResult.INVALID,  # HTTP 400 with a detail
+    "invalid_fields": CallResult.INVALID,
+    "no_balance": CallResult.AUTH,  # index-data without a balance: the key is wrong
+}
+"""This client's codes as the metrics' named results; other ``errno_<n>`` count as ``other``."""
 _PERIOD_LABELS = {0: "1H", 1: "1D", 3: "3D", 30: "30D"}
 _FIELD_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _MAX_FIELDS = 10

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from worker.partners.base import CreateResult, PartnerOrder
 from worker.partners.contract import Capabilities, PartnerSettings, Refusal
-from worker.partners.zerotrace.client import WEIGHTS, ZeroTraceClient
+from worker.partners.zerotrace.client import CALL_RESULTS, WEIGHTS, ZeroTraceClient
 from worker.partners.zerotrace.params import ZeroTraceParams
 from worker.partners.zerotrace.push import ZeroTracePushes
 from worker.partners.zerotrace.settings import ZeroTraceSettings
@@ -49,6 +49,7 @@ class ZeroTracePartner:
         secret_to_fetch=True,
         fetch_by_order_id=False,
         weights={"create": WEIGHTS["create"], "fetch": WEIGHTS["order"]},
+        call_results=CALL_RESULTS,
     )
     params_model: type[BaseModel] = ZeroTraceParams
     settings_model: type[PartnerSettings] = ZeroTraceSettings

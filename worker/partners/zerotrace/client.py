@@ -24,6 +24,7 @@ from worker.partners.zerotrace.params import ZeroTraceParams
 from worker.partners.zerotrace.signing import body_signer
 from worker.partners.zerotrace.statuses import map_status
 from worker.transport import (
+    CallResult,
     HttpAnswer,
     Observer,
     PartnerAccount,
@@ -45,6 +46,20 @@ _FINAL_CODES = frozenset({1, 2, 3, 4, 6, 12, 14})
 _RATE_LIMIT = 5
 _UPSTREAM_ERROR = 11
 _INTERNAL = 99
+
+CALL_RESULTS: dict[str, str] = {
+    "1": CallResult.INVALID,  # INVALID_REQUEST
+    "2": CallResult.AUTH,  # AUTH_REQUIRED
+    "3": CallResult.AUTH,  # AUTH_INVALID (key, signature, nonce, referral code)
+    "4": CallResult.AUTH,  # AUTH_DISABLED
+    str(_RATE_LIMIT): CallResult.RATE_LIMITED,
+    "6": CallResult.NOT_FOUND,
+    str(_UPSTREAM_ERROR): CallResult.UNAVAILABLE,
+    "12": CallResult.INVALID,  # EMERGENCY_INVALID_CHOICE
+    "14": CallResult.REFUSED,  # ROTATION_CONFLICT
+    str(_INTERNAL): CallResult.SERVER_ERROR,
+}
+"""The spec's codes (§5) as the metrics' named results; any other code counts as ``other``."""
 
 T = TypeVar("T")
 
