@@ -82,7 +82,8 @@ class Stack:
         log_file = (self.log_dir / f"{name}.log").open("ab")
         process = subprocess.Popen(  # noqa: S603 - our own console entry point
             [sys.executable, "-m", "worker.cli", *args],
-            env={**os.environ, **env},
+            # .run/*.log is read by the person running the stack: console lines unless they chose otherwise.
+            env={"ORDER_WORKER_LOG_FORMAT": "console", **os.environ, **env},
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
