@@ -16,7 +16,7 @@ def run(settings: Settings, host: str, port: int, threads: int) -> None:
     runtime = get_runtime()
     runtime.ledger.migrate()
     receiver = PushReceiver(settings, runtime.ledger, runtime.pipeline)
-    log.info("webhook receiver on %s:%d", host, port)
+    log.info("webhooks_serving", host=host, port=port)
     # auto_decompress=False: the HMAC covers the bytes on the wire, never a decompressed version of them.
     web.run_app(
         build_app(receiver, threads),
