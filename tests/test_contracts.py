@@ -26,7 +26,9 @@ ZT_PARAMS = zerotrace_params()
 
 def test_shipped_schemas_are_current() -> None:
     for name, text in render_schemas().items():
-        assert (SCHEMA_DIR / name).read_text() == text, f"{name} is stale: run 'order-worker schemas --out worker/schemas'"
+        assert (SCHEMA_DIR / name).read_text() == text, (
+            f"{name} is stale: run 'order-worker schemas --out worker/schemas'"
+        )
 
 
 def test_valid_commands_for_both_providers() -> None:

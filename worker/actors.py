@@ -19,6 +19,7 @@ from dramatiq.middleware.prometheus import Prometheus
 from worker import failpoints, metrics
 from worker.bus.broker import build_broker
 from worker.bus.envelope import REJECT_ACTOR
+from worker.logs import command_scope
 from worker.runtime import get_runtime
 from worker.settings import get_settings
 
@@ -55,7 +56,9 @@ def _message_id_and_wait(actor: str) -> str:
 @dramatiq.actor(actor_name="create_order", queue_name=_settings.bus.create_queue, max_retries=5)
 def create_order(*args: Any, **kwargs: Any) -> None:
     failpoints.hit("on_message", _subject(kwargs))
-    outcome = get_runtime().pipeline.handle_create(kwargs, _message_id_and_wait("create_order"))
+    message_id = _message_id_and_wait("create_order")
+    with command_scope(actor="create_order", message_id=message_id):
+        outcome = get_runtime().pipeline.handle_create(kwargs, message_id)
     metrics.child(metrics.COMMANDS, "create_order", outcome.name).inc()
     failpoints.hit("before_ack")
 
@@ -63,7 +66,9 @@ def create_order(*args: Any, **kwargs: Any) -> None:
 @dramatiq.actor(actor_name="poll_order", queue_name=_settings.bus.poll_queue, max_retries=3)
 def poll_order(*args: Any, **kwargs: Any) -> None:
     failpoints.hit("on_message", _subject(kwargs))
-    outcome = get_runtime().pipeline.handle_poll(kwargs, _message_id_and_wait("poll_order"))
+    message_id = _message_id_and_wait("poll_order")
+    with command_scope(actor="poll_order", message_id=message_id):
+        outcome = get_runtime().pipeline.handle_poll(kwargs, message_id)
     metrics.child(metrics.COMMANDS, "poll_order", outcome.name).inc()
     failpoints.hit("after_poll")
 
@@ -72,7 +77,8 @@ def poll_order(*args: Any, **kwargs: Any) -> None:
 def reject_malformed(
     code: str, reason: str, body_sha256: str, body_bytes: int, command_id: str | None = None
 ) -> None:
-    outcome = get_runtime().pipeline.handle_malformed(
-        code, reason, {"body_sha256": body_sha256, "body_bytes": body_bytes}, command_id
-    )
+    with command_scope(actor=REJECT_ACTOR, command_id=command_id, code=code):
+        outcome = get_runtime().pipeline.handle_malformed(
+            code, reason, {"body_sha256": body_sha256, "body_bytes": body_bytes}, command_id
+        )
     metrics.child(metrics.COMMANDS, REJECT_ACTOR, outcome.name).inc()

@@ -58,9 +58,9 @@ class Stack:
         return self.log_dir / f"{name}.log"
 
     def start(self, name: str, args: list[str], env: dict[str, str]) -> None:
-        self.children.append(
-            Child(name, role_argv(*args), {**os.environ, **env}, self.log_path(name), append=True)
-        )
+        # .run/*.log is read by the person running the stack: console lines unless they chose otherwise.
+        env = {"ORDER_WORKER_LOG_FORMAT": "console", **os.environ, **env}
+        self.children.append(Child(name, role_argv(*args), env, self.log_path(name), append=True))
 
     def start_sandbox(self, speed: float) -> None:
         box = start_sandbox(

@@ -9,7 +9,6 @@ cannot create a second order, which a partner's :class:`~worker.partners.Capabil
 from __future__ import annotations
 
 import hashlib
-import logging
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -20,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from worker import failpoints, metrics
 from worker.ledger.base import Attempt, ClaimOutcome, Ledger, OrderRecord
+from worker.logs import bind, get_logger
 from worker.messages import CreateOrderCommand, EventError, OrderEvent, PollOrderCommand, Source
 from worker.partners.base import CreateResult, Fate, PartnerError, PartnerOrder
 from worker.partners.registry import Connected, UnknownPartnerError
@@ -29,7 +29,7 @@ from worker.sealing import SealError, TokenSealer
 from worker.settings import Settings
 from worker.status import Status, is_terminal
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 T = TypeVar("T")
 
@@ -99,6 +99,7 @@ class OrderPipeline:
             return self._reject(message_id, kwargs, "invalid_command", f"provider: {error}")
         except ValueError as error:
             return self._reject(message_id, kwargs, "invalid_command", str(error))
+        bind(command_id=command.command_id, provider=command.provider)
         now = self.clock()
         ref = partner_ref(self.settings.calls.idempotency_namespace, command.command_id)
         begun: Attempt | None = None
@@ -128,6 +129,7 @@ class OrderPipeline:
         if record is None:
             reason = "no order was created for this command_id"
             return self._reject(message_id, kwargs, "unknown_command", reason, Source.POLL)
+        bind(command_id=record.command_id, provider=record.provider, order_id=record.order_id)
         return self.refresh(record, Source.POLL)
 
     def handle_malformed(
@@ -166,6 +168,7 @@ class OrderPipeline:
         )
         if attempt is None:
             return Outcome("busy", [])
+        bind(attempt=attempt.record.attempts)
         if not capabilities.idempotent_create and attempt.previous_unresolved:
             return self._in_doubt(
                 attempt.record,
@@ -212,6 +215,7 @@ class OrderPipeline:
     def _created(self, command: CreateOrderCommand, connected: Connected, result: CreateResult) -> Outcome:
         now = self.clock()
         observed = result.order
+        bind(order_id=observed.order_id)
         sealed = self.sealer.seal(result.token, observed.order_id) if result.token else None
         untrackable = connected.partner.capabilities.secret_to_fetch and sealed is None
         next_at = None if untrackable else self._next_poll(observed.status, now, last_push_at=None)
@@ -224,12 +228,11 @@ class OrderPipeline:
             next_at,
             now,
         )
+        if events:
+            log.info("order_created", status=observed.status)
         if untrackable and events:
             metrics.UNTRACKABLE.labels(command.provider).inc()
-            log.warning(
-                "order %s was created without a token (replay); it is tracked by webhooks only",
-                command.command_id,
-            )
+            log.warning("order_untrackable", reason="created without a token (a replay); webhooks track it")
         return Outcome("untrackable" if untrackable else "created", events)
 
     def _create_failed(
@@ -257,7 +260,7 @@ class OrderPipeline:
         events = self.ledger.mark_in_doubt(record.command_id, error, self.clock())
         if events:
             metrics.IN_DOUBT.labels(record.provider).inc()
-            log.warning("order %s is in_doubt (%s); it will not be sent again", record.command_id, error.code)
+            log.warning("order_in_doubt", code=error.code, next="never sent again")
         return Outcome("in_doubt", events)
 
     def _precheck(
@@ -275,7 +278,7 @@ class OrderPipeline:
         except PartnerError as error:
             if error.retryable and self._age(record) < self.settings.calls.create_retry_window_seconds:
                 return error
-            log.info("%s precheck skipped for %s: %s", connected.name, command.command_id, error.code)
+            log.info("precheck_skipped", code=error.code)
             return None
         return None if refusal is None else EventError(code=refusal.code, reason=refusal.reason)
 
@@ -311,10 +314,10 @@ class OrderPipeline:
         try:
             observed = self._fetch(record)
         except SealError as error:
-            log.error("cannot open the token of %s: %s", record.command_id, error)
+            log.error("token_unopenable", error=str(error))
             return Outcome("token_unreadable", [])
         except PartnerError as error:
-            log.info("poll of %s failed: %s", record.command_id, error.code)
+            log.info("poll_failed", code=error.code)
             return Outcome("poll_failed", [])
         return self.observe(record, observed, source)
 
@@ -377,6 +380,9 @@ class OrderPipeline:
     ) -> Outcome:
         detail = field_names(kwargs)
         events = record_rejection(self.ledger, key, kwargs, code, reason, detail, self.clock(), source=source)
+        if events:
+            # The code and the names of the fields only: a refused command's values may hold anything.
+            log.info("command_rejected", code=code, fields=detail.get("fields"))
         return Outcome("rejected", events)
 
 

@@ -22,7 +22,6 @@ was raised for a benchmark.
 
 from __future__ import annotations
 
-import logging
 import math
 import random
 import time
@@ -32,9 +31,10 @@ from typing import TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from worker.ledger.base import Ledger
+from worker.logs import get_logger
 from worker.partners.base import Fate, PartnerError
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 T = TypeVar("T")
 WINDOW_MARGIN_SECONDS = 1.0
@@ -114,4 +114,4 @@ class WeightBudget:
         if self._ledger is None or seconds <= 0:
             return
         self._ledger.block_weight(self.name, self.clock() + seconds)
-        log.warning("%s answered 429; every replica holds its calls for %.1fs", self.name, seconds)
+        log.warning("rate_limited", budget=self.name, hold_seconds=round(seconds, 1))

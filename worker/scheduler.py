@@ -7,7 +7,6 @@ ledger hands each due row to one of them (SKIP LOCKED) and holds it until the co
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -15,10 +14,11 @@ from typing import Any
 
 from worker import metrics
 from worker.ledger.base import DueOrder, Ledger
+from worker.logs import get_logger
 from worker.settings import Settings
 from worker.status import Status
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 UNTRACKABLE = "untrackable"
 """The pseudo-status under which ``Ledger.count_by_status`` counts orders that cannot be polled."""
@@ -52,10 +52,10 @@ class Scheduler:
             refused = self.dispatch([_command(order) for order in due]).count(False)
             if refused:
                 log.warning(
-                    "the broker refused %d of %d due commands; they go out again in %g s",
-                    refused,
-                    len(due),
-                    self.settings.tracking.submit_stuck_seconds,
+                    "due_commands_refused",
+                    refused=refused,
+                    due=len(due),
+                    again_in_seconds=self.settings.tracking.submit_stuck_seconds,
                 )
         return len(due)
 
@@ -90,7 +90,7 @@ class Scheduler:
                     self.ledger.prune(started - self.settings.ledger.retention_seconds)
                     last_prune = started
             except Exception:
-                log.exception("scheduler pass failed")
+                log.exception("scheduler_pass_failed")
                 handed_out = 0
             if handed_out < self.settings.tracking.scheduler_batch:
                 stop.wait(self.settings.tracking.scheduler_interval)

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Protocol, get_args
+from typing import Annotated, Any, Literal, Protocol, get_args
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -222,7 +222,12 @@ class ServingSettings(BaseSettings):
     webhooks_host: str = Field("0.0.0.0", description="Bind address of the webhook receiver.")
     webhooks_port: int = Field(8091, ge=1, le=65535, description="Port of the webhook receiver.")
     webhook_max_body: int = Field(262144, ge=1024, description="Largest accepted push body, bytes.")
-    log_level: str = Field("INFO", description="Python log level.")
+    log_level: str = Field("INFO", description="Log level of every process, Dramatiq's included.")
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto",
+        description="json (one object per line), console (for a person), or auto: console on a terminal, "
+        "json otherwise.",
+    )
 
 
 GROUPS: dict[str, type[BaseSettings]] = {

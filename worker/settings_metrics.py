@@ -7,16 +7,16 @@ day the setting changes; a rule that joins on these gauges follows it. Each role
 
 from __future__ import annotations
 
-import logging
 import os
 from importlib.metadata import PackageNotFoundError, version
 
 from worker import metrics
 from worker.bus.topology import dead_letter_queue
+from worker.logs import get_logger
 from worker.partners import registry
 from worker.settings import Settings
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 REVISION_ENV = "ORDER_WORKER_REVISION"
 """The source revision the running code was built from; the image sets it from its REVISION build arg
@@ -50,7 +50,7 @@ def export_settings(settings: Settings) -> None:
         try:
             group = registry.partner_settings(settings, name)
         except Exception as error:  # noqa: BLE001 - a metric must not stop a role that started
-            log.warning("%s budget gauges not exported: %s", name, type(error).__name__)
+            log.warning("budget_gauges_not_exported", provider=name, error=type(error).__name__)
             continue
         metrics.PARTNER_BUDGET_WEIGHT.labels(name).set(group.weight_budget)
         metrics.PARTNER_BUDGET_WINDOW.labels(name).set(group.weight_window)

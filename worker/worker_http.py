@@ -6,15 +6,15 @@ endpoints through that module too, and must not depend on an AMQP library.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import threading
 import time
 
+from worker.logs import get_logger
 from worker.observability import all_of, cannot_serve, serve_http
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 DRAIN_LIMIT_SECONDS = 600.0
@@ -89,10 +89,11 @@ def serve_worker_http() -> None:
         # Dramatiq watches its worker processes, not its fork processes: without this the workers would
         # go on consuming with no /metrics and no /readyz, and the pod would never be ready. Stop them all.
         log.critical(
-            "%s; stopping the worker",
-            cannot_serve(settings.serving.metrics_host, settings.serving.metrics_port, error),
+            "http_unservable",
+            reason=cannot_serve(settings.serving.metrics_host, settings.serving.metrics_port, error),
+            next="stopping the worker",
         )
         os.kill(os.getppid(), signal.SIGTERM)
         os._exit(1)
-    log.info("metrics and health on port %d", server.server_address[1])
+    log.info("http_serving", port=server.server_address[1], paths="/metrics /healthz /readyz")
     threading.Event().wait()

@@ -163,7 +163,7 @@ def test_no_secret_or_token_escapes_and_a_wrong_key_fails_closed(
         events_with_wrong_key=events_with_wrong_key,
         orders_changed_with_wrong_key=len(changed),
         wrong_key_worker_alive=wrong_alive,
-        wrong_key_logged=wrong_log.count("cannot open the token"),
+        wrong_key_logged=wrong_log.count("token_unopenable"),
         failed_events_from_echoed_credentials=len(failed_events),
         failed_event_reasons=sorted({redact(e["error"]["reason"][:80]) for e in failed_events})[:4],
         dead_letters=len(stack.ledger().dead_letters(1000)),
@@ -184,7 +184,7 @@ def test_no_secret_or_token_escapes_and_a_wrong_key_fails_closed(
         and events_with_wrong_key == 0
         and not changed
         and wrong_alive
-        and wrong_log.count("cannot open the token") > 0,
+        and wrong_log.count("token_unopenable") > 0,
     )
     verdict.check("error_paths_taken", len(failed_events) >= 2 and counts["canary_needles"] > 5)
     verdict.check("recovered_with_right_key", all(rows[c]["status"] in ("completed", "failed") for c in ids))

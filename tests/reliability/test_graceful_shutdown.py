@@ -34,6 +34,8 @@ from tests.support.stack import Sandbox, wait_until
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(300)]
 
 LATENCY_MS = 3000
+# A traceback or a critical line, in either log format (JSON lines carry "level": "critical").
+ERROR_MARKS = ("Traceback", "CRITICAL", '"level": "critical"')
 THREADS = 8
 
 
@@ -126,8 +128,8 @@ def test_sigterm_finishes_in_flight_work_and_exits_cleanly(
         unpublished_when_relay_exited=unpublished_at_exit,
         create_requests=sum(creates.values()),
         repeated_create_requests=repeated,
-        worker_log_errors=sum(worker_log.count(w) for w in ("Traceback", "CRITICAL", "exited unexpectedly")),
-        scheduler_log_errors=sum(scheduler_log.count(w) for w in ("Traceback", "CRITICAL")),
+        worker_log_errors=sum(worker_log.count(w) for w in (*ERROR_MARKS, "exited unexpectedly")),
+        scheduler_log_errors=sum(scheduler_log.count(w) for w in ERROR_MARKS),
     )
     verdict.check("worker_clean_exit", worker_rc == 0)
     verdict.check("scheduler_clean_exit", scheduler_rc == 0)

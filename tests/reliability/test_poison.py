@@ -107,7 +107,7 @@ def test_poison_command_is_dead_lettered_and_everything_else_completes(
         poison_deliveries=fired.get("on_message", 0),
         worker_restarts=worker.restarts,
         restarts_because_hung=worker.liveness_restarts,
-        rescued_sends=scheduler_log.count("was sent again alone"),
+        rescued_sends=scheduler_log.count("dead_letter_sent_again_alone"),
         poison_record=None
         if record is None
         else {"code": record.get("code"), "detail": record.get("detail")},

@@ -95,7 +95,7 @@ def test_events_survive_connection_resets_between_relay_and_broker(
                 connections_cut=sum(cuts),
                 relay_connections_opened=proxy.accepted,
                 relay_alive=relay.alive,
-                relay_log_interruptions=relay.output().count("event publishing interrupted"),
+                relay_log_interruptions=relay.output().count("event_publishing_interrupted"),
                 **counts,
             )
             judge_core(verdict, counts)

@@ -11,14 +11,15 @@ confirms in flight, which only pika's asynchronous connection can, so its I/O lo
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 import pika
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import AMQPError
 
-log = logging.getLogger(__name__)
+from worker.logs import get_logger
+
+log = get_logger(__name__)
 
 
 class BlockingLink:
@@ -62,7 +63,7 @@ class BlockingLink:
             try:
                 connection.close()
             except AMQPError:
-                log.debug("closing a broken AMQP connection failed", exc_info=True)
+                log.debug("amqp_close_failed", exc_info=True)
 
     def __enter__(self) -> BlockingChannel:
         return self.open()

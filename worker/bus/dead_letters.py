@@ -7,7 +7,6 @@ through ``worker.rejections``, as every other refusal does.
 from __future__ import annotations
 
 import hashlib
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -22,9 +21,10 @@ from worker.bus.connection import BlockingLink
 from worker.bus.envelope import loose_fields
 from worker.bus.topology import dead_letter_queue
 from worker.ledger.base import Ledger
+from worker.logs import get_logger
 from worker.rejections import record_rejection
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class DeadLetterRescuer:
@@ -75,7 +75,7 @@ class DeadLetterRescuer:
                 stop.wait(error_backoff)
                 continue
             except Exception:
-                log.exception("dead-letter rescue pass failed")
+                log.exception("dead_letter_pass_failed")
                 self.close()
                 stop.wait(error_backoff)
                 continue
@@ -111,10 +111,10 @@ class DeadLetterRescuer:
         kwargs: dict[str, Any] = found if isinstance(found, dict) else {}
         command_id = kwargs.get("command_id") if isinstance(kwargs.get("command_id"), str) else None
         if fields.get("actor_name") == "poll_order":
-            log.info("dropped a dead-lettered poll command; the ledger schedules the next poll")
+            log.info("dead_letter_dropped", reason="a poll command; the ledger schedules the next poll")
             return None
         if command_id is not None and self.ledger.get(command_id) is not None:
-            log.info("dropped a dead-lettered create of %s: the ledger already holds it", command_id)
+            log.info("dead_letter_dropped", command_id=command_id, reason="the ledger holds the order")
             return None
         headers = dict(properties.headers or {})
         rescues = headers.get(self.HEADER, 0)
@@ -137,8 +137,10 @@ class DeadLetterRescuer:
         )
         metrics.DEAD_LETTERS.labels("rescued").inc()
         log.warning(
-            "a dead-lettered command (%s) was sent again alone; if it dies again it is rejected as poison",
-            command_id or "unreadable body",
+            "dead_letter_sent_again_alone",
+            command_id=command_id,
+            unreadable_body=command_id is None,
+            next_death="rejected as poison",
         )
         return command_id
 
@@ -173,4 +175,4 @@ class DeadLetterRescuer:
             self.clock(),
             with_metadata=False,
         )
-        log.error("a command crashed the worker on every delivery; rejected as poison (%s)", command_id)
+        log.error("poison_command_rejected", command_id=command_id, reason="crashed every delivery")

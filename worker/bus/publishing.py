@@ -13,7 +13,6 @@ A one-at-a-time publisher (the dead-letter rescuer) uses ``worker.bus.connection
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 import uuid
@@ -30,10 +29,11 @@ from pika.frame import Method
 
 from worker.bus.connection import BlockingLink
 from worker.bus.envelope import envelope
+from worker.logs import get_logger
 from worker.messages import CreateOrderCommand, PollOrderCommand
 from worker.partners import registry
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 COMMAND_PROPERTIES = {"delivery_mode": pika.DeliveryMode.Persistent, "content_type": "application/json"}
 
@@ -183,13 +183,13 @@ class _Link:
         try:
             self._connection.ioloop.start()
         except Exception as error:  # a callback raised: nothing on this connection can be trusted now
-            log.exception("AMQP publisher loop failed")
+            log.exception("amqp_publisher_failed")
             self._fail(error)
         finally:
             self._fail(self._failure)
             self._ready.set()
             if not self._connection.is_closed:
-                log.debug("AMQP publisher loop stopped with its connection still open")
+                log.debug("amqp_publisher_stopped_open")
             self._connection.ioloop.close()
 
     def _on_open(self, connection: Any) -> None:
@@ -209,9 +209,7 @@ class _Link:
 
     def _on_closed(self, connection: Any, reason: BaseException) -> None:
         if not isinstance(reason, ConnectionClosedByClient):
-            log.warning(
-                "AMQP publishing connection lost (%s); the next batch reconnects", type(reason).__name__
-            )
+            log.warning("amqp_publishing_connection_lost", error=type(reason).__name__, next="reconnect")
         self._fail(reason)
         self._connection.ioloop.stop()
 

@@ -16,7 +16,6 @@ by arrival.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -28,8 +27,9 @@ from worker import failpoints, metrics
 from worker.bus.publishing import BatchPublisher, Outgoing
 from worker.bus.topology import declare_events_exchange
 from worker.ledger.base import Ledger, OutboxRow
+from worker.logs import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 OUTBOX_LEASE_SECONDS = 30.0
 
@@ -102,15 +102,10 @@ class OutboxRelay:
             if confirmed:
                 failpoints.hit("relay_after_publish")
             if len(confirmed) < len(rows):
-                log.warning(
-                    "the broker refused or could not route %d events; they will be retried",
-                    len(rows) - len(confirmed),
-                )
+                log.warning("events_refused", events=len(rows) - len(confirmed), next="retry")
         except (AMQPError, OSError) as error:
             log.warning(
-                "event publishing interrupted (%s); %d events will be retried",
-                type(error).__name__,
-                len(rows),
+                "event_publishing_interrupted", error=type(error).__name__, events=len(rows), next="retry"
             )
             raise
         finally:
@@ -138,7 +133,7 @@ class OutboxRelay:
                 stop.wait(error_backoff)
                 continue
             except Exception:
-                log.exception("outbox relay pass failed")
+                log.exception("relay_pass_failed")
                 stop.wait(error_backoff)
                 continue
             if count < self.batch:
@@ -154,5 +149,5 @@ class OutboxRelay:
                 if self.pass_once() == 0:
                     return
             except Exception:
-                log.warning("final outbox drain stopped; the next relay publishes the rest", exc_info=True)
+                log.warning("final_drain_stopped", next="the next relay publishes the rest", exc_info=True)
                 return

@@ -8,13 +8,12 @@ Development: sandbox (the partner simulator, when installed), run (everything on
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 
 from worker.cli import development, inspection, operators, roles
-from worker.cli.common import configure_logging
+from worker.logs import configure_from_environment
 
 
 def _version() -> str:
@@ -48,7 +47,7 @@ cannot capture leading options)."""
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    configure_logging(os.environ.get("ORDER_WORKER_LOG_LEVEL", "INFO"))
+    configure_from_environment()
     if argv and argv[0] in DELEGATED:
         return DELEGATED[argv[0]](argparse.Namespace(rest=argv[1:]))
     args = build_parser().parse_args(argv)

@@ -18,14 +18,6 @@ if TYPE_CHECKING:
     from worker.ledger.base import Ledger
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("pika").setLevel(logging.WARNING)
-
-
 def load_settings() -> Settings:
     """The process's settings, or exit naming every invalid variable of every group (never its value)."""
     lines = []

@@ -6,14 +6,14 @@ The CLI (``worker.cli``) parses options and calls these; tests and embedders can
 
 from __future__ import annotations
 
-import logging
 import signal
 import threading
 
 from worker.ledger import open_ledger
+from worker.logs import get_logger
 from worker.settings import Settings
 
-log = logging.getLogger("order-worker")
+log = get_logger("worker.roles")
 
 
 def migrate(settings: Settings) -> None:
@@ -30,7 +30,7 @@ def stop_on_signals() -> threading.Event:
     stop = threading.Event()
 
     def handler(signum: int, frame: object) -> None:
-        log.info("signal %d: finishing in-flight work, then exiting", signum)
+        log.info("stopping", signal=signal.Signals(signum).name, next="finish in-flight work, then exit")
         stop.set()
 
     signal.signal(signal.SIGTERM, handler)

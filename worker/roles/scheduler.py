@@ -60,7 +60,7 @@ def run(settings: Settings, *, relay: bool = True, scheduler: bool = True) -> No
         threads.append(threading.Thread(target=rescuer.run, args=(stop,), name="dead-letters"))
     for thread in threads:
         thread.start()
-    log.info("scheduler/relay running (metrics on :%d)", settings.serving.metrics_port)
+    log.info("scheduler_running", with_relay=True, metrics_port=settings.serving.metrics_port)
     for thread in threads:
         while thread.is_alive():
             thread.join(0.5)

@@ -18,7 +18,7 @@ def run(settings: Settings, host: str, port: int, threads: int) -> None:
     runtime.ledger.migrate()
     receiver = PushReceiver(settings, runtime.ledger, runtime.pipeline)
     export_settings(settings)
-    log.info("webhook receiver on %s:%d", host, port)
+    log.info("webhooks_serving", host=host, port=port)
     # auto_decompress=False: the HMAC covers the bytes on the wire, never a decompressed version of them.
     web.run_app(
         build_app(receiver, threads),

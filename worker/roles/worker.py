@@ -1,7 +1,8 @@
 """The worker role: this process becomes Dramatiq's worker for the create and poll actors (``worker.actors``).
 
 Prometheus metrics of several processes need a shared directory, set before anything imports
-prometheus_client, so the role replaces this process (``execve``) with Dramatiq's command line.
+prometheus_client, so the role replaces this process (``execve``) with Dramatiq's command line (through
+``worker.roles.dramatiq_main``, which gives Dramatiq's processes our log format and level).
 """
 
 from __future__ import annotations
@@ -47,8 +48,9 @@ def dramatiq_command(
     return [
         sys.executable,
         "-m",
-        "dramatiq",
+        "worker.roles.dramatiq_main",
         "worker.actors",
+        "--skip-logging",
         "--processes",
         str(processes),
         "--threads",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import email.utils
 import json
-import logging
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -16,10 +15,11 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
+from worker.logs import get_logger
 from worker.transport._client import HttpAnswer
 from worker.transport._outcome import PartnerError
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 Observer = Callable[[str, str, str, float, int], None]
 """``(provider, endpoint, result, seconds, weight)``, called once per partner HTTP call; result is "ok" or
@@ -62,7 +62,7 @@ def notify(
     try:
         observer(provider, endpoint, result, seconds, weight)
     except Exception:
-        log.exception("partner call observer failed (provider=%s endpoint=%s)", provider, endpoint)
+        log.exception("call_observer_failed", provider=provider, endpoint=endpoint)
 
 
 def observed_exchange(

@@ -15,7 +15,6 @@ transition a poll would make, so it gets the same event id and is published once
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from typing import Any
 
 from worker import metrics
 from worker.ledger.base import Ledger, OrderRecord
+from worker.logs import bind, command_scope, get_logger
 from worker.messages import Source
 from worker.partners.base import PartnerError
 from worker.partners.contract import IgnoredPush, Push, PushScheme
@@ -30,7 +30,7 @@ from worker.partners.signing import timestamp_in_window
 from worker.pipeline import OrderPipeline, Outcome
 from worker.settings import Settings
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 Headers = Mapping[str, Sequence[str]]
 """Header name (lower case) -> every value received, so duplicated headers can be refused."""
@@ -78,7 +78,8 @@ class PushReceiver:
         """Verify, parse and apply one push for ``provider`` (a name from :attr:`schemes`)."""
         started = self.clock()
         scheme = self.schemes[provider]
-        result = self._receive(provider, scheme, raw, headers, started)
+        with command_scope(provider=provider):
+            result = self._receive(provider, scheme, raw, headers, started)
         if scheme.delivered_status is not None and 200 <= result.status < 300:
             result = PushResult(scheme.delivered_status, result.result, result.events)
         return self._count(provider, result, started)
@@ -102,11 +103,13 @@ class PushReceiver:
         if isinstance(push, IgnoredPush):
             self.ledger.record_push(push.dedupe_key, now)
             return PushResult(202, "ignored_event")
+        bind(push_key=push.dedupe_key, order_id=push.order_id)
         record = self._find(provider, push)
         if record is None:
             self.ledger.record_push(push.dedupe_key, now)
-            log.info("%s push for an order this ledger does not know; recorded", provider)
+            log.info("push_unknown_order")
             return PushResult(202, "unknown_order")
+        bind(command_id=record.command_id, order_id=record.order_id or push.order_id)
         if push.observed is not None:
             outcome = self.pipeline.observe(record, push.observed, Source.WEBHOOK, push=True)
         else:
@@ -131,27 +134,21 @@ class PushReceiver:
         if record.order_id is not None and order_id is not None and order_id != record.order_id:
             # Our key on another partner order means the partner holds two orders for one command: flag
             # it, never merge the other order's state into ours.
-            log.error(
-                "%s push names another order for %s: a possible duplicate partner order",
-                provider,
-                record.command_id,
-            )
+            log.error("push_names_another_order", pushed_order_id=order_id, reason="possible duplicate order")
             order_id = record.order_id
         order_id = order_id or record.order_id
         if order_id is None:
             self.ledger.record_push(push.dedupe_key, now)
-            log.warning(
-                "%s push for %s names no order; an operator must resolve it", provider, record.command_id
-            )
+            log.warning("push_names_no_order", next="an operator must resolve it")
             return PushResult(202, "no_serial")
         try:
             return self.pipeline.follow_signal(record, order_id)
         except PartnerError as error:
             if not error.retryable:
-                log.warning("%s refused the read after a push (%s); recorded", provider, error.code)
+                log.warning("push_read_refused", code=error.code)
                 self.ledger.record_push(push.dedupe_key, now)
                 return PushResult(202, "requery_refused")
-            log.warning("%s read after a push failed (%s); asking the partner to retry", provider, error.code)
+            log.warning("push_read_failed", code=error.code, next="the partner retries")
             return PushResult(503, "requery_failed")
 
     # ------------------------------------------------------------------ shared

@@ -8,7 +8,6 @@ commit does not stall other deliveries; the partner's 10 s answer budget is far 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,10 +15,11 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from worker.logs import get_logger
 from worker.observability import CachedReadiness, metrics_registry
 from worker.webhooks.receiver import Headers, PushReceiver
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 OPENAPI = Path(__file__).with_name("openapi.yaml")
 
 
@@ -51,7 +51,7 @@ def build_app(receiver: PushReceiver, threads: int = 8) -> web.Application:
                     pool, receiver.receive, provider, raw, headers
                 )
             except Exception:
-                log.exception("push could not be recorded; the partner will retry")
+                log.exception("push_unrecorded", next="the partner retries")
                 return web.json_response({"result": "unavailable"}, status=503)
             return web.Response(status=result.status, body=result.body(), content_type="application/json")
 

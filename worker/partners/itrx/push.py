@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import SecretStr
 
+from worker.logs import get_logger
 from worker.partners.contract import IgnoredPush, Push
 from worker.partners.itrx.client import parse_callback
 from worker.partners.itrx.signing import MAX_FUTURE, verify_itrx_callback
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class ItrxPushes:
@@ -29,7 +29,7 @@ class ItrxPushes:
     def verify(self, raw: bytes, signature: str, timestamp: str) -> bool:
         form = verify_itrx_callback(raw, timestamp, signature, self._secrets)
         if form is not None and form != "raw":
-            log.info("itrx callback verified against its %s re-serialisation, not the raw bytes", form)
+            log.info("push_verified_reserialised", provider="itrx", form=form)
         return form is not None
 
     def parse(self, body: Mapping[str, Any]) -> Push | IgnoredPush:
