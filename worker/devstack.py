@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 import uuid
@@ -17,7 +18,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from worker.partners import registry
-from worker.processes import Child, port_open, role_argv, start_sandbox, stop_all, wait_http
+from worker.processes import (
+    Child,
+    die_with_parent,
+    port_open,
+    role_argv,
+    start_sandbox,
+    stop_all,
+    wait_http,
+)
 from worker.settings import get_settings
 
 SANDBOX_PORT = 8090
@@ -60,7 +69,7 @@ class Stack:
     def start(self, name: str, args: list[str], env: dict[str, str]) -> None:
         # .run/*.log is read by the person running the stack: console lines unless they chose otherwise.
         env = {"ORDER_WORKER_LOG_FORMAT": "console", **os.environ, **env}
-        self.children.append(Child(name, role_argv(*args), env, self.log_path(name), append=True))
+        self.children.append(Child(name, role_argv(*args), env, self.log_path(name), append=True, tied=True))
 
     def start_sandbox(self, speed: float) -> None:
         box = start_sandbox(
@@ -70,6 +79,7 @@ class Stack:
             extra=["--webhook-url", f"http://127.0.0.1:{WEBHOOKS_PORT}/webhooks/0trace"],
             timeout=60,
             append=True,
+            tied=True,
         )
         self.children.append(box.process)
 
@@ -83,7 +93,31 @@ class Stack:
         stop_all(self.children)
 
 
+class StackStopped(Exception):
+    """A signal asked the stack to stop: raised wherever the main thread is, so ``finally`` stops it."""
+
+
+def _stop_on_signals() -> None:
+    """SIGTERM, SIGINT and SIGHUP stop the stack and every process it started; so does the death of
+    whatever started it. A background job of a script starts with SIGINT ignored, and Python's default
+    SIGTERM ends the process without running any ``finally``: both would leave the children running."""
+    stopping = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+    def stop(signum: int, frame: object) -> None:
+        for each in stopping:  # a second signal must not interrupt the stopping itself
+            signal.signal(each, signal.SIG_IGN)
+        raise StackStopped(signal.Signals(signum).name)
+
+    for each in stopping:
+        signal.signal(each, stop)
+    parent = os.getppid()
+    die_with_parent()
+    if os.getppid() != parent:  # the parent was already gone before the kernel could be told
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def run_stack(demo_orders: int, speed: float) -> int:
+    _stop_on_signals()
     settings = get_settings()
     broker = urlsplit(settings.bus.broker_url.get_secret_value())
     if not port_open(broker.hostname or "127.0.0.1", broker.port or 5672):
@@ -107,6 +141,9 @@ def run_stack(demo_orders: int, speed: float) -> int:
         "ORDER_WORKER_POLL_ACTION_REQUIRED": "2",
         "ORDER_WORKER_POLL_SAFETY_INTERVAL": "10",
         "ORDER_WORKER_ITRX_CALLBACK_URL": f"http://127.0.0.1:{WEBHOOKS_PORT}/webhooks/itrx",
+        # A developer's machine: metrics and webhooks answer this machine only, unless chosen otherwise.
+        "ORDER_WORKER_METRICS_HOST": os.environ.get("ORDER_WORKER_METRICS_HOST", "127.0.0.1"),
+        "ORDER_WORKER_WEBHOOKS_HOST": os.environ.get("ORDER_WORKER_WEBHOOKS_HOST", "127.0.0.1"),
     }
     stack = Stack()
     print(
@@ -146,7 +183,7 @@ def run_stack(demo_orders: int, speed: float) -> int:
             time.sleep(1)
         print(f"order-worker: {problem}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, StackStopped):
         return 0
     finally:
         stack.stop()

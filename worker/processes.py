@@ -108,11 +108,26 @@ def wait_http(
     return poll(outcome, timeout, interval) == "ready"
 
 
+def die_with_parent() -> None:
+    """Have Linux send this process SIGTERM when its parent dies (``prctl(PR_SET_PDEATHSIG)``).
+
+    A child in a session of its own hears nothing of its parent's end: killed with SIGKILL, the parent
+    would leave it running, holding its ports, with nobody to stop it. Elsewhere than Linux this does
+    nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+
+
 class Child:
     """A child process in its own session with its output in a log file.
 
     The own session lets one signal reach every process the child forks (Dramatiq's worker processes), and
-    keeps a Ctrl-C in the terminal from reaching the children before the parent stops them in order."""
+    keeps a Ctrl-C in the terminal from reaching the children before the parent stops them in order;
+    ``tied`` children are also stopped by the kernel when the parent dies without stopping them."""
 
     def __init__(
         self,
@@ -123,6 +138,7 @@ class Child:
         *,
         append: bool = False,
         cwd: Path | None = None,
+        tied: bool = False,
     ) -> None:
         self.name = name
         self.log_path = log_path
@@ -134,6 +150,7 @@ class Child:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             cwd=cwd,
+            preexec_fn=die_with_parent if tied else None,  # noqa: PLW1509 - one prctl, no locks taken
         )
 
     @property
@@ -211,6 +228,7 @@ def start_sandbox(
     env: Mapping[str, str] | None = None,
     timeout: float = 30,
     append: bool = False,
+    tied: bool = False,
 ) -> RunningSandbox:
     """The partner simulator as a child process, answering its ping when this returns.
 
@@ -223,7 +241,7 @@ def start_sandbox(
         )
     chosen = free_port() if port is None else port
     options = ["--host", "127.0.0.1", "--speed", str(speed), *extra]
-    process = Child(
-        "sandbox", sandbox_argv(chosen, *options), os.environ if env is None else env, log_path, append=append
-    )
+    chosen_env = os.environ if env is None else env
+    argv = sandbox_argv(chosen, *options)
+    process = Child("sandbox", argv, chosen_env, log_path, append=append, tied=tied)
     return await_sandbox(process, chosen, timeout)

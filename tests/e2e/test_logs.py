@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import Process, Stack, collect_events, wait_until, zerotrace_command
+from tests.support.partners import zerotrace_command
+from tests.support.stack import Process, Stack, collect_events, wait_until
 
 pytestmark = pytest.mark.parametrize("ledger_url", ["sqlite"], indirect=True)
 

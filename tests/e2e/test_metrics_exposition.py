@@ -13,7 +13,8 @@ import urllib.request
 import pytest
 
 from tests.deploy.conftest import tool
-from tests.e2e.harness import Stack, collect_events, terminal_for_all, zerotrace_command
+from tests.support.partners import zerotrace_command
+from tests.support.stack import Stack, collect_events, terminal_for_all
 from worker.transport import RESULTS
 
 pytestmark = pytest.mark.parametrize("ledger_url", ["sqlite"], indirect=True)
