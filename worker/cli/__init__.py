@@ -1,7 +1,7 @@
 """order-worker: every role and operator task behind one command.
 
 Roles (one image, chosen by sub-command): worker, scheduler (scheduler + outbox relay), webhooks.
-Operator tasks: migrate, submit, status, resolve, dead-letters, events, schemas.
+Operator tasks: migrate, submit, status, resolve, emergency, dead-letters, events, schemas.
 Development: sandbox (the partner simulator, when installed), run (everything on this machine), demo.
 """
 
@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from worker.cli import development, operators, roles
+from worker.cli import actions, development, operators, roles
 from worker.cli.common import configure_logging
 
 
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     roles.register(sub)
     operators.register(sub)
+    actions.register(sub)
     development.register(sub)
     return parser
 

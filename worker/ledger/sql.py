@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+from worker.ledger.actions import Actions
 from worker.ledger.base import Ledger
 from worker.ledger.budget import RateBudget
 from worker.ledger.engine import Database
@@ -18,7 +19,7 @@ from worker.ledger.pushes import Pushes
 from worker.ledger.rejections import Rejections
 
 
-class SqlLedger(Orders, Outbox, Rejections, Pushes, RateBudget, Ledger):
+class SqlLedger(Orders, Actions, Outbox, Rejections, Pushes, RateBudget, Ledger):
     """The :class:`Ledger` contract over any :class:`Database` adapter."""
 
     def __init__(self, database: Database) -> None:
