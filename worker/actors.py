@@ -18,8 +18,9 @@ from dramatiq.middleware.prometheus import Prometheus
 
 from worker import failpoints, metrics
 from worker.bus.broker import build_broker
-from worker.bus.envelope import REJECT_ACTOR
+from worker.bus.envelope import REJECT_ACTOR, RESOLVE_ACTOR
 from worker.logs import command_scope
+from worker.resolution import handle_resolve
 from worker.runtime import get_runtime
 from worker.settings import get_settings
 
@@ -82,3 +83,11 @@ def reject_malformed(
             code, reason, {"body_sha256": body_sha256, "body_bytes": body_bytes}, command_id
         )
     metrics.child(metrics.COMMANDS, REJECT_ACTOR, outcome.name).inc()
+
+
+@dramatiq.actor(actor_name=RESOLVE_ACTOR, queue_name=_settings.bus.actions_queue, max_retries=8)
+def resolve_order(*args: Any, **kwargs: Any) -> None:
+    """An operator's choice on an order; ``ActionDeferred`` (raised by the flow) is retried with backoff."""
+    failpoints.hit("on_message", _subject(kwargs))
+    outcome = handle_resolve(get_runtime().pipeline, kwargs, _message_id_and_wait(RESOLVE_ACTOR))
+    metrics.child(metrics.COMMANDS, RESOLVE_ACTOR, outcome.name).inc()

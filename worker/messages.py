@@ -67,6 +67,38 @@ class PollOrderCommand(_Strict):
     command_id: CommandId
 
 
+class ResolveOrderCommand(_Strict):
+    """kwargs of the ``resolve_order`` actor (queue ``orders.actions``): an operator's answer to an order
+    the partner holds for a decision (``action_required``, 0trace's EMERGENCY).
+
+    ``action_id`` is the action's own identity, apart from the order's ``command_id``: the same action
+    sent again is acted on once, and a second decision on one order is a new action."""
+
+    action_id: CommandId
+    command_id: CommandId
+    """The create command of the order to resolve."""
+    choice: Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z_]{0,31}$")]
+    """A choice the order's partner accepts (0trace: ``EXCHANGE``); checked against the partner when the
+    command is handled."""
+    options: Annotated[
+        dict[
+            Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]{1,64}$")],
+            Annotated[str, Field(max_length=256)],
+        ],
+        Field(max_length=8),
+    ] = Field(default_factory=dict)
+    """Extra fields of the choice, for partners that take some; a partner refuses any it does not."""
+    note: Annotated[str, Field(max_length=256)] | None = None
+    """Who decided and why, kept with the action for the audit trail."""
+
+    def fingerprint(self) -> str:
+        """Identity of the decision: the same action_id with another fingerprint is a different action."""
+        canonical = _FINGERPRINT_JSON.encode(
+            {"command_id": self.command_id, "choice": self.choice, "options": self.options}
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 class EventType(StrEnum):
     CREATED = "created"
     STATUS_CHANGED = "status_changed"
@@ -74,6 +106,7 @@ class EventType(StrEnum):
     FAILED = "failed"
     IN_DOUBT = "in_doubt"
     UNTRACKABLE = "untrackable"
+    ACTION_ACCEPTED = "action_accepted"
 
 
 class Source(StrEnum):
@@ -81,11 +114,19 @@ class Source(StrEnum):
     POLL = "poll"
     WEBHOOK = "webhook"
     RECONCILE = "reconcile"
+    OPERATOR = "operator"
 
 
 class EventError(_Strict):
     code: str
     reason: str
+
+
+class EventAction(_Strict):
+    """The operator action an event answers (``action_accepted``, or ``rejected`` for a refused one)."""
+
+    action_id: str
+    choice: str
 
 
 class OrderEvent(_Strict):
@@ -104,6 +145,7 @@ class OrderEvent(_Strict):
     order: dict[str, Any] | None = None
     error: EventError | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
+    action: EventAction | None = None
 
     @property
     def routing_key(self) -> str:

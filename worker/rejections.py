@@ -17,7 +17,7 @@ from typing import Any
 
 from worker import metrics
 from worker.ledger.base import Ledger, Rejection
-from worker.messages import EventError, OrderEvent, Source
+from worker.messages import EventAction, EventError, OrderEvent, Source
 from worker.partners import registry
 
 
@@ -44,16 +44,20 @@ def record_rejection(
     *,
     with_metadata: bool = True,
     source: Source = Source.CREATE,
+    action: EventAction | None = None,
+    provider: str | None = None,
 ) -> list[OrderEvent]:
     """Writes the dead-letter record and the ``rejected`` event; returns the events written, none when
     ``key`` was refused before (a redelivery).
 
     ``kwargs`` is the refused command's arguments as received; ``detail`` what the operator needs to find
     the refused message (never its body). ``with_metadata=False`` keeps the producer's metadata out of the
-    event, for a body nothing was learnt from but that it crashed the worker."""
+    event, for a body nothing was learnt from but that it crashed the worker. ``provider`` names the partner
+    when the worker knows it but the command does not carry it (an action names only its order)."""
     command_id = kwargs.get("command_id") if isinstance(kwargs.get("command_id"), str) else None
     # A list, not a set: a refused value may be unhashable.
-    provider = kwargs.get("provider") if kwargs.get("provider") in registry.names() else None
+    if provider is None:
+        provider = kwargs.get("provider") if kwargs.get("provider") in registry.names() else None
     rejection = Rejection(
         key=key,
         command_id=command_id[:128] if command_id else None,
@@ -62,6 +66,7 @@ def record_rejection(
         metadata=safe_metadata(kwargs.get("metadata")) if with_metadata else {},
         detail=detail,
         source=source,
+        action=action,
     )
     events = ledger.record_rejection(rejection, now)
     if events:

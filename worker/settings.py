@@ -70,6 +70,9 @@ class BusSettings(BaseSettings):
     )
     create_queue: str = Field("orders.create", description="Queue of create_order commands.")
     poll_queue: str = Field("orders.poll", description="Queue of poll_order commands.")
+    actions_queue: str = Field(
+        "orders.actions", description="Queue of resolve_order commands (operators' choices on orders)."
+    )
     events_exchange: str = Field("orders.events", description="Topic exchange the events go to.")
     delivery_limit: int = Field(
         5, ge=1, le=100, description="Quorum-queue deliveries before a crashing message is dead-lettered."

@@ -121,6 +121,10 @@ class Stack:
         return f"t{self.uid}.poll"
 
     @property
+    def actions_queue(self) -> str:
+        return f"t{self.uid}.actions"
+
+    @property
     def exchange(self) -> str:
         return f"t{self.uid}.events"
 
@@ -133,6 +137,7 @@ class Stack:
                 "ORDER_WORKER_LEDGER_URL": self.ledger_url,
                 "ORDER_WORKER_CREATE_QUEUE": self.create_queue,
                 "ORDER_WORKER_POLL_QUEUE": self.poll_queue,
+                "ORDER_WORKER_ACTIONS_QUEUE": self.actions_queue,
                 "ORDER_WORKER_EVENTS_EXCHANGE": self.exchange,
                 "ORDER_WORKER_ZEROTRACE_BASE_URL": self.sandbox.url,
                 "ORDER_WORKER_ITRX_BASE_URL": self.sandbox.url,
@@ -202,7 +207,7 @@ class Stack:
             return str(response.read().decode())
 
     def producer(self) -> CommandProducer:
-        return CommandProducer(self.broker_url, self.create_queue, self.poll_queue)
+        return CommandProducer(self.broker_url, self.create_queue, self.poll_queue, self.actions_queue)
 
     def watcher(self) -> EventWatcher:
         return EventWatcher(self.broker_url, self.exchange)
@@ -259,7 +264,7 @@ class Stack:
         with contextlib.suppress(AMQPError, OSError):
             connection = pika.BlockingConnection(pika.URLParameters(self.broker_url))
             channel = connection.channel()
-            for base in (self.create_queue, self.poll_queue):
+            for base in (self.create_queue, self.poll_queue, self.actions_queue):
                 for queue in (base, f"{base}.DQ", f"{base}.XQ"):
                     channel.queue_delete(queue)
             channel.queue_delete(f"{self.exchange}.unrouted")

@@ -18,7 +18,8 @@ from typing import Any
 from worker.messages import COMMAND_ID_PATTERN, MAX_COMMAND_BYTES
 
 REJECT_ACTOR = "reject_malformed"
-KNOWN_ACTORS = frozenset({"create_order", "poll_order", REJECT_ACTOR})
+RESOLVE_ACTOR = "resolve_order"
+KNOWN_ACTORS = frozenset({"create_order", "poll_order", RESOLVE_ACTOR, REJECT_ACTOR})
 MAX_ETA_AHEAD_SECONDS = 3600
 """A retried command's delay is at most 15 minutes (``max_backoff``); the rest is room for clock skew."""
 RETRY_OPTIONS = {"max_retries": (0, 20), "min_backoff": (0, 900_000), "max_backoff": (0, 900_000)}
@@ -78,7 +79,7 @@ def parse_envelope(data: bytes) -> dict[str, Any] | tuple[str, str]:
     if not isinstance(fields["options"], dict) or not isinstance(fields["message_id"], str):
         return "bad_envelope", "envelope 'options' must be an object and 'message_id' a string"
     if fields["actor_name"] not in KNOWN_ACTORS or fields["actor_name"] == REJECT_ACTOR:
-        return "unknown_actor", "actor_name must be create_order or poll_order"
+        return "unknown_actor", "actor_name must be create_order, poll_order or resolve_order"
     if fields["args"]:
         return "bad_envelope", "commands take keyword arguments only ('args' must be empty)"
     if fields["options"]:

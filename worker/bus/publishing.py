@@ -28,9 +28,9 @@ from pika.exceptions import AMQPConnectionError, AMQPError, ConnectionClosedByCl
 from pika.frame import Method
 
 from worker.bus.connection import BlockingLink
-from worker.bus.envelope import envelope
+from worker.bus.envelope import RESOLVE_ACTOR, envelope
 from worker.logs import get_logger
-from worker.messages import CreateOrderCommand, PollOrderCommand
+from worker.messages import CreateOrderCommand, PollOrderCommand, ResolveOrderCommand
 from worker.partners import registry
 
 log = get_logger(__name__)
@@ -295,12 +295,17 @@ class CommandProducer:
     drop: the reference the README's raw-AMQP example follows."""
 
     def __init__(
-        self, broker_url: str, create_queue: str = "orders.create", poll_queue: str = "orders.poll"
+        self,
+        broker_url: str,
+        create_queue: str = "orders.create",
+        poll_queue: str = "orders.poll",
+        actions_queue: str = "orders.actions",
     ) -> None:
         self._link = BlockingLink(broker_url, confirm=True)
         self.channel = self._link.open()
         self.create_queue = create_queue
         self.poll_queue = poll_queue
+        self.actions_queue = actions_queue
 
     def __enter__(self) -> CommandProducer:
         return self
@@ -334,6 +339,14 @@ class CommandProducer:
     def poll_order(self, command_id: str) -> None:
         PollOrderCommand(command_id=command_id)
         self.publish_raw(self.poll_queue, envelope(self.poll_queue, "poll_order", {"command_id": command_id}))
+
+    def resolve_order(self, command: ResolveOrderCommand | dict[str, Any]) -> None:
+        """An operator's choice on an ``action_required`` order (validated here; the partner's choices are
+        checked by the worker, which knows the order's partner)."""
+        if not isinstance(command, ResolveOrderCommand):
+            command = ResolveOrderCommand.model_validate(command)
+        kwargs = command.model_dump(mode="json", exclude_none=True)
+        self.publish_raw(self.actions_queue, envelope(self.actions_queue, RESOLVE_ACTOR, kwargs))
 
 
 class CommandBatchPublisher:

@@ -1,7 +1,8 @@
 """order-worker: every role and operator task behind one command.
 
 Roles (one image, chosen by sub-command): worker, scheduler (scheduler + outbox relay), webhooks.
-Operator tasks: migrate, submit, resolve, settings, schemas; status, orders, dead-letters, events, republish.
+Operator tasks: migrate, submit, resolve, emergency, settings, schemas; status, orders, dead-letters, events,
+republish.
 Development: sandbox (the partner simulator, when installed), run (everything on this machine), demo.
 """
 
@@ -12,7 +13,7 @@ import sys
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 
-from worker.cli import development, inspection, operators, roles
+from worker.cli import actions, development, inspection, operators, roles
 from worker.logs import configure_from_environment
 
 
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     roles.register(sub)
     operators.register(sub)
     inspection.register(sub)
+    actions.register(sub)
     development.register(sub)
     return parser
 

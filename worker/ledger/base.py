@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from worker.messages import CreateOrderCommand, EventError, OrderEvent, Source
+from worker.messages import (
+    CreateOrderCommand,
+    EventAction,
+    EventError,
+    OrderEvent,
+    ResolveOrderCommand,
+    Source,
+)
 from worker.partners.base import PartnerOrder
 
 
@@ -33,6 +40,8 @@ class Rejection:
     the body itself."""
     source: Source = Source.CREATE
     """The command kind that was refused (``poll`` for a bad poll_order message)."""
+    action: EventAction | None = None
+    """The operator action refused, when the refused command was one."""
 
 
 @dataclass(frozen=True)
@@ -139,6 +148,57 @@ class EventQuery:
     after: tuple[float, str] | None = None
     """The page cursor: the (created at, event id) of the previous page's last event."""
     limit: int = 200
+
+
+class ActionState(StrEnum):
+    OPEN = "open"
+    """The intent is committed and no outcome is recorded: the partner may or may not have the choice."""
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    MOOT = "moot"
+    """The order left action_required while the outcome of a call was unknown: nothing is left to do."""
+
+
+class ActionStart(StrEnum):
+    BEGUN = "begun"
+    """Intent committed (or an abandoned one taken over): the caller sends the choice now."""
+    BUSY = "busy"
+    """Another worker holds the action's live lease."""
+    DONE = "done"
+    """The action already has an outcome (a redelivery)."""
+    CONFLICT = "conflict"
+    """The action_id was already used for another decision."""
+    NOT_ACTIONABLE = "not_actionable"
+    """The order is not action_required: the action was recorded as rejected, with its event."""
+    UNKNOWN_ORDER = "unknown_order"
+
+
+@dataclass(frozen=True)
+class ActionRecord:
+    """One row of the ``order_actions`` table: an operator's decision on an order, and its outcome."""
+
+    action_id: str
+    command_id: str
+    fingerprint: str
+    choice: str
+    options: dict[str, str]
+    note: str | None
+    state: str
+    attempts: int
+    lease_until: float | None
+    last_error: EventError | None
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class ActionClaim:
+    outcome: ActionStart
+    action: ActionRecord | None = None
+    order: OrderRecord | None = None
+    previous_unresolved: bool = False
+    """An earlier call of this action began and recorded no outcome: it may have reached the partner."""
+    events: list[OrderEvent] = field(default_factory=list)
 
 
 class Ledger(ABC):
@@ -291,6 +351,32 @@ class Ledger(ABC):
     @abstractmethod
     def record_push(self, dedupe_key: str, now: float) -> bool:
         """Remember a verified push by its documented dedupe key; True the first time only."""
+
+    # --- operator actions on an order ------------------------------------------------------------
+    def begin_action(self, command: ResolveOrderCommand, now: float, lease_seconds: float) -> ActionClaim:
+        """Commit the intent to send an operator's choice, before any partner call, under the order's row
+        lock. A new action on an action_required order is stored open and leased (BEGUN); on any other
+        order it is stored rejected with a ``rejected`` event (NOT_ACTIONABLE). A known action_id with
+        another fingerprint is CONFLICT; one with an outcome is DONE; an open one is BUSY while its lease
+        lives and otherwise taken over (BEGUN, previous_unresolved, attempts += 1). An unknown order
+        writes nothing (UNKNOWN_ORDER)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no operator actions")
+
+    def finish_action(
+        self, action_id: str, state: ActionState, error: EventError | None, now: float
+    ) -> list[OrderEvent]:
+        """Record an open action's outcome in one transaction: ACCEPTED writes an ``action_accepted``
+        event (a transition of the order, source operator), REJECTED a dead-letter record and a
+        ``rejected`` event, MOOT no event. An action that is not open is left alone ([])."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no operator actions")
+
+    def release_action(self, action_id: str, error: EventError) -> None:
+        """A call that may be sent again later failed: the action stays open, its lease is freed at once
+        so the redelivery need not wait for it, and the error is kept."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no operator actions")
+
+    def get_action(self, action_id: str) -> ActionRecord | None:
+        raise NotImplementedError(f"{type(self).__name__} keeps no operator actions")
 
     # --- bad input -----------------------------------------------------------------------------
     @abstractmethod

@@ -120,6 +120,28 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX rate_charges_name_at ON rate_charges (name, at)",
         ),
     ),
+    Migration(
+        3,
+        "operator actions on orders (emergency resolution)",
+        (
+            # One row per action_id: the intent committed before the partner call, then its outcome.
+            """CREATE TABLE order_actions (
+                action_id TEXT PRIMARY KEY,
+                command_id TEXT NOT NULL,
+                fingerprint TEXT NOT NULL,
+                choice TEXT NOT NULL,
+                options TEXT NOT NULL,
+                note TEXT,
+                state TEXT NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                lease_until DOUBLE PRECISION,
+                last_error TEXT,
+                created_at DOUBLE PRECISION NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL
+            )""",
+            "CREATE INDEX order_actions_command ON order_actions (command_id)",
+        ),
+    ),
 )
 
 

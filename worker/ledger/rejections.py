@@ -12,45 +12,51 @@ import json
 from typing import Any
 
 from worker.ledger.base import Rejection
-from worker.ledger.engine import Part
+from worker.ledger.engine import Part, Session
 from worker.ledger.outbox import enqueue
 from worker.ledger.rows import dump
 from worker.messages import EventType, OrderEvent, iso_from_epoch, rejection_event_id
 
 
+def write_rejection(tx: Session, rejection: Rejection, now: float) -> list[OrderEvent]:
+    """The dead-letter record and its event in the caller's transaction; [] when the key was seen."""
+    event = OrderEvent(
+        event_id=rejection_event_id(rejection.key),
+        type=EventType.REJECTED,
+        occurred_at=iso_from_epoch(now),
+        command_id=rejection.command_id,
+        provider=rejection.provider,
+        source=rejection.source,
+        error=rejection.error,
+        metadata=rejection.metadata,
+        action=rejection.action,
+    )
+    inserted = tx.run(
+        "INSERT INTO dead_letters (rejection_key, event_id, command_id, provider, code, reason,"
+        " metadata, detail, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        (
+            rejection.key,
+            event.event_id,
+            rejection.command_id,
+            rejection.provider,
+            rejection.error.code,
+            rejection.error.reason,
+            dump(rejection.metadata),
+            dump(rejection.detail),
+            now,
+        ),
+    )
+    if inserted != 1:
+        return []
+    enqueue(tx, event, now)
+    return [event]
+
+
 class Rejections(Part):
     def record_rejection(self, rejection: Rejection, now: float) -> list[OrderEvent]:
         now = float(now)
-        event = OrderEvent(
-            event_id=rejection_event_id(rejection.key),
-            type=EventType.REJECTED,
-            occurred_at=iso_from_epoch(now),
-            command_id=rejection.command_id,
-            provider=rejection.provider,
-            source=rejection.source,
-            error=rejection.error,
-            metadata=rejection.metadata,
-        )
         with self._db.write() as tx:
-            inserted = tx.run(
-                "INSERT INTO dead_letters (rejection_key, event_id, command_id, provider, code, reason,"
-                " metadata, detail, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (
-                    rejection.key,
-                    event.event_id,
-                    rejection.command_id,
-                    rejection.provider,
-                    rejection.error.code,
-                    rejection.error.reason,
-                    dump(rejection.metadata),
-                    dump(rejection.detail),
-                    now,
-                ),
-            )
-            if inserted != 1:
-                return []
-            enqueue(tx, event, now)
-        return [event]
+            return write_rejection(tx, rejection, now)
 
     def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
         with self._db.read() as s:

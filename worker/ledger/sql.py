@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+from worker.ledger.actions import Actions
 from worker.ledger.base import Ledger
 from worker.ledger.budget import RateBudget
 from worker.ledger.engine import Database
@@ -19,7 +20,7 @@ from worker.ledger.rejections import Rejections
 from worker.ledger.views import Views
 
 
-class SqlLedger(Orders, Outbox, Rejections, Pushes, RateBudget, Views, Ledger):
+class SqlLedger(Orders, Actions, Outbox, Rejections, Pushes, RateBudget, Views, Ledger):
     """The :class:`Ledger` contract over any :class:`Database` adapter."""
 
     def __init__(self, database: Database) -> None:

@@ -111,11 +111,19 @@ class Capabilities:
     precheck: bool = False
     """The session checks something before the first create (a balance) and may refuse the order."""
     weights: Mapping[str, int] = field(default_factory=dict)
-    """Cost of a call in the partner's rate budget, by operation (``create``, ``fetch``); empty: no budget."""
+    """Cost of a call in the partner's rate budget, by operation (``create``, ``fetch``, ``action``);
+    empty: no budget."""
     call_results: Mapping[str, str] = field(default_factory=dict)
     """The partner's own error codes (``PartnerError.code``) as named results of the metrics' closed
     vocabulary (:class:`~worker.transport.CallResult`): only the partner knows that 0trace's ``5`` is its
     rate limit. Codes left out are named by the transport's rules, else ``other``."""
+    action_choices: tuple[str, ...] = ()
+    """What an operator may answer an ``action_required`` order with; empty: the partner takes no such
+    answer through its API. A partner with choices has a session that is :class:`ResolvesActions`.
+    Sending the same choice again must be harmless, since a redelivered action whose first call may have
+    reached the partner is sent again."""
+    action_options: frozenset[str] = frozenset()
+    """The option names a choice may carry; any other is refused before the partner is called."""
 
 
 @dataclass(frozen=True)
@@ -140,6 +148,20 @@ class PartnerSession(Protocol):
     def precheck(self, params: Any) -> Refusal | None:
         """Before the first create, when :attr:`Capabilities.precheck`: a refusal, or None to go ahead.
         Raises :class:`~worker.partners.base.PartnerError` when the check itself failed."""
+        ...
+
+
+@runtime_checkable
+class ResolvesActions(Protocol):
+    """A session that can answer an order the partner holds for a decision (see
+    :attr:`Capabilities.action_choices`). Kept apart from :class:`PartnerSession` so partners without
+    such a call implement nothing for it."""
+
+    def resolve_action(
+        self, order_id: str, secret: str | None, choice: str, options: Mapping[str, str]
+    ) -> None:
+        """Send the choice; returns once the partner accepted it. Raises
+        :class:`~worker.partners.base.PartnerError` when it did not (its fate says whether it arrived)."""
         ...
 
 

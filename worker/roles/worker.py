@@ -26,7 +26,10 @@ def run(settings: Settings, processes: int, threads: int, shutdown_timeout: floa
     metrics_dir.mkdir(parents=True)
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "dramatiq_prom_db": str(metrics_dir)}
     command = dramatiq_command(
-        (settings.bus.create_queue, settings.bus.poll_queue), processes, threads, shutdown_timeout
+        (settings.bus.create_queue, settings.bus.poll_queue, settings.bus.actions_queue),
+        processes,
+        threads,
+        shutdown_timeout,
     )
     os.execve(sys.executable, command, env)  # noqa: S606 - our own interpreter
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from worker.messages import CreateOrderCommand, OrderEvent, PollOrderCommand
+from worker.messages import CreateOrderCommand, OrderEvent, PollOrderCommand, ResolveOrderCommand
 from worker.partners import registry
 
 SCHEMA_DIR = Path(__file__).parent
@@ -20,6 +20,7 @@ SCHEMA_DIR = Path(__file__).parent
 MODELS: dict[str, type[BaseModel]] = {
     "create_order.json": CreateOrderCommand,
     "poll_order.json": PollOrderCommand,
+    "resolve_order.json": ResolveOrderCommand,
     "event.json": OrderEvent,
 }
 

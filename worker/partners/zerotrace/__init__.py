@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from worker.partners.base import CreateResult, PartnerOrder
+from worker.partners.base import CreateResult, Fate, PartnerError, PartnerOrder
 from worker.partners.contract import Capabilities, PartnerSettings, Refusal
 from worker.partners.zerotrace.client import CALL_RESULTS, WEIGHTS, ZeroTraceClient
 from worker.partners.zerotrace.params import ZeroTraceParams
@@ -21,6 +21,9 @@ from worker.partners.zerotrace.settings import ZeroTraceSettings
 from worker.transport import Observer, PartnerHttp
 
 __all__ = ["ZeroTracePartner", "ZeroTraceSession", "ZeroTraceSettings", "partner"]
+
+EMERGENCY_CHOICES = ("EXCHANGE",)
+"""What ``POST /api/v1/emergency`` accepts (spec §8.6: anything else is EMERGENCY_INVALID_CHOICE)."""
 
 
 class ZeroTraceSession:
@@ -41,6 +44,20 @@ class ZeroTraceSession:
     def precheck(self, params: Any) -> Refusal | None:
         return None
 
+    def resolve_action(
+        self, order_id: str, secret: str | None, choice: str, options: Mapping[str, str]
+    ) -> None:
+        """An EMERGENCY order resumes with ``EXCHANGE``, the only choice 0trace accepts (spec §8.6); refunds
+        are the partner operator's, to the create's refundAddress, so there is no call for them."""
+        if secret is None:
+            raise ValueError("0trace orders are resolved with their token")
+        if choice not in EMERGENCY_CHOICES or options:
+            raise ValueError(f"0trace accepts only {', '.join(EMERGENCY_CHOICES)} without options")
+        if not self.client.emergency(order_id, secret):
+            raise PartnerError(
+                Fate.REFUSED, "emergency_refused", "0trace did not accept the emergency choice", False
+            )
+
 
 class ZeroTracePartner:
     name = "0trace"
@@ -48,8 +65,9 @@ class ZeroTracePartner:
         idempotent_create=True,
         secret_to_fetch=True,
         fetch_by_order_id=False,
-        weights={"create": WEIGHTS["create"], "fetch": WEIGHTS["order"]},
+        weights={"create": WEIGHTS["create"], "fetch": WEIGHTS["order"], "action": WEIGHTS["emergency"]},
         call_results=CALL_RESULTS,
+        action_choices=EMERGENCY_CHOICES,
     )
     params_model: type[BaseModel] = ZeroTraceParams
     settings_model: type[PartnerSettings] = ZeroTraceSettings
