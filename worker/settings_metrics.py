@@ -42,7 +42,11 @@ def export_settings(settings: Settings) -> None:
     A group that does not read (the roles refuse to start on one long before this) leaves its budget
     gauges unset rather than take ``/metrics`` down with it."""
     metrics.BUILD_INFO.labels(build_version(), build_revision()).set(1)
-    queues = {"create_order": settings.bus.create_queue, "poll_order": settings.bus.poll_queue}
+    queues = {
+        "create_order": settings.bus.create_queue,
+        "poll_order": settings.bus.poll_queue,
+        "resolve_order": settings.bus.actions_queue,
+    }
     for actor, queue in queues.items():
         metrics.QUEUE_INFO.labels(actor, "commands", queue).set(1)
         metrics.QUEUE_INFO.labels(actor, "dead_letters", dead_letter_queue(queue)).set(1)

@@ -326,7 +326,11 @@ def test_keda_scales_the_worker_on_both_queues_and_never_to_zero(full: Rendered)
     assert "idleReplicaCount" not in spec
     assert "replicas" not in worker["spec"]  # the HPA KEDA creates owns the replica count
     triggers = spec["triggers"]
-    assert {t["metadata"]["queueName"] for t in triggers} == {"orders.create", "orders.poll"}
+    assert {t["metadata"]["queueName"] for t in triggers} == {
+        "orders.create",
+        "orders.poll",
+        "orders.actions",
+    }
     for trigger in triggers:
         assert trigger["type"] == "rabbitmq"
         assert trigger["metadata"]["mode"] == "QueueLength"
@@ -336,11 +340,11 @@ def test_keda_scales_the_worker_on_both_queues_and_never_to_zero(full: Rendered)
 
 def test_keda_follows_renamed_queues(render: RenderFn, postgres_values: dict[str, Any]) -> None:
     values = json.loads(json.dumps(postgres_values))
-    values["config"] = {"createQueue": "eu.create", "pollQueue": "eu.poll"}
+    values["config"] = {"createQueue": "eu.create", "pollQueue": "eu.poll", "actionsQueue": "eu.actions"}
     values["worker"]["keda"] = {"enabled": True}
     rendered = render(values)
     queues = [t["metadata"]["queueName"] for t in rendered.one("ScaledObject")["spec"]["triggers"]]
-    assert queues == ["eu.create", "eu.poll"]
+    assert queues == ["eu.create", "eu.poll", "eu.actions"]
     assert rendered.one("ConfigMap", RELEASE)["data"]["ORDER_WORKER_CREATE_QUEUE"] == "eu.create"
     auth = rendered.one("TriggerAuthentication")["spec"]["secretTargetRef"][0]
     assert auth == {"parameter": "host", "name": RELEASE, "key": "order_worker_broker_url"}
