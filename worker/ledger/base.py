@@ -111,6 +111,8 @@ class OutboxRow:
     event_type: str
     body: bytes
     created_at: float
+    trace_context: str | None = None
+    """The W3C trace context the event was written in (``worker.tracing.to_text``), if any."""
 
 
 class Ledger(ABC):

@@ -120,6 +120,12 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX rate_charges_name_at ON rate_charges (name, at)",
         ),
     ),
+    Migration(
+        3,
+        "trace context of each outbox event (worker.tracing)",
+        # Nullable and without a default, so adding it rewrites no existing row on either engine.
+        ("ALTER TABLE outbox ADD COLUMN trace_context TEXT",),
+    ),
 )
 
 
