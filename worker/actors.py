@@ -31,6 +31,7 @@ class DramatiqMetrics(Prometheus):
     def forks(self) -> list[Callable[[], int]]:
         return []
 
+
 _COMMAND_ID = re.compile(COMMAND_ID_PATTERN)
 
 failpoints.hit("worker_boot")
