@@ -37,7 +37,7 @@ setup() {
       || [ pyproject.toml -nt "$VENV/.installed" ] || [ sandbox/pyproject.toml -nt "$VENV/.installed" ]; then
     say "installing order-worker, the partner sandbox and the development tools into $VENV"
     "$PY" -m pip install -q --upgrade pip
-    "$PY" -m pip install -q -e ./sandbox -e '.[dev,sandbox]'
+    "$PY" -m pip install -q -e ./sandbox -e '.[dev,sandbox,otel]'
     touch "$VENV/.installed"
   fi
 }

@@ -8,18 +8,21 @@ retried by Dramatiq's Retries middleware and, past that, dead-lettered.
 from __future__ import annotations
 
 import os
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 from dramatiq.middleware.prometheus import Prometheus
 
-from worker import failpoints, metrics
+from worker import failpoints, metrics, tracing
 from worker.bus.broker import build_broker
 from worker.bus.envelope import REJECT_ACTOR, RESOLVE_ACTOR
 from worker.logs import command_scope
+from worker.messages import COMMAND_ID_PATTERN
 from worker.resolution import handle_resolve
 from worker.runtime import get_runtime
 from worker.settings import get_settings
@@ -30,6 +33,8 @@ class DramatiqMetrics(Prometheus):
     def forks(self) -> list[Callable[[], int]]:
         return []
 
+
+_COMMAND_ID = re.compile(COMMAND_ID_PATTERN)
 
 failpoints.hit("worker_boot")
 _settings = get_settings()
@@ -54,12 +59,37 @@ def _message_id_and_wait(actor: str) -> str:
     return str(message.message_id)
 
 
+@contextmanager
+def _command_span(actor: str, kwargs: dict[str, Any]) -> Iterator[tracing.Span]:
+    """The command's span, continuing the trace its envelope names (``options.trace_context``)."""
+    message = CurrentMessage.get_current_message()
+    options = message.options if message is not None else {}
+    attributes: dict[str, str | int] = {"messaging.system": "rabbitmq", "messaging.operation.type": "process"}
+    if message is not None:
+        attributes["messaging.destination.name"] = message.queue_name
+        attributes["messaging.message.id"] = str(message.message_id)
+        attributes["order_worker.retries"] = int(options.get("retries", 0))
+    command_id = _subject(kwargs)
+    if command_id is not None and _COMMAND_ID.fullmatch(command_id):
+        attributes["order_worker.command_id"] = command_id
+    with tracing.continued(f"order-worker {actor}", options.get("trace_context"), attributes) as span:
+        yield span
+
+
+@contextmanager
+def _handling(actor: str, kwargs: dict[str, Any]) -> Iterator[tuple[str, tracing.Span]]:
+    """One command's context: its message id (its wait measured), its log fields, its span."""
+    message_id = _message_id_and_wait(actor)
+    with command_scope(actor=actor, message_id=message_id), _command_span(actor, kwargs) as span:
+        yield message_id, span
+
+
 @dramatiq.actor(actor_name="create_order", queue_name=_settings.bus.create_queue, max_retries=5)
 def create_order(*args: Any, **kwargs: Any) -> None:
     failpoints.hit("on_message", _subject(kwargs))
-    message_id = _message_id_and_wait("create_order")
-    with command_scope(actor="create_order", message_id=message_id):
+    with _handling("create_order", kwargs) as (message_id, span):
         outcome = get_runtime().pipeline.handle_create(kwargs, message_id)
+        span.set("order_worker.outcome", outcome.name)
     metrics.child(metrics.COMMANDS, "create_order", outcome.name).inc()
     failpoints.hit("before_ack")
 
@@ -67,9 +97,9 @@ def create_order(*args: Any, **kwargs: Any) -> None:
 @dramatiq.actor(actor_name="poll_order", queue_name=_settings.bus.poll_queue, max_retries=3)
 def poll_order(*args: Any, **kwargs: Any) -> None:
     failpoints.hit("on_message", _subject(kwargs))
-    message_id = _message_id_and_wait("poll_order")
-    with command_scope(actor="poll_order", message_id=message_id):
+    with _handling("poll_order", kwargs) as (message_id, span):
         outcome = get_runtime().pipeline.handle_poll(kwargs, message_id)
+        span.set("order_worker.outcome", outcome.name)
     metrics.child(metrics.COMMANDS, "poll_order", outcome.name).inc()
     failpoints.hit("after_poll")
 
@@ -78,10 +108,14 @@ def poll_order(*args: Any, **kwargs: Any) -> None:
 def reject_malformed(
     code: str, reason: str, body_sha256: str, body_bytes: int, command_id: str | None = None
 ) -> None:
-    with command_scope(actor=REJECT_ACTOR, command_id=command_id, code=code):
+    with (
+        command_scope(actor=REJECT_ACTOR, command_id=command_id, code=code),
+        _command_span(REJECT_ACTOR, {"command_id": command_id}) as span,
+    ):
         outcome = get_runtime().pipeline.handle_malformed(
             code, reason, {"body_sha256": body_sha256, "body_bytes": body_bytes}, command_id
         )
+        span.set("order_worker.outcome", outcome.name)
     metrics.child(metrics.COMMANDS, REJECT_ACTOR, outcome.name).inc()
 
 
@@ -89,5 +123,7 @@ def reject_malformed(
 def resolve_order(*args: Any, **kwargs: Any) -> None:
     """An operator's choice on an order; ``ActionDeferred`` (raised by the flow) is retried with backoff."""
     failpoints.hit("on_message", _subject(kwargs))
-    outcome = handle_resolve(get_runtime().pipeline, kwargs, _message_id_and_wait(RESOLVE_ACTOR))
+    with _handling(RESOLVE_ACTOR, kwargs) as (message_id, span):
+        outcome = handle_resolve(get_runtime().pipeline, kwargs, message_id)
+        span.set("order_worker.outcome", outcome.name)
     metrics.child(metrics.COMMANDS, RESOLVE_ACTOR, outcome.name).inc()

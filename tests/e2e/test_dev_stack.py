@@ -103,6 +103,7 @@ def test_run_leaves_no_process_and_no_port_behind(way: str, tmp_path: Path) -> N
     assert not busy, f"ports {busy} are taken before the test; another 'order-worker run'?"
     start, stop = WAYS[way]
     handle, run_pid = start(tmp_path)
+    started: set[int] = set()
     try:
         wait_until(
             lambda: all(http_ok(f"http://127.0.0.1:{port}/readyz") for port in PORTS[1:]),
@@ -117,7 +118,8 @@ def test_run_leaves_no_process_and_no_port_behind(way: str, tmp_path: Path) -> N
         wait_until(lambda: not any(_running(pid) for pid in started), 60, "every process of the stack gone")
         wait_until(lambda: not any(port_open("127.0.0.1", port) for port in PORTS), 30, "the ports free")
     finally:
-        for pid in [run_pid, *_descendants(run_pid)]:
+        # What a failed run left behind must not hold the ports for the rest of the suite.
+        for pid in {run_pid, *started, *_descendants(run_pid)}:
             if _running(pid):
                 os.kill(pid, signal.SIGKILL)
         handle.wait(10)

@@ -15,6 +15,7 @@ import time
 import uuid
 from typing import Any
 
+from worker import tracing
 from worker.messages import COMMAND_ID_PATTERN, MAX_COMMAND_BYTES
 
 REJECT_ACTOR = "reject_malformed"
@@ -98,9 +99,13 @@ def honoured_options(options: dict[str, Any], now: float) -> dict[str, Any] | st
     error handling raise, which acks the command unprocessed and ends the worker thread; ``time_limit``
     interrupts a partner call between its answer and the ledger commit; ``max_age`` dead-letters a command
     without a rejection event. Kept: the documented retry settings, bounded, and what Dramatiq reads back
-    from the messages it re-enqueues itself (``retries``, and ``eta`` for the delay). Any other option is
-    dropped, as the README says."""
+    from the messages it re-enqueues itself (``retries``, and ``eta`` for the delay), and the W3C
+    ``trace_context`` the producer's trace continues from, when it is well-formed (a malformed one is
+    dropped, not refused: tracing never costs an order). Any other option is dropped, as the README says."""
     kept: dict[str, Any] = {}
+    trace_context = tracing.checked(options.get("trace_context"))
+    if trace_context is not None:
+        kept["trace_context"] = trace_context
     for name, (low, high) in RETRY_OPTIONS.items():
         if name in options:
             value = options[name]

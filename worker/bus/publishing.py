@@ -27,6 +27,7 @@ from pika.channel import Channel
 from pika.exceptions import AMQPConnectionError, AMQPError, ConnectionClosedByClient
 from pika.frame import Method
 
+from worker import tracing
 from worker.bus.connection import BlockingLink
 from worker.bus.envelope import RESOLVE_ACTOR, envelope
 from worker.logs import get_logger
@@ -326,19 +327,30 @@ class CommandProducer:
             mandatory=True,
         )
 
-    def create_order(self, command: CreateOrderCommand | dict[str, Any], validate: bool = True) -> None:
-        """Validating here first saves a round trip through the rejection path for obvious mistakes."""
+    def create_order(
+        self,
+        command: CreateOrderCommand | dict[str, Any],
+        validate: bool = True,
+        trace_context: Mapping[str, str] | None = None,
+    ) -> None:
+        """Validating here first saves a round trip through the rejection path for obvious mistakes.
+
+        ``trace_context`` (W3C ``traceparent``/``tracestate``) defaults to the caller's current
+        OpenTelemetry span, so the worker's spans and the events join the producer's trace."""
         if isinstance(command, CreateOrderCommand):
             kwargs = command.model_dump(mode="json", exclude_none=True)
         else:
             kwargs = command
             if validate:
                 registry.check_command(CreateOrderCommand.model_validate(kwargs))
-        self.publish_raw(self.create_queue, envelope(self.create_queue, "create_order", kwargs))
+        body = envelope(self.create_queue, "create_order", kwargs, None, _traced(trace_context))
+        self.publish_raw(self.create_queue, body)
 
-    def poll_order(self, command_id: str) -> None:
+    def poll_order(self, command_id: str, trace_context: Mapping[str, str] | None = None) -> None:
         PollOrderCommand(command_id=command_id)
-        self.publish_raw(self.poll_queue, envelope(self.poll_queue, "poll_order", {"command_id": command_id}))
+        kwargs = {"command_id": command_id}
+        body = envelope(self.poll_queue, "poll_order", kwargs, None, _traced(trace_context))
+        self.publish_raw(self.poll_queue, body)
 
     def resolve_order(self, command: ResolveOrderCommand | dict[str, Any]) -> None:
         """An operator's choice on an ``action_required`` order (validated here; the partner's choices are
@@ -347,6 +359,12 @@ class CommandProducer:
             command = ResolveOrderCommand.model_validate(command)
         kwargs = command.model_dump(mode="json", exclude_none=True)
         self.publish_raw(self.actions_queue, envelope(self.actions_queue, RESOLVE_ACTOR, kwargs))
+
+
+def _traced(trace_context: Mapping[str, str] | None) -> dict[str, Any]:
+    """The envelope options carrying a trace context: the one given, else the current span's."""
+    context = tracing.checked(trace_context) if trace_context is not None else tracing.current()
+    return {"trace_context": context} if context else {}
 
 
 class CommandBatchPublisher:

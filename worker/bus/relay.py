@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 import pika
 from pika.exceptions import AMQPError
 
-from worker import failpoints, metrics
+from worker import failpoints, metrics, tracing
 from worker.bus.publishing import BatchPublisher, Outgoing
 from worker.bus.topology import declare_events_exchange
 from worker.ledger.base import Ledger, OutboxRow
@@ -35,13 +35,15 @@ OUTBOX_LEASE_SECONDS = 30.0
 
 
 def event_properties(row: OutboxRow) -> pika.BasicProperties:
-    """What every published event carries: its id for consumers' dedupe, its type, persistence."""
+    """What every published event carries: its id for consumers' dedupe, its type, persistence, and the
+    W3C ``traceparent``/``tracestate`` headers of the trace that wrote it, when there was one."""
     return pika.BasicProperties(
         message_id=row.event_id,
         type=row.event_type,
         content_type="application/json",
         delivery_mode=pika.DeliveryMode.Persistent,
         timestamp=int(row.created_at),
+        headers=tracing.from_text(row.trace_context),
     )
 
 

@@ -120,6 +120,8 @@ class OutboxRow:
     event_type: str
     body: bytes
     created_at: float
+    trace_context: str | None = None
+    """The W3C trace context the event was written in (``worker.tracing.to_text``), if any."""
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,11 @@ engines reuse prepared statements.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol
+
+from worker import tracing
 
 
 class Cursor(Protocol):
@@ -105,6 +107,33 @@ class Database(ABC):
     def is_new(self) -> bool:
         """Nothing exists yet at this address, and opening a connection would create it (a SQLite file)."""
         return False
+
+
+class TracedDatabase(Database):
+    """Each write transaction of a traced unit of work (a command, a push) as a span of its own: the time
+    spent waiting for the write lock and committing shows next to the partner call it follows."""
+
+    def __init__(self, inner: Database) -> None:
+        self.inner = inner
+        self.dialect = inner.dialect
+        self._attributes = {"db.system.name": inner.dialect.name}
+
+    @contextmanager
+    def write(self, durable: bool = True) -> Iterator[Session]:
+        with tracing.child_span("ledger transaction", self._attributes), self.inner.write(durable) as session:
+            yield session
+
+    def single(self) -> AbstractContextManager[Session]:
+        return self.inner.single()
+
+    def read(self) -> AbstractContextManager[Session]:
+        return self.inner.read()
+
+    def migration(self) -> AbstractContextManager[Session]:
+        return self.inner.migration()
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 class Part:

@@ -142,6 +142,12 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX order_actions_command ON order_actions (command_id)",
         ),
     ),
+    Migration(
+        4,
+        "trace context of each outbox event (worker.tracing)",
+        # Nullable and without a default, so adding it rewrites no existing row on either engine.
+        ("ALTER TABLE outbox ADD COLUMN trace_context TEXT",),
+    ),
 )
 
 

@@ -8,16 +8,24 @@ removes them, which lets a late duplicate publish be recognised meanwhile.
 
 from __future__ import annotations
 
+from worker import tracing
 from worker.ledger.base import OutboxRow
 from worker.ledger.engine import Part, Session, delete_before
 from worker.messages import OrderEvent
 
-_INSERT = "INSERT INTO outbox (event_id, routing_key, event_type, body, created_at) VALUES (?, ?, ?, ?, ?)"
+_INSERT = (
+    "INSERT INTO outbox (event_id, routing_key, event_type, body, created_at, trace_context)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
 
 
 def enqueue(tx: Session, event: OrderEvent, now: float) -> None:
-    """Write ``event`` in the caller's transaction: it is published if and only if that commits."""
-    tx.run(_INSERT, (event.event_id, event.routing_key, event.type.value, event.to_json(), now))
+    """Write ``event`` in the caller's transaction: it is published if and only if that commits.
+
+    The trace context current now (the command's, or its span's) goes with it, so the relay, running
+    later in another thread or replica, can still tell consumers which trace the event belongs to."""
+    context = tracing.to_text(tracing.current())
+    tx.run(_INSERT, (event.event_id, event.routing_key, event.type.value, event.to_json(), now, context))
 
 
 class Outbox(Part):
@@ -26,7 +34,7 @@ class Outbox(Part):
     def _prepare_outbox(self) -> None:
         dialect = self._db.dialect
         self._take_outbox = (
-            "SELECT event_id, routing_key, event_type, body, created_at FROM outbox"
+            "SELECT event_id, routing_key, event_type, body, created_at, trace_context FROM outbox"
             " WHERE published_at IS NULL AND (lease_until IS NULL OR lease_until <= ?)"
             f" ORDER BY created_at LIMIT ?{dialect.skip_locked}"
         )
@@ -45,9 +53,14 @@ class Outbox(Part):
         rows = self._take(self._take_outbox, self._lease_outbox, now, limit, now + lease_seconds)
         return [
             OutboxRow(
-                event_id=event_id, routing_key=key, event_type=event_type, body=bytes(body), created_at=at
+                event_id=event_id,
+                routing_key=key,
+                event_type=event_type,
+                body=bytes(body),
+                created_at=at,
+                trace_context=trace_context,
             )
-            for event_id, key, event_type, body, at in rows
+            for event_id, key, event_type, body, at, trace_context in rows
         ]
 
     def mark_published(self, event_ids: list[str], now: float) -> None:

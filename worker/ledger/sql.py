@@ -11,7 +11,7 @@ import time
 from worker.ledger.actions import Actions
 from worker.ledger.base import Ledger
 from worker.ledger.budget import RateBudget
-from worker.ledger.engine import Database
+from worker.ledger.engine import Database, TracedDatabase
 from worker.ledger.migrations import MIGRATIONS, SCHEMA_VERSION_DDL
 from worker.ledger.orders import Orders
 from worker.ledger.outbox import Outbox
@@ -24,14 +24,15 @@ class SqlLedger(Orders, Actions, Outbox, Rejections, Pushes, RateBudget, Views, 
     """The :class:`Ledger` contract over any :class:`Database` adapter."""
 
     def __init__(self, database: Database) -> None:
-        self._db = database
+        self._engine = database
+        self._db = TracedDatabase(database)
         self._prepare_orders()
         self._prepare_outbox()
         self._prepare_budget()
 
     @property
     def database(self) -> Database:
-        return self._db
+        return self._engine
 
     def migrate(self) -> None:
         blob = self._db.dialect.blob_type

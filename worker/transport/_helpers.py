@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
+from worker import tracing
 from worker.logs import get_logger
 from worker.transport._client import HttpAnswer
 from worker.transport._outcome import PartnerError
@@ -72,28 +73,43 @@ def observed_exchange(
     weight: int,
     send: Callable[[], HttpAnswer],
     read: Callable[[HttpAnswer], T],
+    method: str = "POST",
 ) -> T:
     """Run one partner exchange and report it once, whatever happens: "ok", or the ``PartnerError``'s
     code, or "error" for anything else. Both clients route every call through here so that the metrics
-    mean the same for every partner."""
+    and the spans mean the same for every partner.
+
+    The span names the endpoint, never the URL (a path may embed an order's secret) nor a body."""
     started = time.perf_counter()
     result = "error"
-    try:
-        value = read(send())
-        result = "ok"
-        return value
-    except PartnerError as exc:
-        result = exc.code
-        raise
-    finally:
-        notify(
-            observer,
-            provider=provider,
-            endpoint=endpoint,
-            result=result,
-            seconds=time.perf_counter() - started,
-            weight=weight,
-        )
+    attributes = {
+        "order_worker.partner.provider": provider,
+        "order_worker.partner.endpoint": endpoint,
+        "http.request.method": method,
+    }
+    with tracing.span(f"partner {provider} {endpoint}", attributes, client=True) as span:
+        try:
+            value = read(send())
+            result = "ok"
+            span.set("order_worker.partner.fate", "answered")
+            return value
+        except PartnerError as exc:
+            result = exc.code
+            span.set("order_worker.partner.fate", exc.fate.value)
+            if exc.http_status is not None:
+                span.set("http.response.status_code", exc.http_status)
+            span.fail(exc.code)
+            raise
+        finally:
+            span.set("order_worker.partner.result", result)
+            notify(
+                observer,
+                provider=provider,
+                endpoint=endpoint,
+                result=result,
+                seconds=time.perf_counter() - started,
+                weight=weight,
+            )
 
 
 def _no_constants(name: str) -> Any:

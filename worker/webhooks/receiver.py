@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from worker import metrics
+from worker import metrics, tracing
 from worker.ledger.base import Ledger, OrderRecord
 from worker.logs import bind, command_scope, get_logger
 from worker.messages import Source
@@ -78,8 +78,17 @@ class PushReceiver:
         """Verify, parse and apply one push for ``provider`` (a name from :attr:`schemes`)."""
         started = self.clock()
         scheme = self.schemes[provider]
-        with command_scope(provider=provider):
+        # A partner that traces its pushes sends W3C headers; the push's span and the events it causes
+        # then continue that trace (a malformed header is ignored, as W3C prescribes).
+        carrier = {name: _single(headers, name) for name in (tracing.TRACEPARENT, tracing.TRACESTATE)}
+        attributes = {"order_worker.partner.provider": provider, "http.request.method": "POST"}
+        with (
+            command_scope(provider=provider),
+            tracing.continued(f"order-worker webhook {provider}", carrier, attributes) as span,
+        ):
             result = self._receive(provider, scheme, raw, headers, started)
+            span.set("order_worker.push.result", result.result)
+            span.set("http.response.status_code", result.status)
         if scheme.delivered_status is not None and 200 <= result.status < 300:
             result = PushResult(scheme.delivered_status, result.result, result.events)
         return self._count(provider, result, started)

@@ -169,7 +169,7 @@ class ItrxClient:
                 what = f"unusable answer ({safe_text(str(exc), scrub, 80)})"
                 raise _bad_response(endpoint, answer.status, what) from None
 
-        return observed_exchange(self._observer, PROVIDER, endpoint, WEIGHT, send, read)
+        return observed_exchange(self._observer, PROVIDER, endpoint, WEIGHT, send, read, method)
 
 
 def _create_payload(params: ItrxParams, out_trade_no: str, callback_url: str | None) -> dict[str, Any]:
