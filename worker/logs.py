@@ -11,8 +11,6 @@ This module imports nothing from order-worker, so every layer, the transport inc
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
 import os
 import sys
@@ -23,6 +21,8 @@ from typing import Any, Literal, TextIO
 import structlog
 from structlog.contextvars import bind_contextvars, clear_contextvars
 from structlog.typing import EventDict, Processor, WrappedLogger
+
+from worker import tracing
 
 Format = Literal["auto", "json", "console"]
 FORMATS: tuple[Format, ...] = ("auto", "json", "console")
@@ -48,26 +48,14 @@ def _leading_fields_first(_: WrappedLogger, __: str, event: EventDict) -> EventD
     return {**{key: event.pop(key) for key in LEADING if key in event}, **event}
 
 
-def _tracing() -> Any:
-    if importlib.util.find_spec("opentelemetry") is None:
-        return None
-    return importlib.import_module("opentelemetry.trace")
-
-
-_TRACE = _tracing()
-
-
 def add_trace_id(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
-    """The current trace and span, when OpenTelemetry is installed and a span is recording.
-
-    Tracing is not wired yet; this keeps the field's name and place fixed so that instrumenting the
-    actors later makes every line joinable with its trace without touching a single log call.
-    """
-    if _TRACE is not None:
-        context = _TRACE.get_current_span().get_span_context()
-        if context.is_valid:
-            event.setdefault("trace_id", format(context.trace_id, "032x"))
-            event.setdefault("span_id", format(context.span_id, "016x"))
+    """The trace the line belongs to: the current span's when spans are recorded, else the trace context
+    the command or push being handled arrived with, so a log pipeline joins lines and traces either way."""
+    context = tracing.current()
+    if context:
+        _version, trace, span, _flags = context[tracing.TRACEPARENT].split("-")
+        event.setdefault("trace_id", trace)
+        event.setdefault("span_id", span)
     return event
 
 

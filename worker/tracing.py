@@ -221,6 +221,17 @@ def current() -> TraceContext | None:
 
 
 @contextmanager
+def carried(context: TraceContext | None) -> Iterator[None]:
+    """Work done on behalf of something that arrived with ``context`` (an outbox row being published):
+    its log lines carry that trace, and no span is started."""
+    token = _received.set(checked(context))
+    try:
+        yield
+    finally:
+        _received.reset(token)
+
+
+@contextmanager
 def continued(name: str, carrier: Mapping[str, Any] | None, attributes: Attributes) -> Iterator[Span]:
     """The span of one unit of work that continues a trace from outside (a command, a partner's push):
     its context is what events written inside it carry, with or without spans being recorded."""

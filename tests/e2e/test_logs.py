@@ -66,3 +66,29 @@ def test_dramatiq_worker_processes_honour_the_level(stack: Stack) -> None:
     quiet.stop()
     levels = {line["level"] for line in json_lines(quiet)}
     assert levels <= {"warning", "error", "critical"}, levels
+
+
+def test_one_trace_id_follows_a_command_through_the_log_lines_of_every_role(stack: Stack) -> None:
+    """The producer's trace id on the worker's lines for the command and on the relay's lines for its
+    events, as it is on the events' own ``traceparent`` header: logs, traces and events join on it."""
+    trace_id = "5c1c63e3b2f84a0f9b0e1d2c3a4b5c6d"
+    context = {"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}
+    env = {"ORDER_WORKER_LOG_FORMAT": "json", "ORDER_WORKER_LOG_LEVEL": "DEBUG"}
+    worker = stack.start_worker(**env)
+    scheduler = stack.start_scheduler("--no-scheduler", **env)
+    command = zerotrace_command()
+    with stack.watcher() as watcher, stack.producer() as producer:
+        producer.create_order(command, trace_context=context)
+        events = collect_events(watcher, lambda seen: any(e["type"] == "created" for e in seen), timeout=60)
+    [created] = [e for e in events if e["type"] == "created"]
+    wait_until(lambda: '"event_published"' in scheduler.output(), 10, "the relay's event_published line")
+
+    command_lines = [line for line in json_lines(worker) if line.get("command_id") == command["command_id"]]
+    assert any(line["event"] == "order_created" for line in command_lines)
+    assert {line.get("trace_id") for line in command_lines} == {trace_id}
+    published = [
+        line
+        for line in json_lines(scheduler)
+        if line["event"] == "event_published" and line["event_id"] == created["event_id"]
+    ]
+    assert published and {line.get("trace_id") for line in published} == {trace_id}

@@ -101,6 +101,8 @@ class OutboxRelay:
                 if taken:
                     confirmed.append(row.event_id)
                     metrics.child(metrics.EVENTS_PUBLISHED, row.event_type).inc()
+                    with tracing.carried(tracing.from_text(row.trace_context)):
+                        log.debug("event_published", event_id=row.event_id, type=row.event_type)
             if confirmed:
                 failpoints.hit("relay_after_publish")
             if len(confirmed) < len(rows):

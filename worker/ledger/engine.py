@@ -135,6 +135,9 @@ class TracedDatabase(Database):
     def close(self) -> None:
         self.inner.close()
 
+    def is_new(self) -> bool:
+        return self.inner.is_new()
+
 
 class Part:
     """A concern of :class:`~worker.ledger.sql.SqlLedger` (orders, outbox, ...): each one runs its units

@@ -8,6 +8,9 @@ removes them, which lets a late duplicate publish be recognised meanwhile.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from worker import tracing
 from worker.ledger.base import OutboxRow
 from worker.ledger.engine import Part, Session, delete_before
@@ -17,6 +20,22 @@ _INSERT = (
     "INSERT INTO outbox (event_id, routing_key, event_type, body, created_at, trace_context)"
     " VALUES (?, ?, ?, ?, ?, ?)"
 )
+
+
+ROW_COLUMNS = "event_id, routing_key, event_type, body, created_at, trace_context"
+"""The columns an :class:`OutboxRow` is read from, in :func:`outbox_row`'s order."""
+
+
+def outbox_row(values: Sequence[Any]) -> OutboxRow:
+    event_id, key, event_type, body, at, trace_context = values
+    return OutboxRow(
+        event_id=event_id,
+        routing_key=key,
+        event_type=event_type,
+        body=bytes(body),
+        created_at=at,
+        trace_context=trace_context,
+    )
 
 
 def enqueue(tx: Session, event: OrderEvent, now: float) -> None:
@@ -34,7 +53,7 @@ class Outbox(Part):
     def _prepare_outbox(self) -> None:
         dialect = self._db.dialect
         self._take_outbox = (
-            "SELECT event_id, routing_key, event_type, body, created_at, trace_context FROM outbox"
+            f"SELECT {ROW_COLUMNS} FROM outbox"
             " WHERE published_at IS NULL AND (lease_until IS NULL OR lease_until <= ?)"
             f" ORDER BY created_at LIMIT ?{dialect.skip_locked}"
         )
@@ -51,17 +70,7 @@ class Outbox(Part):
     def claim_outbox(self, now: float, limit: int, lease_seconds: float) -> list[OutboxRow]:
         now = float(now)
         rows = self._take(self._take_outbox, self._lease_outbox, now, limit, now + lease_seconds)
-        return [
-            OutboxRow(
-                event_id=event_id,
-                routing_key=key,
-                event_type=event_type,
-                body=bytes(body),
-                created_at=at,
-                trace_context=trace_context,
-            )
-            for event_id, key, event_type, body, at, trace_context in rows
-        ]
+        return [outbox_row(row) for row in rows]
 
     def mark_published(self, event_ids: list[str], now: float) -> None:
         if event_ids:

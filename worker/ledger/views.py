@@ -12,6 +12,7 @@ from typing import Any
 
 from worker.ledger.base import EventQuery, OrderQuery, OrderRecord, OutboxRow
 from worker.ledger.engine import Part
+from worker.ledger.outbox import ROW_COLUMNS, outbox_row
 from worker.ledger.rows import GET_ORDER, SELECT_ORDER, record_of
 
 UNTRACKABLE = "untrackable"
@@ -71,11 +72,7 @@ class Views(Part):
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         with self._db.read() as s:
             rows = s.rows(
-                "SELECT event_id, routing_key, event_type, body, created_at FROM outbox"
-                f"{where} ORDER BY created_at, event_id LIMIT ?",
+                f"SELECT {ROW_COLUMNS} FROM outbox{where} ORDER BY created_at, event_id LIMIT ?",
                 (*params, query.limit),
             )
-        return [
-            OutboxRow(event_id=event_id, routing_key=key, event_type=kind, body=bytes(body), created_at=at)
-            for event_id, key, kind, body, at in rows
-        ]
+        return [outbox_row(row) for row in rows]
