@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import Stack, wait_until, zerotrace_command
+from tests.support.partners import zerotrace_command
+from tests.support.stack import Stack, wait_until
 from worker.bus.watcher import EventWatcher
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
