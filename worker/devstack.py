@@ -13,6 +13,7 @@ import signal
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,10 +30,21 @@ from worker.processes import (
 )
 from worker.settings import get_settings
 
-SANDBOX_PORT = 8090
-WEBHOOKS_PORT = 8091
-WORKER_METRICS_PORT = 9191
-SCHEDULER_METRICS_PORT = 9192
+
+@dataclass(frozen=True)
+class Ports:
+    """Where the stack listens, on this machine only; the defaults are the ones the README names."""
+
+    sandbox: int = 8090
+    webhooks: int = 8091
+    worker_metrics: int = 9191
+
+    @property
+    def scheduler_metrics(self) -> int:
+        return self.worker_metrics + 1
+
+    def all(self) -> tuple[int, int, int, int]:
+        return self.sandbox, self.webhooks, self.worker_metrics, self.scheduler_metrics
 
 
 SIMULATED_PARTNERS = ("0trace", "itrx")
@@ -71,12 +83,12 @@ class Stack:
         env = {"ORDER_WORKER_LOG_FORMAT": "console", **os.environ, **env}
         self.children.append(Child(name, role_argv(*args), env, self.log_path(name), append=True, tied=True))
 
-    def start_sandbox(self, speed: float) -> None:
+    def start_sandbox(self, speed: float, ports: Ports) -> None:
         box = start_sandbox(
             self.log_path("sandbox"),
-            port=SANDBOX_PORT,
+            port=ports.sandbox,
             speed=speed,
-            extra=["--webhook-url", f"http://127.0.0.1:{WEBHOOKS_PORT}/webhooks/0trace"],
+            extra=["--webhook-url", f"http://127.0.0.1:{ports.webhooks}/webhooks/0trace"],
             timeout=60,
             append=True,
             tied=True,
@@ -116,7 +128,8 @@ def _stop_on_signals() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def run_stack(demo_orders: int, speed: float) -> int:
+def run_stack(demo_orders: int, speed: float, ports: Ports | None = None) -> int:
+    ports = ports or Ports()
     _stop_on_signals()
     settings = get_settings()
     broker = urlsplit(settings.bus.broker_url.get_secret_value())
@@ -128,7 +141,7 @@ def run_stack(demo_orders: int, speed: float) -> int:
             file=sys.stderr,
         )
         return 2
-    for port in (SANDBOX_PORT, WEBHOOKS_PORT, WORKER_METRICS_PORT, SCHEDULER_METRICS_PORT):
+    for port in ports.all():
         if port_open("127.0.0.1", port):
             print(
                 f"order-worker: port {port} is already in use (another 'order-worker run'?)", file=sys.stderr
@@ -140,35 +153,36 @@ def run_stack(demo_orders: int, speed: float) -> int:
         "ORDER_WORKER_POLL_PROCESSING": "2",
         "ORDER_WORKER_POLL_ACTION_REQUIRED": "2",
         "ORDER_WORKER_POLL_SAFETY_INTERVAL": "10",
-        "ORDER_WORKER_ITRX_CALLBACK_URL": f"http://127.0.0.1:{WEBHOOKS_PORT}/webhooks/itrx",
+        "ORDER_WORKER_ITRX_CALLBACK_URL": f"http://127.0.0.1:{ports.webhooks}/webhooks/itrx",
         # A developer's machine: metrics and webhooks answer this machine only, unless chosen otherwise.
         "ORDER_WORKER_METRICS_HOST": os.environ.get("ORDER_WORKER_METRICS_HOST", "127.0.0.1"),
         "ORDER_WORKER_WEBHOOKS_HOST": os.environ.get("ORDER_WORKER_WEBHOOKS_HOST", "127.0.0.1"),
     }
     stack = Stack()
     print(
-        f"starting the stack (logs in {stack.log_dir}/): sandbox :{SANDBOX_PORT}, webhooks :{WEBHOOKS_PORT}, "
-        f"worker metrics :{WORKER_METRICS_PORT}, scheduler metrics :{SCHEDULER_METRICS_PORT}"
+        f"starting the stack (logs in {stack.log_dir}/): sandbox :{ports.sandbox}, "
+        f"webhooks :{ports.webhooks}, worker metrics :{ports.worker_metrics}, "
+        f"scheduler metrics :{ports.scheduler_metrics}"
     )
     try:
         try:
-            stack.start_sandbox(speed)
+            stack.start_sandbox(speed, ports)
         except RuntimeError as failure:
             print(f"order-worker: {failure}", file=sys.stderr)
             return 1
         stack.start(
             "worker",
             ["worker", "--processes", "1", "--threads", "8"],
-            {**fast, "ORDER_WORKER_METRICS_PORT": str(WORKER_METRICS_PORT)},
+            {**fast, "ORDER_WORKER_METRICS_PORT": str(ports.worker_metrics)},
         )
         stack.start(
-            "scheduler", ["scheduler"], {**fast, "ORDER_WORKER_METRICS_PORT": str(SCHEDULER_METRICS_PORT)}
+            "scheduler", ["scheduler"], {**fast, "ORDER_WORKER_METRICS_PORT": str(ports.scheduler_metrics)}
         )
-        stack.start("webhooks", ["webhooks", "--port", str(WEBHOOKS_PORT)], fast)
+        stack.start("webhooks", ["webhooks", "--port", str(ports.webhooks)], fast)
         for url in (
-            f"http://127.0.0.1:{WORKER_METRICS_PORT}/readyz",
-            f"http://127.0.0.1:{SCHEDULER_METRICS_PORT}/readyz",
-            f"http://127.0.0.1:{WEBHOOKS_PORT}/readyz",
+            f"http://127.0.0.1:{ports.worker_metrics}/readyz",
+            f"http://127.0.0.1:{ports.scheduler_metrics}/readyz",
+            f"http://127.0.0.1:{ports.webhooks}/readyz",
         ):
             if not wait_http(url, 60, lambda: stack.check_alive() is None):
                 print(
@@ -176,7 +190,10 @@ def run_stack(demo_orders: int, speed: float) -> int:
                     file=sys.stderr,
                 )
                 return 1
-        print("ready. metrics: curl http://127.0.0.1:9191/metrics   events: order-worker events")
+        print(
+            f"ready. metrics: curl http://127.0.0.1:{ports.worker_metrics}/metrics   "
+            "events: order-worker events"
+        )
         if demo_orders:
             return _demo(settings, demo_orders, stack)
         while (problem := stack.check_alive()) is None:

@@ -14,11 +14,23 @@ from pathlib import Path
 import pytest
 
 from tests.support.stack import wait_until
-from worker.devstack import SANDBOX_PORT, SCHEDULER_METRICS_PORT, WEBHOOKS_PORT, WORKER_METRICS_PORT
-from worker.processes import http_ok, port_open
+from worker.processes import free_port, http_ok, port_open
 
-PORTS = (SANDBOX_PORT, WEBHOOKS_PORT, WORKER_METRICS_PORT, SCHEDULER_METRICS_PORT)
-RUN = [sys.executable, "-m", "worker.cli", "run"]
+
+def _free_pair() -> int:
+    """A port whose successor is free too: the scheduler's metrics port is the worker's plus one."""
+    while True:
+        port = free_port()
+        if not port_open("127.0.0.1", port + 1):
+            return port
+
+
+METRICS = _free_pair()
+PORTS = (free_port(), free_port(), METRICS, METRICS + 1)
+RUN = [
+    *(sys.executable, "-m", "worker.cli", "run"),
+    *("--sandbox-port", str(PORTS[0]), "--webhooks-port", str(PORTS[1]), "--metrics-port", str(METRICS)),
+]
 
 
 def _descendants(pid: int) -> set[int]:
@@ -99,8 +111,6 @@ WAYS: dict[
 
 @pytest.mark.parametrize("way", list(WAYS))
 def test_run_leaves_no_process_and_no_port_behind(way: str, tmp_path: Path) -> None:
-    busy = [port for port in PORTS if port_open("127.0.0.1", port)]
-    assert not busy, f"ports {busy} are taken before the test; another 'order-worker run'?"
     start, stop = WAYS[way]
     handle, run_pid = start(tmp_path)
     started: set[int] = set()

@@ -25,15 +25,10 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from worker.devstack import run_stack
+    from worker.devstack import Ports, run_stack
 
-    return run_stack(demo_orders=0, speed=args.speed)
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from worker.devstack import run_stack
-
-    return run_stack(demo_orders=args.orders, speed=args.speed)
+    ports = Ports(args.sandbox_port, args.webhooks_port, args.metrics_port)
+    return run_stack(demo_orders=getattr(args, "orders", 0), speed=args.speed, ports=ports)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -45,13 +40,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_sandbox)
 
-    p = sub.add_parser("run", help="development: sandbox + worker + scheduler + webhooks on this machine")
-    p.add_argument("--speed", type=float, default=60.0, help="sandbox clock speed factor (default 60)")
-    p.set_defaults(func=cmd_run)
-
-    p = sub.add_parser(
+    run = sub.add_parser("run", help="development: sandbox + worker + scheduler + webhooks on this machine")
+    demo = sub.add_parser(
         "demo", help="development: 'run' plus a producer submitting orders and printing their events"
     )
-    p.add_argument("--orders", type=int, default=3, help="orders to submit (default 3)")
-    p.add_argument("--speed", type=float, default=60.0, help="sandbox clock speed factor (default 60)")
-    p.set_defaults(func=cmd_demo)
+    demo.add_argument("--orders", type=int, default=3, help="orders to submit (default 3)")
+    for p in (run, demo):
+        p.add_argument("--speed", type=float, default=60.0, help="sandbox clock speed factor (default 60)")
+        p.add_argument("--sandbox-port", type=int, default=8090, help="the simulator's port (default 8090)")
+        p.add_argument(
+            "--webhooks-port", type=int, default=8091, help="the webhook receiver's (default 8091)"
+        )
+        p.add_argument(
+            "--metrics-port",
+            type=int,
+            default=9191,
+            help="the worker's /metrics; the scheduler's is the next",
+        )
+        p.set_defaults(func=cmd_run)
