@@ -192,7 +192,7 @@ class OrderPipeline:
             )
         failpoints.hit("after_intent")
         try:
-            result = self._budgeted(
+            result = self.budgeted(
                 connected,
                 "create",
                 lambda: connected.session.create(params, attempt.record.partner_ref, command.ref_code),
@@ -204,7 +204,7 @@ class OrderPipeline:
         failpoints.hit("after_commit")
         return outcome
 
-    def _budgeted(self, connected: Connected, operation: str, call: Callable[[], T]) -> T:
+    def budgeted(self, connected: Connected, operation: str, call: Callable[[], T]) -> T:
         """``call()`` once its weight fits in the partner account's shared budget (if it keeps one)."""
         budget = self.budgets.get(connected.name)
         weight = connected.partner.capabilities.weights.get(operation, 0)
@@ -342,7 +342,7 @@ class OrderPipeline:
         if is_terminal(record.status):
             return Outcome("not_open", [])
         connected = self.partner(record.provider)
-        observed = self._budgeted(connected, "fetch", lambda: connected.session.fetch(order_id, None))
+        observed = self.budgeted(connected, "fetch", lambda: connected.session.fetch(order_id, None))
         return self.observe(record, observed, Source.WEBHOOK, push=True)
 
     def read_by_order_id(self, provider: str, order_id: str) -> PartnerOrder:
@@ -351,18 +351,23 @@ class OrderPipeline:
         connected = self.partner(provider)
         if not connected.partner.capabilities.fetch_by_order_id:
             raise ValueError(f"{provider} orders cannot be read by their id alone")
-        return self._budgeted(connected, "fetch", lambda: connected.session.fetch(order_id, None))
+        return self.budgeted(connected, "fetch", lambda: connected.session.fetch(order_id, None))
 
     def _fetch(self, record: OrderRecord) -> PartnerOrder:
         assert record.order_id is not None
         connected = self.partner(record.provider)
-        secret: str | None = None
-        if connected.partner.capabilities.secret_to_fetch:
-            if record.sealed_token is None:
-                raise SealError("no token stored")
-            secret = self.sealer.open(record.sealed_token, record.order_id)
+        secret = self.order_secret(connected, record)
         order_id = record.order_id
-        return self._budgeted(connected, "fetch", lambda: connected.session.fetch(order_id, secret))
+        return self.budgeted(connected, "fetch", lambda: connected.session.fetch(order_id, secret))
+
+    def order_secret(self, connected: Connected, record: OrderRecord) -> str | None:
+        """The one-time secret a partner needs to address the order (sealed at rest), for partners that
+        hand one out; raises SealError when it is missing or cannot be opened."""
+        if not connected.partner.capabilities.secret_to_fetch:
+            return None
+        if record.sealed_token is None or record.order_id is None:
+            raise SealError("no token stored")
+        return self.sealer.open(record.sealed_token, record.order_id)
 
     def _next_poll(self, status: Status | None, now: float, last_push_at: float | None) -> float | None:
         if status is None or is_terminal(status) or not self.settings.tracking.polling_enabled:

@@ -130,13 +130,9 @@ def _send(
 ) -> None:
     session = connected.session
     assert isinstance(session, ResolvesActions) and order.order_id is not None
-    secret: str | None = None
-    if connected.partner.capabilities.secret_to_fetch:
-        if order.sealed_token is None:
-            raise SealError("no token stored")
-        secret = pipeline.sealer.open(order.sealed_token, order.order_id)
+    secret = pipeline.order_secret(connected, order)
     order_id = order.order_id
-    pipeline._budgeted(
+    pipeline.budgeted(
         connected,
         "action",
         lambda: session.resolve_action(order_id, secret, command.choice, command.options),

@@ -42,6 +42,7 @@ import psycopg
 from worker.bus.topology import declare_events_exchange
 from worker.partners import registry
 from worker.pipeline import partner_ref
+from worker.processes import poll
 from worker.producer import CommandProducer
 from worker.status import TERMINAL
 
@@ -110,14 +111,10 @@ def example_commands(prefix: str, count: int) -> list[dict[str, Any]]:
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise Failed(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
+    value = poll(predicate, timeout, interval)
+    if value is None:
+        raise Failed(f"timed out after {timeout:.0f} s waiting for {what}")
+    return value
 
 
 def http_json(url: str) -> Any:

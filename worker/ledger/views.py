@@ -39,7 +39,7 @@ class Views(Part):
             conditions.append("updated_at < ?")
             params.append(float(query.changed_before))
         if query.after is not None:
-            conditions.append("(updated_at > ? OR (updated_at = ? AND command_id > ?))")
+            conditions.append(_after("updated_at", "command_id"))
             params += [query.after[0], query.after[0], query.after[1]]
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         with self._db.read() as s:
@@ -67,7 +67,7 @@ class Views(Part):
             conditions.append("created_at < ?")
             params.append(float(query.until))
         if query.after is not None:
-            conditions.append("(created_at > ? OR (created_at = ? AND event_id > ?))")
+            conditions.append(_after("created_at", "event_id"))
             params += [query.after[0], query.after[0], query.after[1]]
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         with self._db.read() as s:
@@ -76,3 +76,8 @@ class Views(Part):
                 (*params, query.limit),
             )
         return [outbox_row(row) for row in rows]
+
+
+def _after(sort: str, key: str) -> str:
+    """The keyset condition of the next page: rows after (sort value, key) in (sort, key) order."""
+    return f"({sort} > ? OR ({sort} = ? AND {key} > ?))"
