@@ -61,33 +61,37 @@ def test_every_partner_names_its_codes_inside_the_vocabulary() -> None:
 
 def test_the_observer_handed_to_partners_names_the_result() -> None:
     seen: list[tuple[Any, ...]] = []
-    observe = registry.named_results(lambda *call: seen.append(call), registry.get("0trace"))
+    observe = registry.named_results(lambda *call: seen.append(call), registry.get("0trace"), "eu")
     assert observe is not None
     observe("0trace", "create", "5", 0.1, 50)
-    assert seen == [("0trace", "create", "rate_limited", 0.1, 50)]
-    assert registry.named_results(None, registry.get("0trace")) is None
+    assert seen == [("0trace", "eu", "create", "rate_limited", 0.1, 50)]
+    assert registry.named_results(None, registry.get("0trace"), "eu") is None
 
 
 def test_a_raw_code_reaching_the_metric_is_counted_as_other() -> None:
-    before = sample("order_worker_partner_requests_total", provider="itrx", endpoint="t", result="other") or 0
-    metrics.observe_partner_call("itrx", "t", "errno_777", 0.01, 0)
-    after = sample("order_worker_partner_requests_total", provider="itrx", endpoint="t", result="other")
+    labels = {"provider": "itrx", "account": "default", "endpoint": "t"}
+    before = sample("order_worker_partner_requests_total", **labels, result="other") or 0
+    metrics.observe_partner_call("itrx", "default", "t", "errno_777", 0.01, 0)
+    after = sample("order_worker_partner_requests_total", **labels, result="other")
     assert after == before + 1
-    assert (
-        sample("order_worker_partner_requests_total", provider="itrx", endpoint="t", result="errno_777")
-        is None
-    )
+    assert sample("order_worker_partner_requests_total", **labels, result="errno_777") is None
 
 
 def test_the_configured_budget_window_and_queues_are_exported(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(REVISION_ENV, "0123abc")
     settings = Settings(
         bus={"create_queue": "blue.create", "poll_queue": "blue.poll"},
-        partners={"0trace": {"weight_budget": 1200, "weight_window": 30.0}},
+        partners={
+            "0trace": {"weight_budget": 1200, "weight_window": 30.0, "accounts": ["eu"]},
+            "0trace:eu": {"weight_budget": 400},
+        },
     )
     export_settings(settings)
-    assert sample("order_worker_partner_budget_weight", provider="0trace") == 1200
-    assert sample("order_worker_partner_budget_window_seconds", provider="0trace") == 30
+    default, eu = {"provider": "0trace", "account": "default"}, {"provider": "0trace", "account": "eu"}
+    assert sample("order_worker_partner_budget_weight", **default) == 1200
+    assert sample("order_worker_partner_budget_window_seconds", **default) == 30
+    assert sample("order_worker_partner_budget_weight", **eu) == 400
+    assert sample("order_worker_partner_budget_window_seconds", **eu) == 30  # inherited
     assert sample("order_worker_queue_info", actor="create_order", kind="commands", queue="blue.create") == 1
     assert (
         sample("order_worker_queue_info", actor="poll_order", kind="dead_letters", queue="blue.poll.XQ") == 1

@@ -23,6 +23,10 @@ COMMAND_ID_PATTERN = r"^[A-Za-z0-9._:-]{8,128}$"
 CommandId = Annotated[str, StringConstraints(pattern=COMMAND_ID_PATTERN)]
 MAX_COMMAND_BYTES = 16 * 1024
 PROVIDER_PATTERN = r"^[A-Za-z0-9_.-]{1,32}$"
+ACCOUNT_PATTERN = r"^[a-z][a-z0-9_]{0,23}$"
+"""An account's name: it becomes part of variable names, budget names and metric labels."""
+DEFAULT_ACCOUNT = "default"
+"""The account of a partner's own settings group, used by a create that names none."""
 
 
 class _Strict(BaseModel):
@@ -52,12 +56,24 @@ class CreateOrderCommand(_Strict):
     params: dict[str, Any]
     ref_code: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{4,32}$")] | None = None
     metadata: Metadata = Field(default_factory=dict)
+    account: Annotated[str, StringConstraints(pattern=ACCOUNT_PATTERN)] | None = None
+    """Which of the provider's accounts places the order (its credentials, budget and webhook secrets);
+    None or ``default``: the partner's own settings group. Checked against the deployment's settings when
+    the command is handled, like the provider."""
 
     def fingerprint(self) -> str:
-        """Identity of the request: the same command_id with another fingerprint is a different order."""
-        canonical = _FINGERPRINT_JSON.encode(
-            {"provider": self.provider, "params": self.params, "ref_code": self.ref_code}
-        )
+        """Identity of the request: the same command_id with another fingerprint is a different order.
+
+        The account joins the identity only when it is not the default one, so fingerprints recorded
+        before accounts existed still match their commands sent again."""
+        identity: dict[str, Any] = {
+            "provider": self.provider,
+            "params": self.params,
+            "ref_code": self.ref_code,
+        }
+        if self.account not in (None, DEFAULT_ACCOUNT):
+            identity["account"] = self.account
+        canonical = _FINGERPRINT_JSON.encode(identity)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 

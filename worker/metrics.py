@@ -26,17 +26,19 @@ COMMAND_WAIT = Histogram(
 )
 PARTNER_REQUESTS = Counter(
     "order_worker_partner_requests",
-    "Partner HTTP calls by provider, endpoint and named result (ok, rate_limited, timeout, ..., other).",
-    ["provider", "endpoint", "result"],
+    "Partner HTTP calls by provider, account, endpoint and named result (ok, rate_limited, ..., other).",
+    ["provider", "account", "endpoint", "result"],
 )
 PARTNER_LATENCY = Histogram(
     "order_worker_partner_request_seconds",
     "Partner HTTP call latency.",
-    ["provider", "endpoint"],
+    ["provider", "account", "endpoint"],
     buckets=_LATENCY_BUCKETS,
 )
 PARTNER_WEIGHT = Counter(
-    "order_worker_partner_weight", "Rate-limit weight spent against each partner's budget.", ["provider"]
+    "order_worker_partner_weight",
+    "Rate-limit weight spent against each partner account's budget.",
+    ["provider", "account"],
 )
 CREATE_RETRIES = Counter(
     "order_worker_create_retries", "Create attempts scheduled again, by reason code.", ["provider", "reason"]
@@ -86,13 +88,13 @@ BUILD_INFO = Gauge(
 PARTNER_BUDGET_WEIGHT = Gauge(
     "order_worker_partner_budget_weight",
     "Configured rate-limit weight per window of each partner account (WEIGHT_BUDGET; 0: no budget).",
-    ["provider"],
+    ["provider", "account"],
     multiprocess_mode="max",
 )
 PARTNER_BUDGET_WINDOW = Gauge(
     "order_worker_partner_budget_window_seconds",
     "Configured sliding rate-limit window of each partner account (WEIGHT_WINDOW).",
-    ["provider"],
+    ["provider", "account"],
     multiprocess_mode="max",
 )
 QUEUE_INFO = Gauge(
@@ -119,13 +121,16 @@ def child(metric: _M, *values: str) -> _M:
     return cast(_M, found)
 
 
-def observe_partner_call(provider: str, endpoint: str, result: str, seconds: float, weight: int) -> None:
-    """The observer handed to partner clients, which know nothing of Prometheus. ``result`` arrives named
-    (``worker.partners.registry.named_results``); anything else is counted as ``other``, never as itself,
-    so no caller can grow the label's set of values."""
+def observe_partner_call(
+    provider: str, account: str, endpoint: str, result: str, seconds: float, weight: int
+) -> None:
+    """The observer of partner calls (``worker.partners.registry.AccountObserver``), for clients that know
+    nothing of Prometheus. ``result`` arrives named (``registry.named_results``); anything else is counted
+    as ``other``, never as itself, so no caller can grow the label's set of values. Accounts are named in
+    the settings, so they are a closed set too."""
     if result not in RESULTS:
         result = CallResult.OTHER.value
-    child(PARTNER_REQUESTS, provider, endpoint, result).inc()
-    child(PARTNER_LATENCY, provider, endpoint).observe(seconds)
+    child(PARTNER_REQUESTS, provider, account, endpoint, result).inc()
+    child(PARTNER_LATENCY, provider, account, endpoint).observe(seconds)
     if weight:
-        child(PARTNER_WEIGHT, provider).inc(weight)
+        child(PARTNER_WEIGHT, provider, account).inc(weight)

@@ -22,7 +22,7 @@ from worker.ledger.base import Attempt, ClaimOutcome, Ledger, OrderRecord
 from worker.logs import bind, get_logger
 from worker.messages import CreateOrderCommand, EventError, OrderEvent, PollOrderCommand, Source
 from worker.partners.base import CreateResult, Fate, PartnerError, PartnerOrder
-from worker.partners.registry import Connected, UnknownPartnerError
+from worker.partners.registry import Connected, UnknownAccountError, UnknownPartnerError
 from worker.ratelimit import BudgetSettings, WeightBudget
 from worker.rejections import field_names, record_rejection
 from worker.sealing import SealError, TokenSealer
@@ -76,9 +76,10 @@ class OrderPipeline:
         self.clock = clock
         # Each account's weight budget, shared by every replica through the ledger.
         self.budgets = {
-            name: WeightBudget(ledger, _budget_settings(connected), name=name)
-            for name, connected in self.partners.items()
+            account.key: WeightBudget(ledger, _budget_settings(account), name=account.key)
+            for connected in self.partners.values()
             if connected.partner.capabilities.weights
+            for account in connected.every_account()
         }
 
     def partner(self, name: str) -> Connected:
@@ -87,19 +88,25 @@ class OrderPipeline:
             raise UnknownPartnerError(name, sorted(self.partners))
         return connected
 
+    def account_of(self, record: OrderRecord) -> Connected:
+        """The partner account that placed the order: its reads, pushes and actions go through it."""
+        return self.partner(record.provider).for_account(record.account)
+
     # ------------------------------------------------------------------ commands
     def handle_create(self, kwargs: dict[str, Any], message_id: str) -> Outcome:
         try:
             command = CreateOrderCommand.model_validate(kwargs)
-            connected = self.partner(command.provider)
+            connected = self.partner(command.provider).for_account(command.account)
             params = connected.partner.check_params(command.params, command.ref_code)
         except ValidationError as error:
             return self._reject(message_id, kwargs, "invalid_command", validation_summary(error))
         except UnknownPartnerError as error:
             return self._reject(message_id, kwargs, "invalid_command", f"provider: {error}")
+        except UnknownAccountError as error:
+            return self._reject(message_id, kwargs, "invalid_command", f"account: {error}")
         except ValueError as error:
             return self._reject(message_id, kwargs, "invalid_command", str(error))
-        bind(command_id=command.command_id, provider=command.provider)
+        bind(command_id=command.command_id, provider=command.provider, account=connected.account)
         now = self.clock()
         ref = partner_ref(self.settings.calls.idempotency_namespace, command.command_id)
         begun: Attempt | None = None
@@ -116,7 +123,8 @@ class OrderPipeline:
                 f"conflict:{message_id}",
                 kwargs,
                 "command_id_conflict",
-                "command_id was already used for a different order (params, provider or ref_code differ)",
+                "command_id was already used for a different order "
+                "(params, provider, ref_code or account differ)",
             )
         return self._advance_create(command, connected, params, claim.record, begun)
 
@@ -206,7 +214,7 @@ class OrderPipeline:
 
     def budgeted(self, connected: Connected, operation: str, call: Callable[[], T]) -> T:
         """``call()`` once its weight fits in the partner account's shared budget (if it keeps one)."""
-        budget = self.budgets.get(connected.name)
+        budget = self.budgets.get(connected.key)
         weight = connected.partner.capabilities.weights.get(operation, 0)
         if budget is None or not weight:
             return call()
@@ -316,6 +324,10 @@ class OrderPipeline:
         except SealError as error:
             log.error("token_unopenable", error=str(error))
             return Outcome("token_unreadable", [])
+        except UnknownAccountError as error:
+            # The account was removed from the settings while the order is open: nothing can read it.
+            log.error("account_unknown", error=str(error))
+            return Outcome("account_unknown", [])
         except PartnerError as error:
             log.info("poll_failed", code=error.code)
             return Outcome("poll_failed", [])
@@ -341,21 +353,21 @@ class OrderPipeline:
         """
         if is_terminal(record.status):
             return Outcome("not_open", [])
-        connected = self.partner(record.provider)
+        connected = self.account_of(record)
         observed = self.budgeted(connected, "fetch", lambda: connected.session.fetch(order_id, None))
         return self.observe(record, observed, Source.WEBHOOK, push=True)
 
-    def read_by_order_id(self, provider: str, order_id: str) -> PartnerOrder:
+    def read_by_order_id(self, provider: str, order_id: str, account: str | None = None) -> PartnerOrder:
         """The partner's order as it is now, named by its id alone (an operator settling an in_doubt
         order); refused for partners that cannot read an order without its secret."""
-        connected = self.partner(provider)
+        connected = self.partner(provider).for_account(account)
         if not connected.partner.capabilities.fetch_by_order_id:
             raise ValueError(f"{provider} orders cannot be read by their id alone")
         return self.budgeted(connected, "fetch", lambda: connected.session.fetch(order_id, None))
 
     def _fetch(self, record: OrderRecord) -> PartnerOrder:
         assert record.order_id is not None
-        connected = self.partner(record.provider)
+        connected = self.account_of(record)
         secret = self.order_secret(connected, record)
         order_id = record.order_id
         return self.budgeted(connected, "fetch", lambda: connected.session.fetch(order_id, secret))

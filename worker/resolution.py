@@ -18,7 +18,7 @@ from worker.logs import get_logger
 from worker.messages import EventAction, EventError, ResolveOrderCommand, Source
 from worker.partners.base import PartnerError
 from worker.partners.contract import ResolvesActions
-from worker.partners.registry import Connected, UnknownPartnerError
+from worker.partners.registry import Connected, UnknownAccountError, UnknownPartnerError
 from worker.pipeline import OrderPipeline, Outcome, validation_summary
 from worker.rejections import field_names, record_rejection
 from worker.sealing import SealError
@@ -43,8 +43,8 @@ def handle_resolve(pipeline: OrderPipeline, kwargs: dict[str, Any], message_id: 
         reason = "no order was created for this command_id"
         return _reject(pipeline, _key(command), kwargs, "unknown_command", reason, command)
     try:
-        connected = pipeline.partner(record.provider)
-    except UnknownPartnerError as error:
+        connected = pipeline.account_of(record)
+    except (UnknownPartnerError, UnknownAccountError) as error:
         reason = f"provider: {error}"
         return _reject(pipeline, _key(command), kwargs, "invalid_command", reason, command, record.provider)
     refusal = choice_refusal(connected, command)

@@ -27,8 +27,9 @@ class Runtime:
     def close(self) -> None:
         self.ledger.close()
         for connected in self.pipeline.partners.values():
-            if connected.http is not None:
-                connected.http.close()
+            for account in connected.every_account():
+                if account.http is not None:
+                    account.http.close()
 
 
 def build_runtime(settings: Settings) -> Runtime:

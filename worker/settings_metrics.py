@@ -52,9 +52,10 @@ def export_settings(settings: Settings) -> None:
         metrics.QUEUE_INFO.labels(actor, "dead_letters", dead_letter_queue(queue)).set(1)
     for name in registry.names():
         try:
-            group = registry.partner_settings(settings, name)
+            groups = registry.account_groups(settings, name)
         except Exception as error:  # noqa: BLE001 - a metric must not stop a role that started
             log.warning("budget_gauges_not_exported", provider=name, error=type(error).__name__)
             continue
-        metrics.PARTNER_BUDGET_WEIGHT.labels(name).set(group.weight_budget)
-        metrics.PARTNER_BUDGET_WINDOW.labels(name).set(group.weight_window)
+        for account, group in groups.items():
+            metrics.PARTNER_BUDGET_WEIGHT.labels(name, account).set(group.weight_budget)
+            metrics.PARTNER_BUDGET_WINDOW.labels(name, account).set(group.weight_window)

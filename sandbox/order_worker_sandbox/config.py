@@ -77,6 +77,7 @@ class SandboxConfig:
     zerotrace_address_check: AddressCheck = "shape"
     zerotrace_max_codes: int = 50
     zerotrace_extra_partners: tuple[tuple[str, str, str], ...] = field(default=())
+    zerotrace_accounts: tuple[str, ...] = ()
 
     # --- itrx -----------------------------------------------------------------------------------
     itrx_api_key: str = SANDBOX_ITRX_API_KEY
@@ -135,6 +136,8 @@ HELP: dict[str, str] = {
     "strict: also TRON base58check.",
     "zerotrace_max_codes": "Reference codes per partner.",
     "zerotrace_extra_partners": "More [apiKey, apiSecret, webhookSecret] partners (JSON/control API only).",
+    "zerotrace_accounts": "More partners as comma-separated apiKey:apiSecret:webhookSecret[:weight], each "
+    "with its own weight budget (default: zerotrace_rate_limit_weight); stats count weight per apiKey.",
     "itrx_api_key": "itrx API-KEY.",
     "itrx_api_secret": "itrx API secret (signs requests and callbacks).",
     "itrx_api_name": "Reported as api_name / summary name.",
@@ -254,9 +257,24 @@ def validate(config: SandboxConfig) -> None:
         raise ValueError("itrx energy bounds are inconsistent")
     if config.delivery_timeout <= 0:
         raise ValueError("delivery_timeout must be > 0")
+    for item in config.zerotrace_accounts:
+        account_fields(item)
     for name in ("zerotrace_webhook_schedule", "itrx_callback_schedule"):
         if any(d < 0 for d in getattr(config, name)):
             raise ValueError(f"{name} delays must be >= 0")
+
+
+def account_fields(item: str) -> tuple[str, str, str, int | None]:
+    """``apiKey:apiSecret:webhookSecret[:weight]`` of :attr:`SandboxConfig.zerotrace_accounts`."""
+    parts = item.split(":")
+    if len(parts) not in (3, 4) or not all(parts[:3]):
+        raise ValueError(f"zerotrace_accounts: {item[:40]!r} is not apiKey:apiSecret:webhookSecret[:weight]")
+    weight = None
+    if len(parts) == 4:
+        if not parts[3].isdigit() or int(parts[3]) < 1:
+            raise ValueError(f"zerotrace_accounts: the weight of {parts[0][:40]!r} must be an integer >= 1")
+        weight = int(parts[3])
+    return parts[0], parts[1], parts[2], weight
 
 
 def apply_patch(config: SandboxConfig, patch: dict[str, Any]) -> list[str]:

@@ -19,6 +19,11 @@ class Stats:
         self.auth_failures: Counter[str] = Counter()
         self.signature_failures: Counter[str] = Counter()
         self.rate_limited: Counter[str] = Counter()
+        # Per 0trace apiKey (one partner account each): weight accepted, the most weight its window ever
+        # held, and the calls it answered 429 for its own budget.
+        self.weight_by_key: Counter[str] = Counter()
+        self.peak_weight_by_key: dict[str, int] = {}
+        self.rate_limited_by_key: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
         self.orders_created: Counter[str] = Counter()
         self.signature_forms: Counter[str] = Counter()
@@ -34,6 +39,14 @@ class Stats:
             "auth_failures": dict(sorted(self.auth_failures.items())),
             "signature_failures": {"0trace": 0, "itrx": 0, **self.signature_failures},
             "rate_limited": {"total": sum(self.rate_limited.values()), **self.rate_limited},
+            "zerotrace_keys": {
+                key: {
+                    "weight": self.weight_by_key[key],
+                    "peak_window_weight": self.peak_weight_by_key.get(key, 0),
+                    "rate_limited": self.rate_limited_by_key[key],
+                }
+                for key in sorted(self.weight_by_key.keys() | self.rate_limited_by_key.keys())
+            },
             "faults_triggered": dict(sorted(self.faults.items())),
             "orders_created": {"0trace": 0, "itrx": 0, **self.orders_created},
             "itrx_signature_forms": dict(self.signature_forms),

@@ -139,9 +139,14 @@ class ZeroTraceApi:
 
     def _charge(self, partner: Partner, endpoint: str) -> web.Response | None:
         retry_after = partner.window.take(WEIGHTS[endpoint])
+        stats = self.sb.stats
         if retry_after is None:
+            stats.weight_by_key[partner.api_key] += WEIGHTS[endpoint]
+            peak = stats.peak_weight_by_key
+            peak[partner.api_key] = max(peak.get(partner.api_key, 0), partner.window.used)
             return None
-        self.sb.stats.rate_limited[endpoint] += 1
+        stats.rate_limited[endpoint] += 1
+        stats.rate_limited_by_key[partner.api_key] += 1
         return zt_error(5, 429, {"Retry-After": str(retry_after)})
 
     async def _enter(

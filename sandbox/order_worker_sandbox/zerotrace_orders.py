@@ -22,6 +22,7 @@ from decimal import Decimal
 from typing import Any
 
 from order_worker_sandbox.addresses import hex_hash, payin_address
+from order_worker_sandbox.config import account_fields
 from order_worker_sandbox.limits import NonceStore, WeightWindow
 from order_worker_sandbox.market import Asset, Quote, default_assets
 from order_worker_sandbox.parts import SandboxParts
@@ -173,16 +174,27 @@ class ZeroTraceBook:
         cfg = sandbox.config
         self.assets: dict[str, Asset] = default_assets()
         self.partners: dict[str, Partner] = {}
+        self.own_budgets: dict[str, int] = {}
+        """Partners (apiKeys) whose weight budget is their own, not zerotrace_rate_limit_weight."""
         self.primary_key = cfg.zerotrace_api_key
         self._add_partner(cfg.zerotrace_api_key, cfg.zerotrace_api_secret, cfg.zerotrace_webhook_secret)
         self.partners[cfg.zerotrace_api_key].enabled = cfg.zerotrace_partner_enabled
         for key, secret, webhook_secret in cfg.zerotrace_extra_partners:
             self._add_partner(key, secret, webhook_secret)
+        self._add_accounts()
         self.orders: dict[str, ZtOrder] = {}
         self._code_seq = 0
 
-    def _add_partner(self, key: str, secret: str, webhook_secret: str) -> None:
+    def _add_accounts(self) -> None:
+        for item in self.sb.config.zerotrace_accounts:
+            key, secret, webhook_secret, weight = account_fields(item)
+            if key not in self.partners:
+                self._add_partner(key, secret, webhook_secret, weight)
+
+    def _add_partner(self, key: str, secret: str, webhook_secret: str, weight: int | None = None) -> None:
         cfg = self.sb.config
+        if weight is not None:
+            self.own_budgets[key] = weight
         self.partners[key] = Partner(
             api_key=key,
             api_secret=secret,
@@ -190,7 +202,7 @@ class ZeroTraceBook:
             enabled=True,
             markup_bps=cfg.zerotrace_markup_bps,
             nonces=NonceStore(cfg.zerotrace_nonce_ttl),
-            window=WeightWindow(cfg.zerotrace_rate_limit_weight, cfg.zerotrace_rate_limit_window),
+            window=WeightWindow(weight or cfg.zerotrace_rate_limit_weight, cfg.zerotrace_rate_limit_window),
         )
 
     def config_changed(self, changed: list[str]) -> None:
@@ -209,13 +221,15 @@ class ZeroTraceBook:
             for key, secret, webhook_secret in cfg.zerotrace_extra_partners:
                 if key not in self.partners:
                     self._add_partner(key, secret, webhook_secret)
+        if "zerotrace_accounts" in changed:
+            self._add_accounts()
         for p in self.partners.values():
             if "zerotrace_markup_bps" in changed:
                 p.markup_bps = cfg.zerotrace_markup_bps
             if "zerotrace_nonce_ttl" in changed:
                 p.nonces.ttl = cfg.zerotrace_nonce_ttl
             if "zerotrace_rate_limit_weight" in changed or "zerotrace_rate_limit_window" in changed:
-                p.window.limit = cfg.zerotrace_rate_limit_weight
+                p.window.limit = self.own_budgets.get(p.api_key, cfg.zerotrace_rate_limit_weight)
                 p.window.window = cfg.zerotrace_rate_limit_window
 
     # --- orders -----------------------------------------------------------------------------------

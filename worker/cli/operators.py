@@ -85,8 +85,8 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     observation = None
     if args.serial:
         try:
-            observation = runtime.pipeline.read_by_order_id(record.provider, args.serial)
-        except ValueError as error:
+            observation = runtime.pipeline.read_by_order_id(record.provider, args.serial, record.account)
+        except (ValueError, LookupError) as error:
             print(f"order-worker resolve: --serial: {error}", file=sys.stderr)
             return 2
     note = args.note or (

@@ -78,6 +78,13 @@ class OrderRecord:
     def metadata(self) -> dict[str, str]:
         return dict(self.command.get("metadata") or {})
 
+    @property
+    def account(self) -> str | None:
+        """The partner account the create named (None: the default one). Read from the stored command,
+        which never changes, so the order needs no column of its own for it."""
+        account = self.command.get("account")
+        return account if isinstance(account, str) else None
+
 
 class UnknownOrderError(LookupError):
     """A write named a command_id the ledger has never claimed: a caller bug, never a state to paper over."""

@@ -11,18 +11,22 @@ the ``order_worker.partners`` entry-point group; nothing in ``worker`` changes.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Annotated, Any, ClassVar, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from worker.messages import ACCOUNT_PATTERN, DEFAULT_ACCOUNT
 from worker.partners.base import CreateResult, PartnerOrder
-from worker.settings import group_config
+from worker.settings import comma_list, group_config
 from worker.transport import Observer, PartnerHttp
+
+ACCOUNT_NAME = re.compile(ACCOUNT_PATTERN)
 
 
 class PartnerSettings(BaseSettings):
@@ -65,6 +69,29 @@ class PartnerSettings(BaseSettings):
     ca_bundle: Path | None = Field(None, description="PEM CA bundle trusted for this partner.")
     client_cert: Path | None = Field(None, description="PEM client certificate for this partner (mTLS).")
     client_key: Path | None = Field(None, description="PEM key of the client certificate, if not in it.")
+    accounts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated names of more accounts at this partner, each read from this group's "
+        "variables with the account's name inserted (ZEROTRACE_EU_API_KEY); this group is account 'default'.",
+    )
+
+    @field_validator("accounts", mode="before")
+    @classmethod
+    def _account_list(cls, value: object) -> object:
+        return comma_list(value)
+
+    @field_validator("accounts")
+    @classmethod
+    def _account_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not ACCOUNT_NAME.fullmatch(name) or name == DEFAULT_ACCOUNT:
+                raise ValueError(
+                    f"account {name[:40]!r}: names are 1..24 of a-z, 0-9, _ (starting with a letter), "
+                    f"and not {DEFAULT_ACCOUNT!r}"
+                )
+        if len(set(value)) != len(value):
+            raise ValueError("an account is named twice")
+        return value
 
     def secrets(self) -> list[SecretStr]:
         """Every secret of this group (for the production-safety check); subclasses list theirs."""

@@ -8,13 +8,15 @@ end to end. The group is read once per process.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from worker.messages import CreateOrderCommand
+from worker.messages import DEFAULT_ACCOUNT, CreateOrderCommand
+from worker.partners.accounts import every_group, group_key
 from worker.partners.contract import Partner, PartnerSession, PartnerSettings, PushScheme
 from worker.settings import CallSettings, Settings
 from worker.transport import Observer, PartnerHttp, TransportSettings, call_result
@@ -69,14 +71,42 @@ def check_command(command: CreateOrderCommand) -> BaseModel:
 
 
 def partner_settings(settings: Settings, name: str) -> PartnerSettings:
-    """A partner's settings group: given in code (``Settings.partners``), else from the environment."""
+    """A partner's settings group (its default account): given in code (``Settings.partners``), else from
+    the environment."""
     model = get(name).settings_model
     return model(**settings.partners.get(name, {}))
 
 
+def account_groups(
+    settings: Settings, name: str, default: PartnerSettings | None = None
+) -> dict[str, PartnerSettings]:
+    """Every account of a partner by account name, the default one first; an account's values given in
+    code are ``Settings.partners["<provider>:<account>"]``."""
+    model = get(name).settings_model
+    default = default if default is not None else partner_settings(settings, name)
+    given = {account: settings.partners.get(group_key(name, account), {}) for account in default.accounts}
+    return every_group(model, default, given)
+
+
+class UnknownAccountError(LookupError):
+    """A command named an account that the deployment's settings do not define for its provider."""
+
+    def __init__(self, provider: str, account: str, known: list[str]) -> None:
+        super().__init__(provider, account, known)
+        self.provider = provider
+        self.account = account
+        self.known = known
+
+    def __str__(self) -> str:
+        return f"{self.provider} has no account {self.account[:32]!r} (known: {', '.join(self.known)})"
+
+
 @dataclass(frozen=True)
 class Connected:
-    """A partner bound to its settings and this process's HTTP pool: what the pipeline calls."""
+    """A partner account bound to its settings and this process's HTTP pool: what the pipeline calls.
+
+    The pipeline's map holds each partner's default account; the others hang off it (:attr:`others`), so
+    everything that handles "the partner" keeps doing so and only what names an account looks further."""
 
     partner: Partner
     settings: PartnerSettings
@@ -84,10 +114,30 @@ class Connected:
     push: PushScheme | None
     http: PartnerHttp | None = None
     """The partner's own HTTP client, closed with the process's runtime."""
+    account: str = DEFAULT_ACCOUNT
+    others: Mapping[str, Connected] = field(default_factory=dict)
+    """The partner's other accounts by name (set on the default account only)."""
 
     @property
     def name(self) -> str:
         return self.partner.name
+
+    @property
+    def key(self) -> str:
+        """The account's name where one thing is kept per account (its shared rate budget)."""
+        return group_key(self.partner.name, self.account)
+
+    def for_account(self, account: str | None) -> Connected:
+        """The named account of this partner (None: the default one); raises UnknownAccountError."""
+        if account is None or account == self.account:
+            return self
+        found = self.others.get(account)
+        if found is None:
+            raise UnknownAccountError(self.name, account, [self.account, *self.others])
+        return found
+
+    def every_account(self) -> list[Connected]:
+        return [self, *self.others.values()]
 
 
 def checked_groups(
@@ -95,18 +145,43 @@ def checked_groups(
 ) -> dict[str, PartnerSettings]:
     """Every installed partner's settings group (``groups`` when already read), refused (ValueError) when it
     would send the public development credentials to a partner that is not on this host, or when its
-    transport settings do not hold together (checked at start-up, not at the first call)."""
-    checked = (
+    transport settings do not hold together (checked at start-up, not at the first call). The groups of
+    the partners' other accounts are read and checked the same way."""
+    return {name: accounts[DEFAULT_ACCOUNT] for name, accounts in checked_accounts(settings, groups).items()}
+
+
+def checked_accounts(
+    settings: Settings, groups: Mapping[str, PartnerSettings] | None = None
+) -> dict[str, dict[str, PartnerSettings]]:
+    """:func:`checked_groups` with every account of each partner, by partner and account name."""
+    defaults = (
         dict(groups) if groups is not None else {name: partner_settings(settings, name) for name in names()}
     )
-    settings.check_production_safety(checked)
-    for name, group in checked.items():
+    every = {}
+    for name, default in defaults.items():
+        try:
+            every[name] = account_groups(settings, name, default)
+        except ValidationError as error:
+            problems = "; ".join(_problem(item) for item in error.errors(include_input=False))
+            raise ValueError(f"{name} accounts: {problems}") from None
+    flat = {
+        group_key(name, account): group
+        for name, accounts in every.items()
+        for account, group in accounts.items()
+    }
+    settings.check_production_safety(flat)
+    for key, group in flat.items():
         try:
             transport_settings(settings.calls, group)
         except ValidationError as error:
             problems = "; ".join(str(item["msg"]) for item in error.errors(include_input=False))
-            raise ValueError(f"{name} transport: {problems}") from None
-    return checked
+            raise ValueError(f"{key} transport: {problems}") from None
+    return every
+
+
+def _problem(item: Any) -> str:
+    where = ".".join(str(part) for part in item["loc"])
+    return f"{where}: {item['msg']}" if where else str(item["msg"])
 
 
 def transport_settings(calls: CallSettings, group: PartnerSettings) -> TransportSettings:
@@ -126,32 +201,44 @@ def transport_settings(calls: CallSettings, group: PartnerSettings) -> Transport
     )
 
 
+AccountObserver = Callable[[str, str, str, str, float, int], None]
+"""``(provider, account, endpoint, result, seconds, weight)`` per partner call: the transport's
+:data:`~worker.transport.Observer` with the account whose session made the call."""
+
+
 def connect(
-    settings: Settings, observer: Observer | None = None, http: PartnerHttp | None = None
+    settings: Settings, observer: AccountObserver | None = None, http: PartnerHttp | None = None
 ) -> dict[str, Connected]:
-    """Every installed partner, bound to its checked settings group and an HTTP client of its own (its
-    proxy and certificates are its own); ``http`` makes all of them share one (tests)."""
+    """Every installed partner, each account bound to its checked settings group and an HTTP client of
+    its own (its proxy and certificates are its own); ``http`` makes all of them share one (tests)."""
     connected = {}
-    for name, group in checked_groups(settings).items():
-        client = http or PartnerHttp(transport_settings(settings.calls, group))
-        connected[name] = Connected(
-            partner=get(name),
-            settings=group,
-            session=get(name).connect(group, client, named_results(observer, get(name))),
-            push=get(name).push_scheme(group),
-            http=client,
-        )
+    for name, accounts in checked_accounts(settings).items():
+        partner = get(name)
+        bound = {}
+        for account, group in accounts.items():
+            client = http or PartnerHttp(transport_settings(settings.calls, group))
+            bound[account] = Connected(
+                partner=partner,
+                settings=group,
+                session=partner.connect(group, client, named_results(observer, partner, account)),
+                push=partner.push_scheme(group),
+                http=client,
+                account=account,
+            )
+        default = bound.pop(DEFAULT_ACCOUNT)
+        connected[name] = replace(default, others=bound)
     return connected
 
 
-def named_results(observer: Observer | None, partner: Partner) -> Observer | None:
-    """``observer`` fed named results (:func:`~worker.transport.call_result`) instead of raw codes, so a
-    metric label says ``rate_limited`` where the partner said ``5`` and its values stay a closed set."""
+def named_results(observer: AccountObserver | None, partner: Partner, account: str) -> Observer | None:
+    """``observer`` fed the account and named results (:func:`~worker.transport.call_result`) instead of
+    raw codes, so a metric label says ``rate_limited`` where the partner said ``5`` and its values stay a
+    closed set."""
     if observer is None:
         return None
     codes = partner.capabilities.call_results
 
     def observe(provider: str, endpoint: str, result: str, seconds: float, weight: int) -> None:
-        observer(provider, endpoint, call_result(result, codes), seconds, weight)
+        observer(provider, account, endpoint, call_result(result, codes), seconds, weight)
 
     return observe

@@ -3,6 +3,9 @@
 Every partner's pushes take one path; what differs (header names, time window, signature, body shape)
 is the partner's :class:`~worker.partners.PushScheme`.
 
+A partner's accounts share its URL (``/webhooks/<provider>``): a push is verified against the secrets of
+every account of the partner, and applied only to an order placed by an account whose secret signed it.
+
 Order of checks matters: size, headers and timestamp are checked first (cheap), the HMAC over the raw
 bytes next, and only a verified body is parsed. A verified change goes through the same ledger
 transition a poll would make, so it gets the same event id and is published once. Answers:
@@ -23,7 +26,7 @@ from typing import Any
 from worker import metrics, tracing
 from worker.ledger.base import Ledger, OrderRecord
 from worker.logs import bind, command_scope, get_logger
-from worker.messages import Source
+from worker.messages import DEFAULT_ACCOUNT, Source
 from worker.partners.base import PartnerError
 from worker.partners.contract import IgnoredPush, Push, PushScheme
 from worker.partners.signing import timestamp_in_window
@@ -73,6 +76,17 @@ class PushReceiver:
             for name, connected in pipeline.partners.items()
             if connected.push is not None
         }
+        # Every account's scheme of each partner: one URL per partner, and the secret that signed a push
+        # says which account sent it.
+        self.account_schemes: dict[str, dict[str, PushScheme]] = {
+            name: {
+                account.account: account.push
+                for account in connected.every_account()
+                if account.push is not None
+            }
+            for name, connected in pipeline.partners.items()
+            if connected.push is not None
+        }
 
     def receive(self, provider: str, raw: bytes, headers: Headers) -> PushResult:
         """Verify, parse and apply one push for ``provider`` (a name from :attr:`schemes`)."""
@@ -100,7 +114,12 @@ class PushReceiver:
         if isinstance(checked, PushResult):
             return checked
         signature, timestamp = checked
-        if not scheme.verify(raw, signature, timestamp):
+        signers = [
+            account
+            for account, candidate in self.account_schemes[provider].items()
+            if candidate.verify(raw, signature, timestamp)
+        ]
+        if not signers:
             return PushResult(401, "bad_signature")
         body = _json_object(raw)
         if body is None:
@@ -119,6 +138,11 @@ class PushReceiver:
             log.info("push_unknown_order")
             return PushResult(202, "unknown_order")
         bind(command_id=record.command_id, order_id=record.order_id or push.order_id)
+        if (record.account or DEFAULT_ACCOUNT) not in signers:
+            # Signed by another of our accounts at this partner: that account's secret must not move an
+            # order it did not place.
+            log.warning("push_account_mismatch", signed_by=signers, account=record.account or DEFAULT_ACCOUNT)
+            return PushResult(401, "account_mismatch")
         if push.observed is not None:
             outcome = self.pipeline.observe(record, push.observed, Source.WEBHOOK, push=True)
         else:
