@@ -65,8 +65,9 @@ def test_every_role_exposes_lintable_metrics_that_follow_the_settings(stack: Sta
     }
     for role, text in texts.items():
         promtool_check_metrics(text)
-        assert 'order_worker_partner_budget_weight{provider="0trace"} 1234.0' in text, role
-        assert 'order_worker_partner_budget_window_seconds{provider="0trace"} 30.0' in text, role
+        budget = 'account="default",provider="0trace"'
+        assert f"order_worker_partner_budget_weight{{{budget}}} 1234.0" in text, role
+        assert f"order_worker_partner_budget_window_seconds{{{budget}}} 30.0" in text, role
         queue = f'queue="{stack.create_queue}"'
         assert f'order_worker_queue_info{{actor="create_order",kind="commands",{queue}}} 1.0' in text, role
         assert re.search(r'^order_worker_build_info\{revision="[^"]+",version="[^"]+"\} 1\.0$', text, re.M), (
