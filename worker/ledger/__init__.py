@@ -11,6 +11,7 @@ run the same logic over an engine adapter, so one test suite proves both. The mo
 * ``outbox`` - events awaiting publication; ``rejections`` - dead letters; ``pushes`` - push dedupe;
 * ``budget`` - a partner's weight budget shared by every replica (policy in :mod:`worker.ratelimit`);
 * ``views`` - what operators list: orders by state, stored events to send again;
+* ``actions`` (rules in ``action_rules``) - operators' decisions on orders, intent before the partner call;
 * ``sql`` - :class:`SqlLedger`, composed of those parts, plus migration, readiness, liveness and pruning.
 
 The parts are mixins over one :class:`Database` rather than collaborator objects: the contract is one
