@@ -32,11 +32,12 @@ Control API (``/_sandbox/``, JSON, unauthenticated, errors ``{"error": str}`` wi
   ``POST /drive {"provider": "itrx", "serial", "status": int, "refund_amount"?: sun, "resume"?: false}``
   -> ``{"provider","serial","status","refund_amount"}`` (41 refunds the whole amount by default).
 * ``POST /faults {"endpoint": "0trace.create"|"itrx.order"|"0trace.*"|"*"|..., "kind": "latency"|
-  "latency_after"|"http_500"|"http_503"|"http_429"|"error"|"reset"|"lose_response", "times"?: n,
+  "latency_after"|"http_500"|"http_503"|"http_429"|"error"|"reset"|"idle_close"|"lose_response", "times"?: n,
   "probability"?: p, "latency_ms"?: ms, "retry_after"?: s, "status"?: http, "body"?: json}`` -> the rule
   (``id``, ``fired``...); ``GET /faults``; ``DELETE /faults[?endpoint=]``; ``DELETE /faults/{id}``.
   Without ``times``/``probability`` a rule fires once. ``lose_response`` commits, then resets the TCP
-  connection; ``reset`` resets before anything is processed. Endpoint names: ``0trace.currencies|pairs|
+  connection; ``reset`` resets before anything is processed; ``idle_close`` closes a kept-alive
+  connection (never a new one) without reading the request. Endpoint names: ``0trace.currencies|pairs|
   price|create|order|emergency|qr|keys_rotate|codes|codes_enable``, ``itrx.order|order_query|order_price|
   index_data|summary|reclaim``.
 * ``GET/POST /webhooks {"zerotrace_webhook_url", "zerotrace_webhook_schedule": [s...],

@@ -45,6 +45,35 @@ def _dropped(request: web.Request) -> web.Response:
     return web.Response(status=499)
 
 
+class _ConnectionUse:
+    """How many requests each client connection has carried, known by the client's address and port: a
+    closed connection's port is not reused by the client while it lingers in TIME_WAIT, and the table is
+    dropped whole when it grows (a forgotten connection then looks new, which only spares it a fault)."""
+
+    _LIMIT = 50_000
+
+    def __init__(self) -> None:
+        self._requests: dict[object, int] = {}
+
+    def reused(self, request: web.Request) -> bool:
+        transport = request.transport
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        if peer is None:
+            return False
+        seen = self._requests.get(peer, 0)
+        if seen == 0 and len(self._requests) >= self._LIMIT:
+            self._requests.clear()
+        self._requests[peer] = seen + 1
+        return seen > 0
+
+
+def _closed_unread(request: web.Request) -> web.Response:
+    """Close the connection without reading the request (FIN, not RST): the partner's idle timer fired."""
+    if request.transport is not None:
+        request.transport.close()
+    return web.Response(status=499)
+
+
 def _fault_response(rule: FaultRule, endpoint: str) -> web.Response:
     zerotrace = endpoint.startswith("0trace.")
     if rule.kind == "http_500":
@@ -67,15 +96,17 @@ def _fault_response(rule: FaultRule, endpoint: str) -> web.Response:
     return json_response(rule.body if rule.body is not None else {}, rule.status)
 
 
-def _instrument(sandbox: Sandbox, endpoint: str, handler: Handler) -> Handler:
+def _instrument(sandbox: Sandbox, endpoint: str, handler: Handler, connections: _ConnectionUse) -> Handler:
     stats = sandbox.stats
     faults = sandbox.faults
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
         stats.requests[endpoint] += 1
-        rule = faults.pick(endpoint)
+        rule = faults.pick(endpoint, connections.reused(request))
         if rule is not None:
             stats.faults[f"{endpoint}:{rule.kind}"] += 1
+            if rule.kind == "idle_close":
+                return _closed_unread(request)
             if rule.kind == "latency":
                 await asyncio.sleep(rule.latency_ms / 1000)
             elif rule.kind == "reset":
@@ -100,9 +131,10 @@ def _instrument(sandbox: Sandbox, endpoint: str, handler: Handler) -> Handler:
 def build_app(sandbox: Sandbox) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY)
     app[SANDBOX_KEY] = sandbox
+    connections = _ConnectionUse()
     for api in (ZeroTraceApi(sandbox), ItrxApi(sandbox)):
         for method, path, endpoint, handler in api.routes():
-            app.router.add_route(method, path, _instrument(sandbox, endpoint, handler))
+            app.router.add_route(method, path, _instrument(sandbox, endpoint, handler, connections))
     for method, path, handler in ControlApi(sandbox).routes():
         app.router.add_route(method, path, handler)
     return app

@@ -8,6 +8,9 @@ Kinds and where they act:
 
 * before the handler: ``latency`` (then the request proceeds normally), ``http_500``, ``http_503``,
   ``http_429``, ``error`` (any status/body), ``reset`` (TCP RST, nothing committed);
+* ``idle_close``: a request that arrives on a kept-alive connection (not the connection's first) is not
+  read and the connection is closed, as when the partner's idle timer fires while the request is on its
+  way; a request on a new connection never matches (nothing committed either way);
 * after the handler: ``lose_response`` (the request is fully processed and committed, then the
   connection is reset instead of answering) and ``latency_after`` (the answer is delayed after commit,
   e.g. to make a client time out on a request that did succeed).
@@ -21,7 +24,17 @@ from dataclasses import dataclass
 from typing import Any
 
 KINDS = frozenset(
-    {"latency", "latency_after", "http_500", "http_503", "http_429", "error", "reset", "lose_response"}
+    {
+        "latency",
+        "latency_after",
+        "http_500",
+        "http_503",
+        "http_429",
+        "error",
+        "reset",
+        "idle_close",
+        "lose_response",
+    }
 )
 
 
@@ -136,12 +149,14 @@ class FaultBook:
     def rules(self) -> list[FaultRule]:
         return list(self._rules)
 
-    def pick(self, endpoint: str) -> FaultRule | None:
+    def pick(self, endpoint: str, reused_connection: bool = False) -> FaultRule | None:
         """The rule that fires for this request (and count it), or None. Cheap when no rules exist."""
         if not self._rules:
             return None
         for rule in self._rules:
             if rule.exhausted or not rule.matches(endpoint):
+                continue
+            if rule.kind == "idle_close" and not reused_connection:
                 continue
             if rule.probability is not None and self._rng.random() >= rule.probability:
                 continue

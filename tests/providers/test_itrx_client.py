@@ -128,6 +128,20 @@ def test_create_headers_body_and_result(client: ItrxClient, stub: StubServer, ob
     assert observer.calls[0][4] == 0
 
 
+def test_create_never_reuses_a_kept_alive_connection_and_reads_do(
+    client: ItrxClient, stub: StubServer
+) -> None:
+    stub.reply(200, {"errno": 0, "serial": SERIAL, "amount": 3120000, "balance": 795000000000})
+    client.create(PARAMS, "order-worker:cmd-0001:itrx", CALLBACK)
+    client.create(PARAMS, "order-worker:cmd-0002:itrx", CALLBACK)
+    stub.reply(200, QUERY_ANSWER)
+    client.fetch(SERIAL)
+    client.fetch(SERIAL)
+    first, second, read, next_read = (r.client_port for r in stub.received)
+    assert first != second, "the second create went on a connection opened for it"
+    assert read == next_read == second, "reads keep using the pool"
+
+
 def test_create_optional_fields(client: ItrxClient, stub: StubServer) -> None:
     stub.reply(200, {"errno": 0, "serial": SERIAL, "balance": 1})
     params = ItrxParams(energy_amount=65000, period="1H", receive_address=ADDR, active=1, exclusive=1)

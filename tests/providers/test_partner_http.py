@@ -56,6 +56,18 @@ def test_connections_are_kept_alive(stub: StubServer, http: PartnerHttp) -> None
     assert len({r.client_port for r in stub.received}) == 1
 
 
+def test_a_post_that_asks_for_a_new_connection_gets_one_and_leaves_it_to_the_pool(
+    stub: StubServer, http: PartnerHttp
+) -> None:
+    http.get(f"{stub.url}/poll", {})
+    http.post(f"{stub.url}/create", b"{}", {}, new_connection=True)
+    http.post(f"{stub.url}/create", b"{}", {}, new_connection=True)
+    http.get(f"{stub.url}/poll", {})
+    poll, create, again, next_poll = (r.client_port for r in stub.received)
+    assert len({poll, create, again}) == 3, "each such post opened its own connection"
+    assert next_poll == again, "and the connection it opened serves later calls"
+
+
 def test_redirects_are_not_followed(stub: StubServer, http: PartnerHttp) -> None:
     stub.reply_raw(302, b"", {"Location": "/elsewhere"})
     status, _, _ = http.post(f"{stub.url}/api", b"{}", {})

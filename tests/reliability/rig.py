@@ -52,6 +52,7 @@ class Sizes:
     soak_seconds: float
     soak_rate: float
     state_machine_examples: int
+    idle_connection_creates: int
 
 
 CI = Sizes(
@@ -71,6 +72,7 @@ CI = Sizes(
     soak_seconds=300.0,
     soak_rate=4.0,
     state_machine_examples=400,
+    idle_connection_creates=500,
 )
 LARGE = Sizes(
     name="large",
@@ -89,6 +91,7 @@ LARGE = Sizes(
     soak_seconds=1800.0,
     soak_rate=8.0,
     state_machine_examples=3000,
+    idle_connection_creates=2000,
 )
 
 

@@ -119,3 +119,17 @@ def test_bad_fault_rules_are_400(sb: RunningSandbox, bad: dict[str, object]) -> 
     with pytest.raises(ControlError) as info:
         sb.control.request("POST", "/faults", bad)
     assert info.value.status == 400 and "error" in info.value.body
+
+
+def test_idle_close_spares_a_new_connection_and_drops_a_reused_one_unread(sb: RunningSandbox) -> None:
+    sb.control.add_fault("itrx.order", "idle_close", probability=1.0)
+    kept_alive = Itrx(sb.base_url)  # one Session: one kept-alive connection
+    assert kept_alive.order(out_trade_no="first-on-its-connection").json()["errno"] == 0
+    with pytest.raises(requests.ConnectionError):
+        kept_alive.order(out_trade_no="on-a-reused-connection")
+    assert Itrx(sb.base_url).order(out_trade_no="on-a-new-connection").json()["errno"] == 0
+    orders = [o["out_trade_no"] for o in sb.control.orders("itrx")]
+    assert orders == ["first-on-its-connection", "on-a-new-connection"], (
+        "a request closed unread commits nothing"
+    )
+    assert sb.control.stats()["faults_triggered"] == {"itrx.order:idle_close": 1}

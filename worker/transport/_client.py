@@ -24,7 +24,7 @@ from urllib3.util import make_headers
 from worker.transport._errors import classify_transport_error, not_sent, too_large, where
 from worker.transport._limits import AnswerTooLarge, BoundedDecoder
 from worker.transport._outcome import PartnerError
-from worker.transport._pool import ConnectionBounds, pool_classes
+from worker.transport._pool import NEW_CONNECTION_ONLY, ConnectionBounds, pool_classes
 from worker.transport._settings import TransportSettings
 
 USER_AGENT = "order-worker/0.1"
@@ -50,7 +50,9 @@ class PartnerHttp:
     * one keep-alive pool per origin (per origin and proxy when one applies), at most ``pool_size`` idle
       connections kept; when all are busy a temporary connection is opened rather than waiting for one;
     * a pooled connection is reused only when it is still open, unread and idle for less than
-      ``idle_expiry`` seconds;
+      ``idle_expiry`` seconds, and never for a ``post(..., new_connection=True)``: the request that is not
+      safe to repeat is sent on a connection opened for it, so a partner closing an idle connection as the
+      request leaves cannot make its outcome unknown;
     * no retries and no redirects: every attempt is visible to the caller;
     * the read timeout bounds the whole answer; its body, decoded body and header block are capped;
     * ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``NO_PROXY`` are honoured unless a proxy is configured;
@@ -102,8 +104,16 @@ class PartnerHttp:
             f"max_response_bytes={s.max_response_bytes}, proxy={'set' if s.proxy_url else 'none'})"
         )
 
-    def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> HttpAnswer:
-        return self._request("POST", url, body, headers)
+    def post(
+        self, url: str, body: bytes, headers: Mapping[str, str], *, new_connection: bool = False
+    ) -> HttpAnswer:
+        if not new_connection:
+            return self._request("POST", url, body, headers)
+        only_new = NEW_CONNECTION_ONLY.set(True)
+        try:
+            return self._request("POST", url, body, headers)
+        finally:
+            NEW_CONNECTION_ONLY.reset(only_new)
 
     def get(self, url: str, headers: Mapping[str, str]) -> HttpAnswer:
         return self._request("GET", url, None, headers)

@@ -8,6 +8,7 @@ The bounds are per client, so each client gets its own connection and pool class
 from __future__ import annotations
 
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -17,6 +18,10 @@ from urllib3.exceptions import HTTPError
 
 from worker.transport._errors import HandshakeFailed, TunnelRefused
 from worker.transport._limits import DeadlineSocket
+
+NEW_CONNECTION_ONLY: ContextVar[bool] = ContextVar("new_connection_only", default=False)
+"""Set around one request that must not go on a kept-alive connection: one the partner may have closed as
+the request left would end the call UNKNOWN, which a non-idempotent request cannot afford."""
 
 
 @dataclass(frozen=True)
@@ -37,7 +42,7 @@ class _Bounded:
     @property
     def is_connected(self) -> bool:
         # urllib3 asks this before reusing a pooled connection and reconnects when it is False.
-        if self._out_of_step:
+        if self._out_of_step or (self._answered_at and NEW_CONNECTION_ONLY.get()):
             return False
         if self._answered_at and time.monotonic() - self._answered_at > self.bounds.idle_expiry:
             return False
@@ -45,6 +50,7 @@ class _Bounded:
         return connected
 
     def connect(self) -> None:
+        self._answered_at = 0.0
         try:
             super().connect()  # type: ignore[misc]
         except HTTPError:

@@ -99,7 +99,11 @@ class ItrxClient:
         def parse(answer: Mapping[str, Any]) -> CreateResult:
             return _create_result(answer, params, out_trade_no)
 
-        return self._call("create", "POST", "/order", headers, parse, body=body, sensitive=sensitive)
+        # Not idempotent, so never on a kept-alive connection: one the partner closes as the request leaves
+        # would make the create's outcome unknown and the order in doubt for nothing.
+        return self._call(
+            "create", "POST", "/order", headers, parse, body=body, sensitive=sensitive, new_connection=True
+        )
 
     def fetch(self, serial: str) -> PartnerOrder:
         """``GET /order/query``. An unknown serial is ``errno 404`` (REFUSED, code ``errno_404``)."""
@@ -154,12 +158,15 @@ class ItrxClient:
         *,
         body: bytes | None = None,
         sensitive: tuple[str, ...] = (),
+        new_connection: bool = False,
     ) -> T:
         url = f"{self._account.base_url}{_PREFIX}{path}"
         scrub = (*self._account.scrub, *sensitive)
 
         def send() -> HttpAnswer:
-            return self._http.post(url, body, headers) if body is not None else self._http.get(url, headers)
+            if body is None:
+                return self._http.get(url, headers)
+            return self._http.post(url, body, headers, new_connection=new_connection)
 
         def read(answer: HttpAnswer) -> T:
             payload = _interpret(answer, endpoint, scrub)
