@@ -33,11 +33,12 @@ setup() {
     say "creating $VENV"
     "$(command -v python3.11 || command -v python3)" -m venv "$VENV"
   fi
-  if ! "$PY" -c 'import worker, order_worker_sandbox, dramatiq, pytest' 2>/dev/null \
-      || [ pyproject.toml -nt "$VENV/.installed" ] || [ sandbox/pyproject.toml -nt "$VENV/.installed" ]; then
-    say "installing order-worker, the partner sandbox and the development tools into $VENV"
+  if ! "$PY" -c 'import worker, order_worker_client, order_worker_sandbox, dramatiq, pytest' 2>/dev/null \
+      || [ pyproject.toml -nt "$VENV/.installed" ] || [ sandbox/pyproject.toml -nt "$VENV/.installed" ] \
+      || [ client/pyproject.toml -nt "$VENV/.installed" ]; then
+    say "installing order-worker, its client package, the partner sandbox and the development tools into $VENV"
     "$PY" -m pip install -q --upgrade pip
-    "$PY" -m pip install -q -e ./sandbox -e '.[dev,sandbox,otel]'
+    "$PY" -m pip install -q -e ./client -e ./sandbox -e '.[dev,sandbox,otel]'
     touch "$VENV/.installed"
   fi
 }

@@ -7,20 +7,9 @@ a late observation must never move an order backwards, and nothing leaves a term
 
 from __future__ import annotations
 
-from enum import StrEnum
+from order_worker_client.events import Status
 
-
-class Status(StrEnum):
-    SUBMITTING = "submitting"
-    AWAITING_DEPOSIT = "awaiting_deposit"
-    CONFIRMING = "confirming"
-    PROCESSING = "processing"
-    ACTION_REQUIRED = "action_required"
-    COMPLETED = "completed"
-    EXPIRED = "expired"
-    REFUNDED = "refunded"
-    FAILED = "failed"
-    IN_DOUBT = "in_doubt"
+__all__ = ["TERMINAL", "Status", "is_terminal", "progress"]
 
 
 TERMINAL: frozenset[Status] = frozenset({Status.COMPLETED, Status.EXPIRED, Status.REFUNDED, Status.FAILED})

@@ -17,6 +17,7 @@ from worker.messages import (
     iso_from_epoch,
     rejection_event_id,
     transition_event_id,
+    utc_moment,
 )
 from worker.status import Status
 
@@ -175,7 +176,8 @@ def test_record_created_writes_state_token_and_one_event(ledger: Ledger) -> None
     assert (event.status, event.previous_status) == (Status.AWAITING_DEPOSIT, Status.SUBMITTING)
     assert (event.order_id, event.provider_status, event.provider) == ("po-9", "NEW", "0trace")
     assert event.order == result.order and event.metadata == {"pipeline": "test"}
-    assert event.occurred_at == iso_from_epoch(T0 + 2) and event.error is None
+    assert event.occurred_at == utc_moment(T0 + 2) and event.error is None
+    assert event.seq == 1 and event.model_dump(mode="json")["occurred_at"] == iso_from_epoch(T0 + 2)
     assert "sealed" not in event.to_json().decode()
 
     rec = ledger.get(CID)

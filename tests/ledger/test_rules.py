@@ -15,7 +15,7 @@ from tests.ledger.helpers import ERR, T0, command, observed, ref
 from worker.ledger import rules
 from worker.ledger.base import ClaimOutcome, OrderRecord
 from worker.ledger.rows import replace
-from worker.messages import EventError, EventType, Source, iso_from_epoch, transition_event_id
+from worker.messages import EventError, EventType, Source, transition_event_id, utc_moment
 from worker.status import TERMINAL, Status
 
 CID = "cmd-00000001"
@@ -385,10 +385,11 @@ def test_sequenced_numbers_the_transition_and_describes_it() -> None:
     after, event = rules.sequenced(stored, change, Source.WEBHOOK, T0 + 6)
     assert after == replace(change.after, event_seq=4)
     assert event.event_id == transition_event_id(CID, 4, EventType.STATUS_CHANGED, "processing")
-    assert (event.type, event.source, event.occurred_at) == (
+    assert (event.type, event.seq, event.source, event.occurred_at) == (
         EventType.STATUS_CHANGED,
+        4,
         Source.WEBHOOK,
-        iso_from_epoch(T0 + 6),
+        utc_moment(T0 + 6),
     )
     assert (event.status, event.previous_status, event.provider_status) == (
         Status.PROCESSING,

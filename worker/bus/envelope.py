@@ -15,6 +15,8 @@ import time
 import uuid
 from typing import Any
 
+from order_worker_client.commands import envelope
+
 from worker import tracing
 from worker.messages import COMMAND_ID_PATTERN, MAX_COMMAND_BYTES
 
@@ -36,28 +38,7 @@ _ENVELOPE_FIELDS = (
 )
 _COMMAND_ID = re.compile(COMMAND_ID_PATTERN)
 
-
-def envelope(
-    queue_name: str,
-    actor_name: str,
-    kwargs: dict[str, Any],
-    message_id: str | None = None,
-    options: dict[str, Any] | None = None,
-) -> bytes:
-    """The Dramatiq message format (version-stable since Dramatiq 1.0); ``options`` as the README's command
-    contract allows."""
-    return json.dumps(
-        {
-            "queue_name": queue_name,
-            "actor_name": actor_name,
-            "args": [],
-            "kwargs": kwargs,
-            "options": options or {},
-            "message_id": message_id or str(uuid.uuid4()),
-            "message_timestamp": int(time.time() * 1000),
-        },
-        separators=(",", ":"),
-    ).encode()
+__all__ = ["envelope"]  # the message format lives in the client package; the checks below are here
 
 
 def parse_envelope(data: bytes) -> dict[str, Any] | tuple[str, str]:

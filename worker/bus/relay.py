@@ -35,11 +35,13 @@ OUTBOX_LEASE_SECONDS = 30.0
 
 
 def event_properties(row: OutboxRow) -> pika.BasicProperties:
-    """What every published event carries: its id for consumers' dedupe, its type, persistence, and the
-    W3C ``traceparent``/``tracestate`` headers of the trace that wrote it, when there was one."""
+    """What every published event carries: its id for consumers' dedupe, its type, the command it answers
+    as ``correlation_id``, persistence, and the W3C ``traceparent``/``tracestate`` headers of the trace
+    that wrote it, when there was one."""
     return pika.BasicProperties(
         message_id=row.event_id,
         type=row.event_type,
+        correlation_id=row.command_id,
         content_type="application/json",
         delivery_mode=pika.DeliveryMode.Persistent,
         timestamp=int(row.created_at),

@@ -18,9 +18,8 @@ from typing import Any
 
 from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL
 from dramatiq.common import dq_name, xq_name
+from order_worker_client.topology import EVENTS_EXCHANGE_TYPE, UNROUTED_SUFFIX, events_exchange_arguments
 from pika.adapters.blocking_connection import BlockingChannel
-
-UNROUTED_SUFFIX = ".unrouted"
 
 
 def work_queue_arguments(queue_name: str, delivery_limit: int) -> dict[str, Any]:
@@ -54,5 +53,8 @@ def declare_events_exchange(channel: BlockingChannel, exchange: str) -> None:
     channel.queue_declare(unrouted, durable=True, arguments={"x-queue-type": "quorum"})
     channel.queue_bind(unrouted, unrouted)
     channel.exchange_declare(
-        exchange, exchange_type="topic", durable=True, arguments={"alternate-exchange": unrouted}
+        exchange,
+        exchange_type=EVENTS_EXCHANGE_TYPE,
+        durable=True,
+        arguments=events_exchange_arguments(exchange),
     )

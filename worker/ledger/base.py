@@ -129,6 +129,8 @@ class OutboxRow:
     created_at: float
     trace_context: str | None = None
     """The W3C trace context the event was written in (``worker.tracing.to_text``), if any."""
+    command_id: str | None = None
+    """The command the event answers: its message's ``correlation_id``."""
 
 
 @dataclass(frozen=True)

@@ -148,6 +148,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         # Nullable and without a default, so adding it rewrites no existing row on either engine.
         ("ALTER TABLE outbox ADD COLUMN trace_context TEXT",),
     ),
+    Migration(
+        5,
+        "the command each outbox event answers, its message's correlation_id",
+        # Nullable: rows written before it are published without a correlation_id.
+        ("ALTER TABLE outbox ADD COLUMN command_id TEXT",),
+    ),
 )
 
 

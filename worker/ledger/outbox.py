@@ -17,17 +17,17 @@ from worker.ledger.engine import Part, Session, delete_before
 from worker.messages import OrderEvent
 
 _INSERT = (
-    "INSERT INTO outbox (event_id, routing_key, event_type, body, created_at, trace_context)"
-    " VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT INTO outbox (event_id, routing_key, event_type, body, created_at, trace_context, command_id)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 
 
-ROW_COLUMNS = "event_id, routing_key, event_type, body, created_at, trace_context"
+ROW_COLUMNS = "event_id, routing_key, event_type, body, created_at, trace_context, command_id"
 """The columns an :class:`OutboxRow` is read from, in :func:`outbox_row`'s order."""
 
 
 def outbox_row(values: Sequence[Any]) -> OutboxRow:
-    event_id, key, event_type, body, at, trace_context = values
+    event_id, key, event_type, body, at, trace_context, command_id = values
     return OutboxRow(
         event_id=event_id,
         routing_key=key,
@@ -35,6 +35,7 @@ def outbox_row(values: Sequence[Any]) -> OutboxRow:
         body=bytes(body),
         created_at=at,
         trace_context=trace_context,
+        command_id=command_id,
     )
 
 
@@ -44,7 +45,8 @@ def enqueue(tx: Session, event: OrderEvent, now: float) -> None:
     The trace context current now (the command's, or its span's) goes with it, so the relay, running
     later in another thread or replica, can still tell consumers which trace the event belongs to."""
     context = tracing.to_text(tracing.current())
-    tx.run(_INSERT, (event.event_id, event.routing_key, event.type.value, event.to_json(), now, context))
+    body = event.to_json()
+    tx.run(_INSERT, (event.event_id, event.routing_key, event.type.value, body, now, context, event.command_id))
 
 
 class Outbox(Part):

@@ -15,7 +15,7 @@ from worker.ledger.base import Rejection
 from worker.ledger.engine import Part, Session
 from worker.ledger.outbox import enqueue
 from worker.ledger.rows import dump
-from worker.messages import EventType, OrderEvent, iso_from_epoch, rejection_event_id
+from worker.messages import EventType, OrderEvent, rejection_event_id, utc_moment
 
 
 def write_rejection(tx: Session, rejection: Rejection, now: float) -> list[OrderEvent]:
@@ -23,7 +23,7 @@ def write_rejection(tx: Session, rejection: Rejection, now: float) -> list[Order
     event = OrderEvent(
         event_id=rejection_event_id(rejection.key),
         type=EventType.REJECTED,
-        occurred_at=iso_from_epoch(now),
+        occurred_at=utc_moment(now),
         command_id=rejection.command_id,
         provider=rejection.provider,
         source=rejection.source,

@@ -22,8 +22,8 @@ from worker.messages import (
     EventType,
     OrderEvent,
     Source,
-    iso_from_epoch,
     transition_event_id,
+    utc_moment,
 )
 from worker.partners.base import PartnerOrder
 from worker.status import TERMINAL, Status, progress
@@ -295,7 +295,8 @@ def sequenced(
     event = OrderEvent(
         event_id=transition_event_id(after.command_id, seq, event_type, after.status),
         type=event_type,
-        occurred_at=iso_from_epoch(now),
+        seq=seq,
+        occurred_at=utc_moment(now),
         command_id=after.command_id,
         provider=after.provider,
         order_id=after.order_id,
