@@ -45,8 +45,8 @@ def enqueue(tx: Session, event: OrderEvent, now: float) -> None:
     The trace context current now (the command's, or its span's) goes with it, so the relay, running
     later in another thread or replica, can still tell consumers which trace the event belongs to."""
     context = tracing.to_text(tracing.current())
-    body = event.to_json()
-    tx.run(_INSERT, (event.event_id, event.routing_key, event.type.value, body, now, context, event.command_id))
+    row = (event.event_id, event.routing_key, event.type.value, event.to_json(), now, context)
+    tx.run(_INSERT, (*row, event.command_id))
 
 
 class Outbox(Part):
