@@ -77,11 +77,34 @@ postgres() {
 
 lint() {
   say "ruff"
-  "$VENV/bin/ruff" check worker sandbox tests bench
-  say "mypy --strict worker/ sandbox/"
-  "$VENV/bin/mypy" worker sandbox/order_worker_sandbox
+  "$VENV/bin/ruff" check worker client sandbox tests bench
+  say "mypy --strict worker/ client/ sandbox/"
+  "$VENV/bin/mypy" worker client/order_worker_client sandbox/order_worker_sandbox
   say "import-linter (layering contracts in pyproject.toml)"
   "$VENV/bin/lint-imports"
+}
+
+# Node.js packages of one npm project of the repository (its package-lock.json), for the contract's tests
+# and checks; Node.js itself comes from Debian's packages when missing.
+node_packages() {
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then apt_install nodejs npm; fi
+  if [ ! -d "$1/node_modules" ] || [ "$1/package-lock.json" -nt "$1/node_modules/.package-lock.json" ]; then
+    say "installing the Node.js packages of $1 (npm ci)"
+    npm ci --prefix "$1" --no-audit --no-fund --loglevel=error
+  fi
+}
+
+# The shipped AsyncAPI document, checked by the AsyncAPI project's own parser (warnings fail too). Its
+# usage analytics are switched off: nothing leaves this machine.
+asyncapi() {
+  node_packages deploy/asyncapi
+  say "AsyncAPI document (worker/schemas/asyncapi.json) validated by @asyncapi/cli"
+  local settings
+  settings=$(mktemp)
+  printf '{"analyticsEnabled":"false","infoMessageShown":"true","userID":"order-worker-ci"}' > "$settings"
+  CI=true ASYNCAPI_METRICS_CONFIG_PATH="$settings" deploy/asyncapi/node_modules/.bin/asyncapi \
+    validate worker/schemas/asyncapi.json --fail-severity warn || { rm -f "$settings"; exit 1; }
+  rm -f "$settings"
 }
 
 case "${1:-help}" in
@@ -90,10 +113,11 @@ case "${1:-help}" in
   postgres) setup; postgres ;;
   demo) setup; broker; shift; exec "$VENV/bin/order-worker" demo "$@" ;;
   run) setup; broker; shift; exec "$VENV/bin/order-worker" run "$@" ;;
-  test) setup; broker; postgres; bash deploy/check.sh --install; shift; exec "$PY" -m pytest "$@" ;;
+  test) setup; broker; postgres; node_packages tests/contract; bash deploy/check.sh --install; shift
+        exec "$PY" -m pytest "$@" ;;
   reliability) setup; broker; postgres; shift; exec "$PY" -m pytest --reliability -m reliability "$@" ;;
-  lint) setup; lint ;;
-  ci) setup; broker; postgres; lint; bash deploy/check.sh --no-pytest
+  lint) setup; lint; asyncapi ;;
+  ci) setup; broker; postgres; lint; asyncapi; node_packages tests/contract; bash deploy/check.sh --no-pytest
       say "the image for real: build, hygiene, every role from it, the compose stack"
       bash deploy/image-check.sh
       say "tests: the fast tier"
@@ -107,7 +131,7 @@ usage: bash deploy/dev.sh COMMAND [ARGS]
   run                 install, start RabbitMQ, run the whole stack until Ctrl-C
   test [PYTEST ARGS]  install, start RabbitMQ and PostgreSQL, run the fast tier of the tests (a few minutes)
   reliability [ARGS]  the reliability scenarios (real processes killed, paused, starved; about 20 minutes)
-  lint                ruff + mypy --strict
+  lint                ruff, mypy --strict, import-linter, the AsyncAPI document's validation
   ci                  everything CI checks (lint, deployment checks, the image check, both tiers of tests)
   setup | broker | postgres   the individual steps
 USAGE

@@ -100,8 +100,11 @@ def cmd_resolve(args: argparse.Namespace) -> int:
 
 
 def cmd_schemas(args: argparse.Namespace) -> int:
-    from worker.schemas import write_schemas
+    from worker.schemas import render_asyncapi, write_schemas
 
+    if args.asyncapi:
+        sys.stdout.write(render_asyncapi())
+        return 0
     for path in write_schemas(Path(args.out)):
         print(path)
     return 0
@@ -196,7 +199,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per setting instead of tables")
     p.set_defaults(func=cmd_settings)
 
-    p = sub.add_parser("schemas", help="write the JSON Schemas of commands and events")
+    p = sub.add_parser(
+        "schemas",
+        help="write the AsyncAPI document and the JSON Schemas of commands and events",
+        description="The message contract, generated from the models this installation runs (its partner "
+        "plug-ins included): asyncapi.json (AsyncAPI 3.0: queues, the events exchange and its arguments, "
+        "messages, AMQP properties, examples) and one JSON Schema per command and event.",
+    )
+    p.add_argument("--asyncapi", action="store_true", help="print the AsyncAPI document to stdout instead")
     p.add_argument(
         "--out",
         default=".",

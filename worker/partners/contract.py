@@ -232,7 +232,10 @@ class PushScheme(Protocol):
 
 @runtime_checkable
 class Partner(Protocol):
-    """A partner plug-in: static knowledge plus factories bound to settings."""
+    """A partner plug-in: static knowledge plus factories bound to settings.
+
+    A plug-in may also name ``order_model``, the pydantic model of the ``order`` its events carry; the
+    AsyncAPI document then types that partner's events with it (without one, ``order`` is any object)."""
 
     name: str
     """The provider id on the wire (commands, events, routing keys, metric labels)."""

@@ -1,7 +1,8 @@
-"""JSON Schemas of the wire contracts, generated from the pydantic models so they cannot drift.
+"""JSON Schemas and the AsyncAPI document of the wire contracts, generated from the pydantic models so
+they cannot drift.
 
 ``tests/test_contracts.py`` fails when a model changed and the shipped files were not regenerated
-(``order-worker schemas``).
+(``order-worker schemas --out worker/schemas``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from worker.messages import CreateOrderCommand, OrderEvent, PollOrderCommand, Re
 from worker.partners import registry
 
 SCHEMA_DIR = Path(__file__).parent
+ASYNCAPI = "asyncapi.json"
 
 MODELS: dict[str, type[BaseModel]] = {
     "create_order.json": CreateOrderCommand,
@@ -42,7 +44,14 @@ def render_schemas() -> dict[str, str]:
             schema["properties"]["provider"]["enum"] = registry.names()
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         rendered[name] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
+    rendered[ASYNCAPI] = render_asyncapi()
     return rendered
+
+
+def render_asyncapi() -> str:
+    from worker.schemas.asyncapi import asyncapi_document
+
+    return json.dumps(asyncapi_document(), indent=2) + "\n"
 
 
 def write_schemas(target: Path) -> list[Path]:

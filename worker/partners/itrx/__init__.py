@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from order_worker_client.orders import ItrxOrder
 from prometheus_client import Gauge
 from pydantic import BaseModel
 
@@ -62,6 +63,7 @@ class ItrxPartner:
         idempotent_create=False, fetch_by_order_id=True, precheck=True, call_results=CALL_RESULTS
     )
     params_model: type[BaseModel] = ItrxParams
+    order_model: type[BaseModel] = ItrxOrder
     settings_model: type[PartnerSettings] = ItrxSettings
     example_params: Mapping[str, Any] = {
         "energy_amount": 65000,

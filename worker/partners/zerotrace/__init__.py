@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from order_worker_client.orders import ZeroTraceOrder
 from pydantic import BaseModel
 
 from worker.partners.base import CreateResult, Fate, PartnerError, PartnerOrder
@@ -70,6 +71,7 @@ class ZeroTracePartner:
         action_choices=EMERGENCY_CHOICES,
     )
     params_model: type[BaseModel] = ZeroTraceParams
+    order_model: type[BaseModel] = ZeroTraceOrder
     settings_model: type[PartnerSettings] = ZeroTraceSettings
     example_params: Mapping[str, Any] = {
         "fromCcy": "btc",
