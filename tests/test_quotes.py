@@ -321,6 +321,7 @@ def test_a_partner_failure_is_an_error_reply(error: Exception, code: str) -> Non
     ("body", "code", "says"),
     [
         (b"not json", "invalid_request", "command"),
+        (b'{"provider": "0trace", "params": {"pad": "' + b"x" * 17000 + b'"}}', "invalid_request", "at most"),
         (b'{"provider": "0trace"}', "invalid_request", "params"),
         (b'{"provider": "0trace", "params": {}, "timeout_seconds": 600}', "invalid_request", "timeout"),
         (b'{"provider": "binance", "params": {}}', "unknown_provider", "known: 0trace"),

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
+from order_worker_client.commands import MAX_COMMAND_BYTES
 from order_worker_client.quotes import (
     Quote,
     QuoteError,
@@ -67,9 +68,13 @@ class QuoteService:
         started = time.monotonic()
         provider = "unknown"
         try:
+            if len(body) > MAX_COMMAND_BYTES:
+                raise ValueError(f"a quote request is at most {MAX_COMMAND_BYTES} bytes")
             request = QuoteRequest.model_validate_json(body)
         except ValidationError as error:
             reply: Reply = _error(QuoteErrorCode.INVALID_REQUEST, validation_summary(error))
+        except ValueError as error:
+            reply = _error(QuoteErrorCode.INVALID_REQUEST, str(error))
         else:
             if request.provider in self.partners:
                 provider = request.provider
