@@ -17,15 +17,18 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 from dramatiq.middleware.prometheus import Prometheus
+from order_worker_client.quotes import QUOTE_REPLY
 
 from worker import failpoints, metrics, tracing
 from worker.bus.broker import build_broker
 from worker.bus.envelope import REJECT_ACTOR, RESOLVE_ACTOR
+from worker.bus.quotes import QuoteConsumer, QuoteServing
 from worker.logs import command_scope
 from worker.messages import COMMAND_ID_PATTERN
+from worker.quotes import QuoteCache, QuoteService
 from worker.resolution import handle_resolve
 from worker.runtime import get_runtime
-from worker.settings import get_settings
+from worker.settings import Settings, get_settings
 
 
 class DramatiqMetrics(Prometheus):
@@ -42,6 +45,30 @@ broker = build_broker(_settings)
 if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     # Dramatiq's own message metrics; their exposition is served by worker.observability, not its fork.
     broker.add_middleware(DramatiqMetrics())
+
+
+def _quote_consumer(settings: Settings) -> QuoteConsumer:
+    """The quote service of this worker process, on its own connection; the runtime (partners, budgets)
+    is the process's, built on the first request."""
+    cache = QuoteCache(settings.quotes.quote_cache_seconds)
+    service: list[QuoteService] = []
+
+    def handle(body: bytes, waited: float) -> bytes:
+        if not service:
+            pipeline = get_runtime().pipeline
+            service.append(QuoteService(pipeline.partners, pipeline.budgets, cache))
+        return QUOTE_REPLY.dump_json(service[0].answer(body, waited))
+
+    return QuoteConsumer(
+        settings.bus.broker_url.get_secret_value(),
+        settings.bus.quotes_queue,
+        handle,
+        settings.quotes.quote_threads,
+    )
+
+
+if _settings.quotes.quotes_enabled:
+    broker.add_middleware(QuoteServing(lambda: _quote_consumer(_settings)))
 
 
 def _subject(kwargs: dict[str, Any]) -> str | None:

@@ -68,6 +68,20 @@ REJECTIONS = Counter("order_worker_rejections", "Commands rejected as malformed,
 DEAD_LETTERS = Counter("order_worker_dead_letters", "Dead-letter records written, by reason.", ["reason"])
 IN_DOUBT = Counter("order_worker_in_doubt", "Orders that became in_doubt.", ["provider"])
 UNTRACKABLE = Counter("order_worker_untrackable", "Orders created without a usable token.", ["provider"])
+QUOTES = Counter(
+    "order_worker_quotes",
+    "Quote requests answered, by provider ('unknown' for none installed) and result (ok or the error code).",
+    ["provider", "result"],
+)
+QUOTE_CACHE_HITS = Counter(
+    "order_worker_quote_cache_hits", "Quotes answered from the short cache, by provider.", ["provider"]
+)
+QUOTE_SECONDS = Histogram(
+    "order_worker_quote_seconds",
+    "Time from a quote request taken to its reply ready (cache, budget wait and partner call).",
+    ["provider"],
+    buckets=_LATENCY_BUCKETS,
+)
 PUSHES = Counter(
     "order_worker_pushes", "Webhooks/callbacks received, by provider and result.", ["provider", "result"]
 )

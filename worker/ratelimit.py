@@ -77,10 +77,12 @@ class WeightBudget:
     def enabled(self) -> bool:
         return self._ledger is not None
 
-    def call(self, weight: int, fn: Callable[[], T]) -> T:
+    def call(self, weight: int, fn: Callable[[], T], max_wait: float | None = None) -> T:
+        """``max_wait`` replaces the settings' wait for this call (a quote waits no longer than its
+        requester does)."""
         if self._ledger is None:
             return fn()
-        self.acquire(weight)
+        self.acquire(weight, max_wait)
         try:
             return fn()
         except PartnerError as error:
@@ -88,8 +90,8 @@ class WeightBudget:
                 self.block(error.retry_after if error.retry_after is not None else 1.0)
             raise
 
-    def acquire(self, weight: int) -> None:
-        deadline = time.monotonic() + self.max_wait
+    def acquire(self, weight: int, max_wait: float | None = None) -> None:
+        deadline = time.monotonic() + (self.max_wait if max_wait is None else max_wait)
         while True:
             wait = self.take(weight)
             if wait <= 0:

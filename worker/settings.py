@@ -1,7 +1,8 @@
 """Process settings: one tree of groups, each read from ``ORDER_WORKER_*`` variables and secret files.
 
 :class:`Settings` is the tree: one group per concern (:class:`BusSettings`, :class:`LedgerSettings`,
-:class:`CallSettings`, :class:`TokenSettings`, :class:`TrackingSettings`, :class:`ServingSettings`), so a
+:class:`CallSettings`, :class:`QuoteSettings`, :class:`TokenSettings`, :class:`TrackingSettings`,
+:class:`ServingSettings`), so a
 reader finds each knob beside its neighbours and a module can be handed the one group it needs. Each group
 reads its own variables, named ``ORDER_WORKER_`` + the field name in upper case (``bus.broker_url`` is
 ``ORDER_WORKER_BROKER_URL``): the names stay flat because that is what operators, the chart and compose
@@ -73,6 +74,7 @@ class BusSettings(BaseSettings):
     actions_queue: str = Field(
         "orders.actions", description="Queue of resolve_order commands (operators' choices on orders)."
     )
+    quotes_queue: str = Field("orders.quotes", description="Queue of quote requests (request/reply).")
     events_exchange: str = Field("orders.events", description="Topic exchange the events go to.")
     delivery_limit: int = Field(
         5, ge=1, le=100, description="Quorum-queue deliveries before a crashing message is dead-lettered."
@@ -143,6 +145,23 @@ class CallSettings(BaseSettings):
         max_length=40,
         description="Mixed into every Idempotency-Key / out_trade_no, so deployments sharing a partner "
         "account never collide.",
+    )
+
+
+class QuoteSettings(BaseSettings):
+    """Price quotes over the bus, answered by every worker process."""
+
+    model_config = group_config()
+
+    quotes_enabled: bool = Field(True, description="Answer quote requests in the worker role.")
+    quote_threads: int = Field(
+        4, ge=1, le=64, description="Quote requests each worker process answers at once (partner calls)."
+    )
+    quote_cache_seconds: float = Field(
+        3.0,
+        ge=0,
+        description="A partner's price is reused for the same provider, account and params this long (0: "
+        "never); it spares the partner's rate budget when many producers ask the same question.",
     )
 
 
@@ -237,6 +256,7 @@ GROUPS: dict[str, type[BaseSettings]] = {
     "bus": BusSettings,
     "ledger": LedgerSettings,
     "calls": CallSettings,
+    "quotes": QuoteSettings,
     "tokens": TokenSettings,
     "tracking": TrackingSettings,
     "serving": ServingSettings,
@@ -256,6 +276,7 @@ class Settings(BaseModel):
     bus: BusSettings = Field(default_factory=BusSettings)
     ledger: LedgerSettings = Field(default_factory=LedgerSettings)
     calls: CallSettings = Field(default_factory=CallSettings)
+    quotes: QuoteSettings = Field(default_factory=QuoteSettings)
     tokens: TokenSettings = Field(default_factory=TokenSettings)
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)

@@ -32,3 +32,15 @@ def event_routing_key(provider: str = "*", event_type: str = "*") -> str:
     """``order.<provider>.<type>``: a binding key for the events of one partner and/or one type
     (``*`` matches any), e.g. ``event_routing_key("itrx")`` or ``event_routing_key(event_type="failed")``."""
     return f"order.{provider}.{event_type}"
+
+
+QUOTES_MESSAGE_TTL_MS = 60_000
+"""The quotes queue drops a request older than this (the longest timeout a request may ask for); each
+request also expires after its own timeout."""
+
+
+def quotes_queue_arguments() -> dict[str, Any]:
+    """The arguments of the quotes queue (durable, classic). A quote request is worthless once its
+    requester stopped waiting, so it is neither replicated (no quorum queue) nor persistent, and it
+    expires instead of waiting for a service that is down."""
+    return {"x-queue-type": "classic", "x-message-ttl": QUOTES_MESSAGE_TTL_MS}

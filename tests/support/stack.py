@@ -125,6 +125,10 @@ class Stack:
         return f"t{self.uid}.actions"
 
     @property
+    def quotes_queue(self) -> str:
+        return f"t{self.uid}.quotes"
+
+    @property
     def exchange(self) -> str:
         return f"t{self.uid}.events"
 
@@ -138,6 +142,7 @@ class Stack:
                 "ORDER_WORKER_CREATE_QUEUE": self.create_queue,
                 "ORDER_WORKER_POLL_QUEUE": self.poll_queue,
                 "ORDER_WORKER_ACTIONS_QUEUE": self.actions_queue,
+                "ORDER_WORKER_QUOTES_QUEUE": self.quotes_queue,
                 "ORDER_WORKER_EVENTS_EXCHANGE": self.exchange,
                 "ORDER_WORKER_ZEROTRACE_BASE_URL": self.sandbox.url,
                 "ORDER_WORKER_ITRX_BASE_URL": self.sandbox.url,
@@ -267,6 +272,7 @@ class Stack:
             for base in (self.create_queue, self.poll_queue, self.actions_queue):
                 for queue in (base, f"{base}.DQ", f"{base}.XQ"):
                     channel.queue_delete(queue)
+            channel.queue_delete(self.quotes_queue)
             channel.queue_delete(f"{self.exchange}.unrouted")
             channel.exchange_delete(self.exchange)
             channel.exchange_delete(f"{self.exchange}.unrouted")

@@ -7,6 +7,8 @@ will; keeping each declaration in one function here is what guarantees that.
 * Work queues are quorum queues with ``x-delivery-limit``: a message that kills the worker every time (so
   it can never be nacked by code) is dead-lettered by RabbitMQ after N deliveries instead of looping
   forever. Each has Dramatiq's delay queue (``.DQ``) and dead-letter queue (``.XQ``).
+* The quotes queue is a classic queue whose requests expire (``x-message-ttl``, and each request's own
+  ``expiration``): a quote nobody waits for any more is worth nothing, so it is not replicated either.
 * The events exchange is a durable topic exchange whose alternate exchange parks an event nobody is bound
   for yet in ``<exchange>.unrouted`` instead of letting it vanish.
 """
@@ -18,7 +20,12 @@ from typing import Any
 
 from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL
 from dramatiq.common import dq_name, xq_name
-from order_worker_client.topology import EVENTS_EXCHANGE_TYPE, UNROUTED_SUFFIX, events_exchange_arguments
+from order_worker_client.topology import (
+    EVENTS_EXCHANGE_TYPE,
+    UNROUTED_SUFFIX,
+    events_exchange_arguments,
+    quotes_queue_arguments,
+)
 from pika.adapters.blocking_connection import BlockingChannel
 
 
@@ -44,6 +51,11 @@ def declare_work_queues(channel: BlockingChannel, queue_names: Iterable[str], de
         channel.queue_declare(name, durable=True, arguments=arguments)
         channel.queue_declare(dq_name(name), durable=True, arguments=arguments)
         channel.queue_declare(xq_name(name), durable=True, arguments={"x-message-ttl": DEAD_MESSAGE_TTL})
+
+
+def declare_quotes_queue(channel: BlockingChannel, queue_name: str) -> None:
+    """The queue quote requests arrive on, as the quote service declares it."""
+    channel.queue_declare(queue_name, durable=True, arguments=quotes_queue_arguments())
 
 
 def declare_events_exchange(channel: BlockingChannel, exchange: str) -> None:

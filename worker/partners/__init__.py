@@ -6,10 +6,12 @@ Partner code knows HTTP and its partner, nothing of the pipeline, the ledger or 
 checks it). A partner is found through the ``order_worker.partners`` entry-point group.
 """
 
-from worker.partners.base import CreateResult, Fate, PartnerError, PartnerOrder
+from worker.partners.base import CreateResult, Fate, PartnerError, PartnerOrder, PartnerQuote
 from worker.partners.contract import (
     Capabilities,
+    GivesQuotes,
     IgnoredPush,
+    OffersQuotes,
     Partner,
     PartnerSession,
     PartnerSettings,
@@ -24,10 +26,13 @@ __all__ = [
     "Connected",
     "CreateResult",
     "Fate",
+    "GivesQuotes",
     "IgnoredPush",
+    "OffersQuotes",
     "Partner",
     "PartnerError",
     "PartnerOrder",
+    "PartnerQuote",
     "PartnerSession",
     "PartnerSettings",
     "Push",

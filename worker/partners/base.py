@@ -6,13 +6,16 @@ the pipeline combines that with the partner's capabilities to decide (retry, fai
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from order_worker_client.quotes import QuoteAmount
 
 from worker.status import Status
 from worker.transport import Fate, PartnerError
 
-__all__ = ["CreateResult", "Fate", "PartnerError", "PartnerOrder"]
+__all__ = ["CreateResult", "Fate", "PartnerError", "PartnerOrder", "PartnerQuote", "QuoteAmount"]
 
 
 @dataclass(frozen=True)
@@ -40,3 +43,19 @@ class CreateResult:
     """A one-time secret the partner hands out with the order and needs to read it (0trace's token; None
     on an idempotent replay, and always None for partners without one)."""
     replayed: bool = False
+
+
+@dataclass(frozen=True)
+class PartnerQuote:
+    """A partner's price answer, normalised: the parts every partner has, and its own fields as they came.
+
+    Amounts are decimal strings in the partner's own units where it has decimals (0trace), or converted
+    exactly where it counts in integers of a smaller unit (itrx sun as TRX)."""
+
+    pay: QuoteAmount
+    receive: QuoteAmount
+    rate: str | None = None
+    markup_bps: int | None = None
+    notes: tuple[str, ...] = ()
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    """The partner's answer fields, unchanged (they hold no secret: a price is not an order)."""

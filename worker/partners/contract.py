@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from worker.messages import ACCOUNT_PATTERN, DEFAULT_ACCOUNT
-from worker.partners.base import CreateResult, PartnerOrder
+from worker.partners.base import CreateResult, PartnerOrder, PartnerQuote
 from worker.settings import comma_list, group_config
 from worker.transport import Observer, PartnerHttp
 
@@ -138,8 +138,8 @@ class Capabilities:
     precheck: bool = False
     """The session checks something before the first create (a balance) and may refuse the order."""
     weights: Mapping[str, int] = field(default_factory=dict)
-    """Cost of a call in the partner's rate budget, by operation (``create``, ``fetch``, ``action``);
-    empty: no budget."""
+    """Cost of a call in the partner's rate budget, by operation (``create``, ``fetch``, ``action``,
+    ``quote``); empty: no budget."""
     call_results: Mapping[str, str] = field(default_factory=dict)
     """The partner's own error codes (``PartnerError.code``) as named results of the metrics' closed
     vocabulary (:class:`~worker.transport.CallResult`): only the partner knows that 0trace's ``5`` is its
@@ -189,6 +189,30 @@ class ResolvesActions(Protocol):
     ) -> None:
         """Send the choice; returns once the partner accepted it. Raises
         :class:`~worker.partners.base.PartnerError` when it did not (its fate says whether it arrived)."""
+        ...
+
+
+@runtime_checkable
+class OffersQuotes(Protocol):
+    """A partner plug-in that can price an order before it is placed (quotes over the bus). Its sessions
+    are :class:`GivesQuotes`; a partner without both answers quote requests ``unsupported``. Kept apart
+    from :class:`Partner` so a partner without a price call implements nothing for it."""
+
+    def check_quote_params(self, params: Mapping[str, Any]) -> BaseModel:
+        """What to price, validated: the fields the price call takes. A create's params are accepted too
+        (checked as a create's, then reduced to those fields), so a producer can price what it is about
+        to order. Raises pydantic's ValidationError or ValueError with a reason."""
+        ...
+
+
+@runtime_checkable
+class GivesQuotes(Protocol):
+    """A session with the partner's price call; its weight in the rate budget is
+    ``Capabilities.weights["quote"]`` (absent: free)."""
+
+    def quote(self, params: Any) -> PartnerQuote:
+        """The partner's price for the params :meth:`OffersQuotes.check_quote_params` returned. Raises
+        :class:`~worker.partners.base.PartnerError` when the partner refused or failed."""
         ...
 
 

@@ -15,10 +15,10 @@ from order_worker_client.orders import ItrxOrder
 from prometheus_client import Gauge
 from pydantic import BaseModel
 
-from worker.partners.base import CreateResult, PartnerOrder
+from worker.partners.base import CreateResult, PartnerOrder, PartnerQuote
 from worker.partners.contract import Capabilities, PartnerSettings, Refusal
 from worker.partners.itrx.client import CALL_RESULTS, ItrxClient
-from worker.partners.itrx.params import ItrxParams
+from worker.partners.itrx.params import ItrxParams, ItrxQuoteParams, quote_params
 from worker.partners.itrx.push import ItrxPushes
 from worker.partners.itrx.settings import ItrxSettings
 from worker.transport import Observer, PartnerHttp
@@ -43,6 +43,11 @@ class ItrxSession:
 
     def fetch(self, order_id: str, secret: str | None) -> PartnerOrder:
         return self.client.fetch(order_id)
+
+    def quote(self, params: Any) -> PartnerQuote:
+        if not isinstance(params, ItrxQuoteParams):
+            raise TypeError("itrx prices ItrxQuoteParams")
+        return self.client.quote(params)
 
     def precheck(self, params: Any) -> Refusal | None:
         if not self.settings.check_balance:
@@ -75,6 +80,9 @@ class ItrxPartner:
         if ref_code is not None:
             raise ValueError("ref_code is a 0trace feature; itrx orders cannot carry one")
         return ItrxParams.model_validate(params)
+
+    def check_quote_params(self, params: Mapping[str, Any]) -> BaseModel:
+        return quote_params(params)
 
     def connect(self, settings: PartnerSettings, http: PartnerHttp, observer: Observer | None) -> ItrxSession:
         group = _own(settings)

@@ -21,8 +21,9 @@ from urllib.parse import urlencode
 from pydantic import SecretStr
 
 from worker.messages import iso_from_epoch
-from worker.partners.base import CreateResult, Fate, PartnerError, PartnerOrder
-from worker.partners.itrx.params import ItrxParams
+from worker.partners.base import CreateResult, Fate, PartnerError, PartnerOrder, PartnerQuote
+from worker.partners.itrx.params import ItrxParams, ItrxQuoteParams
+from worker.partners.itrx.quotes import parse_quote
 from worker.partners.itrx.signing import canonical_json, itrx_sign
 from worker.partners.itrx.statuses import map_status
 from worker.status import Status
@@ -137,6 +138,11 @@ class ItrxClient:
             return total
 
         return self._call("price", "GET", f"/order/price?{query}", self._get_headers(), parse)
+
+    def quote(self, params: ItrxQuoteParams) -> PartnerQuote:
+        """``GET /order/price`` for a quote: the whole answer, normalised."""
+        query = urlencode(params.query())
+        return self._call("price", "GET", f"/order/price?{query}", self._get_headers(), parse_quote)
 
     @staticmethod
     def parse_callback(body: Any) -> tuple[str | None, str | None, PartnerOrder | None]:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 
@@ -42,3 +43,40 @@ class ItrxParams(BaseModel):
         if not is_tron_address(value):
             raise ValueError("receive_address is not a valid TRON base58check address")
         return value
+
+
+class ItrxQuoteParams(BaseModel):
+    """Fields of itrx ``GET /api/v1/frontend/order/price``: the energy to price, or the address of a USDT
+    transfer for which itrx estimates it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+    period: Literal["1H", "1D", "3D", "30D"]
+    energy_amount: Annotated[int, Field(ge=10_000, le=100_000_000, strict=True)] | None = None
+    to_address: str | None = None
+
+    @field_validator("to_address")
+    @classmethod
+    def _tron(cls, value: str | None) -> str | None:
+        if value is not None and not is_tron_address(value):
+            raise ValueError("to_address is not a valid TRON base58check address")
+        return value
+
+    @model_validator(mode="after")
+    def _what_to_price(self) -> ItrxQuoteParams:
+        if self.energy_amount is None and self.to_address is None:
+            raise ValueError("give energy_amount, or to_address for itrx to estimate one USDT transfer")
+        return self
+
+    def query(self) -> dict[str, str]:
+        """The price call's query parameters, unset ones left out."""
+        return {key: str(value) for key, value in self.model_dump(exclude_none=True).items()}
+
+
+def quote_params(params: Mapping[str, Any]) -> ItrxQuoteParams:
+    """Price params from either shape: a create's params (``receive_address`` names it one) are checked
+    as a create's first, and priced by their ``energy_amount``."""
+    if "receive_address" in params:
+        create = ItrxParams.model_validate(params)
+        return ItrxQuoteParams(period=create.period, energy_amount=create.energy_amount)
+    return ItrxQuoteParams.model_validate(params)

@@ -13,10 +13,10 @@ from typing import Any
 from order_worker_client.orders import ZeroTraceOrder
 from pydantic import BaseModel
 
-from worker.partners.base import CreateResult, Fate, PartnerError, PartnerOrder
+from worker.partners.base import CreateResult, Fate, PartnerError, PartnerOrder, PartnerQuote
 from worker.partners.contract import Capabilities, PartnerSettings, Refusal
 from worker.partners.zerotrace.client import CALL_RESULTS, WEIGHTS, ZeroTraceClient
-from worker.partners.zerotrace.params import ZeroTraceParams
+from worker.partners.zerotrace.params import ZeroTraceParams, ZeroTraceQuoteParams, quote_params
 from worker.partners.zerotrace.push import ZeroTracePushes
 from worker.partners.zerotrace.settings import ZeroTraceSettings
 from worker.transport import Observer, PartnerHttp
@@ -45,6 +45,11 @@ class ZeroTraceSession:
     def precheck(self, params: Any) -> Refusal | None:
         return None
 
+    def quote(self, params: Any) -> PartnerQuote:
+        if not isinstance(params, ZeroTraceQuoteParams):
+            raise TypeError("0trace prices ZeroTraceQuoteParams")
+        return self.client.price(params)
+
     def resolve_action(
         self, order_id: str, secret: str | None, choice: str, options: Mapping[str, str]
     ) -> None:
@@ -66,7 +71,12 @@ class ZeroTracePartner:
         idempotent_create=True,
         secret_to_fetch=True,
         fetch_by_order_id=False,
-        weights={"create": WEIGHTS["create"], "fetch": WEIGHTS["order"], "action": WEIGHTS["emergency"]},
+        weights={
+            "create": WEIGHTS["create"],
+            "fetch": WEIGHTS["order"],
+            "action": WEIGHTS["emergency"],
+            "quote": WEIGHTS["price"],
+        },
         call_results=CALL_RESULTS,
         action_choices=EMERGENCY_CHOICES,
     )
@@ -84,6 +94,9 @@ class ZeroTracePartner:
 
     def check_params(self, params: Mapping[str, Any], ref_code: str | None) -> BaseModel:
         return ZeroTraceParams.model_validate(params)
+
+    def check_quote_params(self, params: Mapping[str, Any]) -> BaseModel:
+        return quote_params(params)
 
     def connect(
         self, settings: PartnerSettings, http: PartnerHttp, observer: Observer | None

@@ -18,9 +18,10 @@ from typing import Any, TypeVar
 from pydantic import SecretStr
 
 from worker.messages import iso_from_epoch
-from worker.partners.base import CreateResult, Fate, PartnerError, PartnerOrder
+from worker.partners.base import CreateResult, Fate, PartnerError, PartnerOrder, PartnerQuote
 from worker.partners.signing import new_nonce
-from worker.partners.zerotrace.params import ZeroTraceParams
+from worker.partners.zerotrace.params import ZeroTraceParams, ZeroTraceQuoteParams
+from worker.partners.zerotrace.quotes import parse_price
 from worker.partners.zerotrace.signing import body_signer
 from worker.partners.zerotrace.statuses import map_status
 from worker.transport import (
@@ -36,7 +37,7 @@ from worker.transport import (
 )
 
 PROVIDER = "0trace"
-WEIGHTS: dict[str, int] = {"create": 50, "order": 1, "emergency": 1}
+WEIGHTS: dict[str, int] = {"create": 50, "order": 1, "emergency": 1, "price": 1}
 
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{8,128}$")
 _REF_CODE = re.compile(r"^[A-Za-z0-9_-]{4,32}$")
@@ -119,6 +120,10 @@ class ZeroTraceClient:
         """``POST /api/v1/emergency`` with the only accepted choice, ``EXCHANGE``; True when accepted."""
         body = {**_id_and_token(order_id, token), "choice": "EXCHANGE"}
         return self._call("emergency", body, lambda data: data is True, sensitive=(token,))
+
+    def price(self, params: ZeroTraceQuoteParams) -> PartnerQuote:
+        """``POST /api/v1/price``, signed, so the account's markup applies (and its budget is charged)."""
+        return self._call("price", params.wire_body(), parse_price)
 
     @staticmethod
     def parse_order(dto: Mapping[str, Any]) -> PartnerOrder:

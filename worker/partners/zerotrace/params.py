@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
@@ -60,3 +61,37 @@ class ZeroTraceParams(BaseModel):
     def wire_body(self) -> dict[str, Any]:
         """The create body in the partner's field order, optional fields left out when unset."""
         return self.model_dump(exclude_none=True)
+
+
+class ZeroTraceQuoteParams(BaseModel):
+    """Fields of 0trace ``POST /api/v1/price``: a create's, less where the coins go."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+    type: Literal["float"] = "float"
+    fromCcy: Annotated[str, StringConstraints(pattern=_ASSET.pattern)]
+    toCcy: Annotated[str, StringConstraints(pattern=_ASSET.pattern)]
+    direction: Literal["from", "to"]
+    amount: str
+    afftax: Annotated[int, Field(ge=0, le=2000, strict=True)] | None = None
+
+    @field_validator("amount")
+    @classmethod
+    def _amount(cls, value: str) -> str:
+        return _positive_decimal(value)
+
+    def wire_body(self) -> dict[str, Any]:
+        """The price body in the partner's field order, ``afftax`` left out when unset."""
+        return self.model_dump(exclude_none=True)
+
+
+_CREATE_ONLY = frozenset(ZeroTraceParams.model_fields) - frozenset(ZeroTraceQuoteParams.model_fields)
+
+
+def quote_params(params: Mapping[str, Any]) -> ZeroTraceQuoteParams:
+    """Price params from either shape: a create's params are checked as a create's first."""
+    if _CREATE_ONLY & params.keys():
+        create = ZeroTraceParams.model_validate(params)
+        fields = create.model_dump(include=set(ZeroTraceQuoteParams.model_fields), exclude_none=True)
+        return ZeroTraceQuoteParams.model_validate(fields)
+    return ZeroTraceQuoteParams.model_validate(params)
