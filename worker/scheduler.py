@@ -77,6 +77,14 @@ class Scheduler:
             else:
                 metrics.ORDERS.labels(provider, status).set(count)
 
+    def drop_expired_pushes(self, now: float) -> int:
+        """Held pushes whose order never appeared within the TTL (not ours, or a create that failed)."""
+        dropped = self.ledger.drop_expired_pushes(now - self.settings.tracking.held_push_seconds)
+        if dropped:
+            metrics.HELD_PUSHES_EXPIRED.inc(dropped)
+            log.info("held_pushes_expired", dropped=dropped)
+        return dropped
+
     def run(self, stop: threading.Event, gauge_every: float = 5.0, prune_every: float = 60.0) -> None:
         last_gauges = last_prune = 0.0
         while not stop.is_set():
@@ -88,6 +96,7 @@ class Scheduler:
                     last_gauges = started
                 if started - last_prune >= prune_every:
                     self.ledger.prune(started - self.settings.ledger.retention_seconds)
+                    self.drop_expired_pushes(started)
                     last_prune = started
             except Exception:
                 log.exception("scheduler_pass_failed")
