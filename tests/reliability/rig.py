@@ -52,6 +52,7 @@ class Sizes:
     soak_seconds: float
     soak_rate: float
     state_machine_examples: int
+    early_push_commands: int
 
 
 CI = Sizes(
@@ -71,6 +72,7 @@ CI = Sizes(
     soak_seconds=300.0,
     soak_rate=4.0,
     state_machine_examples=400,
+    early_push_commands=100,
 )
 LARGE = Sizes(
     name="large",
@@ -89,6 +91,7 @@ LARGE = Sizes(
     soak_seconds=1800.0,
     soak_rate=8.0,
     state_machine_examples=3000,
+    early_push_commands=500,
 )
 
 
