@@ -63,6 +63,7 @@ class Scheduler:
         metrics.OUTBOX_BACKLOG.set(self.ledger.outbox_backlog())
         oldest = self.ledger.outbox_oldest_created_at()
         metrics.OUTBOX_OLDEST.set(0.0 if oldest is None else max(0.0, self.clock() - oldest))
+        metrics.HELD_PUSHES_WAITING.set(self.ledger.held_push_count())
         counts = self.ledger.count_by_status()
         # A status nobody holds any more is absent from the counts; left alone its gauge would keep the
         # last count forever (and an in_doubt alert would never clear), so it is set to 0 instead.

@@ -207,7 +207,8 @@ class TrackingSettings(BaseSettings):
     held_push_seconds: float = Field(
         900.0,
         gt=0,
-        description="How long a held push waits for its order to appear before it is dropped.",
+        description="How long a held push waits for its order to appear before it is dropped (default: "
+        "as long as an unanswered 0trace create is sent again, CREATE_RETRY_WINDOW_SECONDS).",
     )
     submit_stuck_seconds: float = Field(
         120.0, gt=0, description="A create attempt older than this with no outcome is re-driven."

@@ -62,8 +62,11 @@ def release(
     tx: Session, lock_key: str, before: OrderRecord, after: OrderRecord, now: float
 ) -> list[OrderEvent]:
     """In the caller's transaction, which just wrote ``after``: when that write gave the order its partner
-    order id, apply the pushes held for it (oldest partner change first) and forget them. Returns the
-    events they caused."""
+    order id, apply the pushes held for it (oldest partner change first) and forget them, recording their
+    dedupe keys as a push applied on arrival would. Returns the events they caused.
+
+    The rules are those of ``apply_observation`` for a push; the next poll stays where the recording
+    write put it (a poll then reads the order anyway), and a terminal status clears it as always."""
     if before.order_id is not None or after.order_id is None:
         return []
     if lock_key:
