@@ -11,11 +11,15 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
+from tests.ledger.helpers import observed
 from worker import metrics
+from worker.ledger import open_ledger
+from worker.ledger.base import HeldPush
 from worker.partners import registry
 from worker.scheduler import Scheduler
 from worker.settings import Settings
 from worker.settings_metrics import REVISION_ENV, build_revision, export_settings
+from worker.status import Status
 from worker.transport import RESULTS, call_result
 
 
@@ -110,6 +114,10 @@ def test_an_unprintable_revision_is_not_a_label(monkeypatch: pytest.MonkeyPatch)
 class _Counts:
     def __init__(self) -> None:
         self.counts: dict[tuple[str, str], int] = {}
+        self.held = 0
+
+    def held_push_count(self) -> int:
+        return self.held
 
     def outbox_backlog(self) -> int:
         return 0
@@ -133,6 +141,36 @@ def test_untrackable_orders_are_counted_once_and_gone_statuses_drop_to_zero() ->
     scheduler.sample_gauges()
     assert sample("order_worker_orders", provider="p-gauge", status="in_doubt") == 0
     assert sample("order_worker_orders_untrackable", provider="p-gauge") == 0
+
+
+def test_the_scheduler_drops_held_pushes_past_their_ttl_and_counts_them(tmp_path: Path) -> None:
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'held.db'}")
+    ledger.migrate()
+    try:
+        for n, order_id in enumerate(["po-old-1", "po-old-2", "po-new"]):
+            push = HeldPush(
+                f"order:{order_id}:PENDING", "0trace", order_id, ("default",), observed(Status.CONFIRMING)
+            )
+            ledger.hold_push(push, 1000.0 + n * 100, 10, 0.0)
+        settings = Settings(tracking={"held_push_seconds": 150})
+        scheduler = Scheduler(settings, ledger, lambda commands: [True] * len(commands))
+        before = sample("order_worker_held_pushes_expired_total") or 0.0
+        assert scheduler.drop_expired_pushes(now=1300.0) == 2  # held at 1000 and 1100; 1200 is fresh
+        assert (sample("order_worker_held_pushes_expired_total") or 0.0) - before == 2
+        assert ledger.held_push_count() == 1
+    finally:
+        ledger.close()
+
+
+def test_held_pushes_waiting_follow_the_ledger() -> None:
+    ledger = _Counts()
+    scheduler = Scheduler(Settings(), ledger, lambda commands: [True] * len(commands))  # type: ignore[arg-type]
+    ledger.held = 7
+    scheduler.sample_gauges()
+    assert sample("order_worker_held_pushes_waiting") == 7
+    ledger.held = 0
+    scheduler.sample_gauges()
+    assert sample("order_worker_held_pushes_waiting") == 0
 
 
 def test_multiprocess_exposition_keeps_the_process_metrics(tmp_path: Path) -> None:

@@ -7,6 +7,10 @@ that is how a test makes one poison command crash the worker on every delivery w
 passes (``@`` is outside the command_id alphabet, so the split is unambiguous). Before dying, the point
 writes one line to stderr naming itself, so a test can tell which points fired.
 
+``NAME=sleep:SECONDS`` pauses the thread at the point instead, every time: a race that is rare in
+production becomes certain (``after_partner=sleep:2``: the partner's answer is committed two seconds
+late, so the partner's pushes about the new order arrive before the ledger knows it).
+
 Unset in production; reading the variable once keeps the cost of an unused point to a dict lookup.
 """
 
@@ -15,6 +19,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import time
 from typing import NamedTuple
 
 POINTS = (
@@ -32,6 +37,7 @@ POINTS = (
 class Rule(NamedTuple):
     probability: float
     subject: str | None
+    sleep: float = 0.0
 
 
 def _parse(spec: str) -> dict[str, Rule]:
@@ -43,7 +49,10 @@ def _parse(spec: str) -> dict[str, Rule]:
             raise ValueError(f"unknown failpoint {name!r}; known: {', '.join(POINTS)}")
         if at and not subject:
             raise ValueError(f"failpoint {name!r}: '@' needs the text a subject must contain")
-        points[name] = Rule(float(probability or 1.0), subject or None)
+        if probability.startswith("sleep:"):
+            points[name] = Rule(0.0, subject or None, float(probability.removeprefix("sleep:")))
+        else:
+            points[name] = Rule(float(probability or 1.0), subject or None)
     return points
 
 
@@ -55,6 +64,9 @@ def hit(name: str, subject: str | None = None) -> None:
     if rule is None:
         return
     if rule.subject is not None and (subject is None or rule.subject not in subject):
+        return
+    if rule.sleep:
+        time.sleep(rule.sleep)
         return
     if rule.probability and random.random() < rule.probability:
         os.write(2, f"failpoint {name}: SIGKILL pid {os.getpid()}\n".encode())

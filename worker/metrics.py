@@ -85,6 +85,25 @@ QUOTE_SECONDS = Histogram(
 PUSHES = Counter(
     "order_worker_pushes", "Webhooks/callbacks received, by provider and result.", ["provider", "result"]
 )
+HELD_PUSHES = Counter(
+    "order_worker_held_pushes",
+    "Verified pushes kept because their order was not known yet (its create had not committed).",
+    ["provider"],
+)
+HELD_PUSHES_APPLIED = Counter(
+    "order_worker_held_pushes_applied",
+    "Transitions made by held pushes once their order appeared (one per event they caused).",
+    ["provider"],
+)
+HELD_PUSHES_EXPIRED = Counter(
+    "order_worker_held_pushes_expired",
+    "Held pushes dropped because their order did not appear within HELD_PUSH_SECONDS.",
+)
+HELD_PUSHES_WAITING = Gauge(
+    "order_worker_held_pushes_waiting",
+    "Pushes held now for orders not known yet; at HELD_PUSHES_MAX new ones are answered 503.",
+    multiprocess_mode="mostrecent",
+)
 PUSH_TO_EVENT = Histogram(
     "order_worker_push_to_event_seconds",
     "From a push's arrival to its event committed to the outbox.",

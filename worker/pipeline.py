@@ -238,6 +238,11 @@ class OrderPipeline:
         )
         if events:
             log.info("order_created", status=observed.status)
+            held = sum(1 for event in events if event.source is Source.WEBHOOK)
+            if held:
+                # Pushes that arrived before this answer was committed, applied in its transaction.
+                metrics.HELD_PUSHES_APPLIED.labels(command.provider).inc(held)
+                log.info("held_pushes_applied", events=held)
         if untrackable and events:
             metrics.UNTRACKABLE.labels(command.provider).inc()
             log.warning("order_untrackable", reason="created without a token (a replay); webhooks track it")

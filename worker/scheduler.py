@@ -63,6 +63,7 @@ class Scheduler:
         metrics.OUTBOX_BACKLOG.set(self.ledger.outbox_backlog())
         oldest = self.ledger.outbox_oldest_created_at()
         metrics.OUTBOX_OLDEST.set(0.0 if oldest is None else max(0.0, self.clock() - oldest))
+        metrics.HELD_PUSHES_WAITING.set(self.ledger.held_push_count())
         counts = self.ledger.count_by_status()
         # A status nobody holds any more is absent from the counts; left alone its gauge would keep the
         # last count forever (and an in_doubt alert would never clear), so it is set to 0 instead.
@@ -77,6 +78,14 @@ class Scheduler:
             else:
                 metrics.ORDERS.labels(provider, status).set(count)
 
+    def drop_expired_pushes(self, now: float) -> int:
+        """Held pushes whose order never appeared within the TTL (not ours, or a create that failed)."""
+        dropped = self.ledger.drop_expired_pushes(now - self.settings.tracking.held_push_seconds)
+        if dropped:
+            metrics.HELD_PUSHES_EXPIRED.inc(dropped)
+            log.info("held_pushes_expired", dropped=dropped)
+        return dropped
+
     def run(self, stop: threading.Event, gauge_every: float = 5.0, prune_every: float = 60.0) -> None:
         last_gauges = last_prune = 0.0
         while not stop.is_set():
@@ -88,6 +97,7 @@ class Scheduler:
                     last_gauges = started
                 if started - last_prune >= prune_every:
                     self.ledger.prune(started - self.settings.ledger.retention_seconds)
+                    self.drop_expired_pushes(started)
                     last_prune = started
             except Exception:
                 log.exception("scheduler_pass_failed")

@@ -217,6 +217,18 @@ class TrackingSettings(BaseSettings):
         600.0, gt=0, description="How long after the last verified push polling stays at the safety interval."
     )
     polling_enabled: bool = Field(True, description="Turn off to track by webhooks/callbacks only.")
+    held_pushes_max: int = Field(
+        10000,
+        ge=0,
+        description="Verified pushes kept for orders not known yet (their create has not committed), at "
+        "most; beyond it such a push is answered 503 so the partner sends it again later. 0: none are kept.",
+    )
+    held_push_seconds: float = Field(
+        900.0,
+        gt=0,
+        description="How long a held push waits for its order to appear before it is dropped (default: "
+        "as long as an unanswered 0trace create is sent again, CREATE_RETRY_WINDOW_SECONDS).",
+    )
     submit_stuck_seconds: float = Field(
         120.0, gt=0, description="A create attempt older than this with no outcome is re-driven."
     )

@@ -74,6 +74,7 @@ class SandboxConfig:
     zerotrace_min_usd: float = 1.0
     zerotrace_max_usd: float = 5000.0
     zerotrace_idempotency_compare: IdempotencyCompare = "bytes"
+    zerotrace_token_withheld: bool = False
     zerotrace_address_check: AddressCheck = "shape"
     zerotrace_max_codes: int = 50
     zerotrace_extra_partners: tuple[tuple[str, str, str], ...] = field(default=())
@@ -132,6 +133,8 @@ HELP: dict[str, str] = {
     "zerotrace_min_usd": "Smallest deposit value accepted, USD.",
     "zerotrace_max_usd": "Largest deposit value accepted, USD.",
     "zerotrace_idempotency_compare": "bytes: a replay must repeat the body bytes; json: same parsed JSON.",
+    "zerotrace_token_withheld": "true: every create is answered as a replay is, token null "
+    "(ours: a lost first answer and its replay in one); the order exists and only its webhooks can track it.",
     "zerotrace_address_check": "shape: prefix/alphabet/length per network (accepts the spec's examples); "
     "strict: also TRON base58check.",
     "zerotrace_max_codes": "Reference codes per partner.",

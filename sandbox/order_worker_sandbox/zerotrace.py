@@ -303,7 +303,8 @@ class ZeroTraceApi:
         order, token = self.book.create(partner, q, to_address, refund, key, ref.code if ref else None)
         if key is not None:
             partner.idempotency[key] = (fingerprint, order.id)
-        return zt_ok({**order.dto(self.sb.clock.now()), "token": token})
+        shown = None if self.sb.config.zerotrace_token_withheld else token
+        return zt_ok({**order.dto(self.sb.clock.now()), "token": shown})
 
     def _fingerprint(self, body: bytes, data: dict[str, Any], ref: RefCode | None) -> bytes:
         material = body if self.sb.config.zerotrace_idempotency_compare == "bytes" else canonical_json(data)

@@ -50,6 +50,10 @@ FIGURES = (
     "worst_fd_growth",
     "worst_thread_growth",
     "examples",
+    "completed",
+    "polls",
+    "pushes_answered",
+    "held_left",
 )
 
 

@@ -53,6 +53,7 @@ class Sizes:
     soak_rate: float
     state_machine_examples: int
     idle_connection_creates: int
+    early_push_commands: int
 
 
 CI = Sizes(
@@ -73,6 +74,7 @@ CI = Sizes(
     soak_rate=4.0,
     state_machine_examples=400,
     idle_connection_creates=500,
+    early_push_commands=100,
 )
 LARGE = Sizes(
     name="large",
@@ -92,6 +94,7 @@ LARGE = Sizes(
     soak_rate=8.0,
     state_machine_examples=3000,
     idle_connection_creates=2000,
+    early_push_commands=500,
 )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,16 @@ def test_failpoint_subjects_and_names() -> None:
         failpoints._parse("nowhere=1")
     with pytest.raises(ValueError, match="needs the text"):
         failpoints._parse("on_message@=1")
+
+
+def test_a_sleeping_failpoint_pauses_instead_of_killing(monkeypatch: pytest.MonkeyPatch) -> None:
+    rules = failpoints._parse("after_partner=sleep:0.2,after_commit@early=sleep:1")
+    assert rules["after_partner"] == failpoints.Rule(0.0, None, 0.2)
+    assert rules["after_commit"] == failpoints.Rule(0.0, "early", 1.0)
+    monkeypatch.setattr(failpoints, "_ACTIVE", rules)
+    started = time.monotonic()
+    failpoints.hit("after_partner")  # still alive afterwards: it slept
+    assert time.monotonic() - started >= 0.2
+    started = time.monotonic()
+    failpoints.hit("after_commit", "another-command")  # not its subject: no pause
+    assert time.monotonic() - started < 0.5

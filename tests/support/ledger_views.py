@@ -58,6 +58,11 @@ def order_rows(ledger_url: str) -> dict[str, dict[str, Any]]:
     }
 
 
+def held_push_count(ledger_url: str) -> int:
+    """Pushes still held for orders the ledger does not know."""
+    return int(_sql_rows(ledger_url, "SELECT COUNT(*) FROM held_pushes")[0][0])
+
+
 def ledger_bytes(ledger_url: str) -> dict[str, bytes]:
     """The raw stored bytes of the ledger (SQLite files incl. WAL, or every PostgreSQL row as text)."""
     if ledger_url.startswith("sqlite:"):

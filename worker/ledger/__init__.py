@@ -9,6 +9,7 @@ run the same logic over an engine adapter, so one test suite proves both. The mo
 * ``rules`` - the order state machine as pure functions (no database);
 * ``orders`` - order transitions (lock the row, apply a rule, write row and event), lookups, due scan;
 * ``outbox`` - events awaiting publication; ``rejections`` - dead letters; ``pushes`` - push dedupe;
+* ``held`` - verified pushes for orders not known yet, applied in the transaction that makes them known;
 * ``budget`` - a partner's weight budget shared by every replica (policy in :mod:`worker.ratelimit`);
 * ``views`` - what operators list: orders by state, stored events to send again;
 * ``actions`` (rules in ``action_rules``) - operators' decisions on orders, intent before the partner call;

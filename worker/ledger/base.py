@@ -121,6 +121,30 @@ class DueOrder:
 
 
 @dataclass(frozen=True)
+class HeldPush:
+    """A verified push naming a partner order the ledger does not know yet (its create has not committed),
+    kept until that order appears."""
+
+    dedupe_key: str
+    provider: str
+    order_id: str
+    signers: tuple[str, ...]
+    """The accounts whose webhook secret verified the push: it moves only an order one of them placed."""
+    observation: PartnerOrder
+
+
+class HoldOutcome(StrEnum):
+    HELD = "held"
+    """Kept: applied when the order appears."""
+    DUPLICATE = "duplicate"
+    """Kept already (a redelivery of a held push): nothing more was kept."""
+    FOUND = "found"
+    """The order is known by now (its create committed meanwhile): nothing was kept, apply it as usual."""
+    FULL = "full"
+    """As many pushes as allowed are held already: nothing was kept, the partner must send it again."""
+
+
+@dataclass(frozen=True)
 class OutboxRow:
     event_id: str
     routing_key: str
@@ -299,7 +323,12 @@ class Ledger(ABC):
         snapshot, sealed token, untrackable flag, attempt_open False, lease cleared, next_action_at;
         outbox event ``created`` (``untrackable`` when untrackable), source create, previous_status the
         stored status. Applies only while status is submitting or in_doubt; otherwise returns [] and
-        changes nothing (a redelivered create after completion must not rewind anything)."""
+        changes nothing (a redelivered create after completion must not rewind anything).
+
+        The pushes held for the order (:meth:`hold_push`) are applied in the same transaction, after the
+        create, as ``apply_observation`` with ``push`` would apply them (source webhook, their events after
+        the create's), and their dedupe keys recorded; so is every transition that first gives an order
+        its partner order id (an operator's or a callback's resolution of an in_doubt order)."""
 
     @abstractmethod
     def record_failed(
@@ -362,6 +391,23 @@ class Ledger(ABC):
     @abstractmethod
     def record_push(self, dedupe_key: str, now: float) -> bool:
         """Remember a verified push by its documented dedupe key; True the first time only."""
+
+    @abstractmethod
+    def hold_push(
+        self, push: HeldPush, now: float, limit: int, expired_before: float
+    ) -> tuple[HoldOutcome, int]:
+        """Keep a verified push whose order is not found, unless the order is found now (FOUND: the check
+        and the keep are serialised with the create that records the order id, so a push is never kept
+        after its order was recorded) or ``limit`` pushes are held (FULL). Held pushes older than
+        ``expired_before`` are dropped first; returns the outcome and how many were dropped. A push held
+        already (same dedupe key) is DUPLICATE."""
+
+    @abstractmethod
+    def drop_expired_pushes(self, before: float, limit: int = 10_000) -> int:
+        """Drop at most ``limit`` held pushes held before ``before`` (their order never appeared)."""
+
+    @abstractmethod
+    def held_push_count(self) -> int: ...
 
     # --- operator actions on an order ------------------------------------------------------------
     def begin_action(self, command: ResolveOrderCommand, now: float, lease_seconds: float) -> ActionClaim:

@@ -59,6 +59,9 @@ class Dialect(ABC):
     """Appended to the SELECT of a row about to be modified (a row lock where the engine has them)."""
     skip_locked: str
     """Appended to the SELECT of queue-like rows, so concurrent takers skip each other's rows."""
+    lock_key: str
+    """A statement taking a lock on a text key (one parameter) until the transaction ends, for rows that do
+    not exist yet; empty where a write transaction already excludes every other writer."""
 
     @abstractmethod
     def any_of(self, column: str) -> str:

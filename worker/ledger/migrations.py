@@ -150,6 +150,24 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         5,
+        "pushes held for orders not known yet (worker.ledger.held)",
+        (
+            # A verified push naming a partner order the ledger cannot find yet: the create that makes it
+            # findable has not committed. Applied (and deleted) in that create's transaction.
+            """CREATE TABLE held_pushes (
+                dedupe_key TEXT PRIMARY KEY,
+                provider TEXT NOT NULL,
+                order_id TEXT NOT NULL,
+                signers TEXT NOT NULL,
+                observation TEXT NOT NULL,
+                held_at DOUBLE PRECISION NOT NULL
+            )""",
+            "CREATE INDEX held_pushes_order ON held_pushes (provider, order_id)",
+            "CREATE INDEX held_pushes_held_at ON held_pushes (held_at)",
+        ),
+    ),
+    Migration(
+        6,
         "the command each outbox event answers, its message's correlation_id",
         # Nullable: rows written before it are published without a correlation_id.
         ("ALTER TABLE outbox ADD COLUMN command_id TEXT",),

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from worker.ledger import rules
 from worker.ledger.base import Attempt, Claim, ClaimOutcome, DueOrder, OrderRecord, UnknownOrderError
 from worker.ledger.engine import Part, Session
+from worker.ledger.held import release
 from worker.ledger.outbox import enqueue
 from worker.ledger.rows import (
     FIND_BY_ORDER_ID,
@@ -71,19 +72,20 @@ class Orders(Part):
             before = self._lock(tx, command_id)
             return self._apply(tx, before, rule(before), source, now)
 
-    @staticmethod
     def _apply(
-        tx: Session, before: OrderRecord, change: rules.Change | None, source: Source, now: float
+        self, tx: Session, before: OrderRecord, change: rules.Change | None, source: Source, now: float
     ) -> list[OrderEvent]:
+        """Write the rule's answer; a write that gives the order its partner order id also applies the
+        pushes held for it (:mod:`worker.ledger.held`), in this transaction."""
         if change is None:
             return []
         if change.event_type is None:
             tx.run(UPDATE_ORDER, mutable_values(change.after))
-            return []
+            return release(tx, self._db.dialect.lock_key, before, change.after, now)
         after, event = rules.sequenced(before, change, source, now)
         tx.run(UPDATE_ORDER, mutable_values(after))
         enqueue(tx, event, now)
-        return [event]
+        return [event, *release(tx, self._db.dialect.lock_key, before, after, now)]
 
     # --- create path ----------------------------------------------------------------------------------
 

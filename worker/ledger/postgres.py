@@ -42,6 +42,7 @@ class PostgresDialect(Dialect):
     blob_type = "BYTEA"
     lock_row = " FOR UPDATE"
     skip_locked = " FOR UPDATE SKIP LOCKED"
+    lock_key = "SELECT pg_advisory_xact_lock(hashtextextended(?, 0))"
 
     def any_of(self, column: str) -> str:
         return f"{column} = ANY(?)"

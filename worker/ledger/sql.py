@@ -1,7 +1,7 @@
 """``SqlLedger``: the one implementation of the :class:`Ledger` contract, over either engine.
 
-It is composed of one part per concern (orders, outbox, rejections, pushes, the rate budget; see the
-package docstring) and adds what concerns the database as a whole: migrations, liveness, retention.
+It is composed of one part per concern (orders, outbox, rejections, pushes, held pushes, the rate budget;
+see the package docstring) and adds what concerns the database as a whole: migrations, liveness, retention.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from worker.ledger.actions import Actions
 from worker.ledger.base import Ledger
 from worker.ledger.budget import RateBudget
 from worker.ledger.engine import Database, TracedDatabase
+from worker.ledger.held import HeldPushes
 from worker.ledger.migrations import MIGRATIONS, SCHEMA_VERSION_DDL
 from worker.ledger.orders import Orders
 from worker.ledger.outbox import Outbox
@@ -20,7 +21,7 @@ from worker.ledger.rejections import Rejections
 from worker.ledger.views import Views
 
 
-class SqlLedger(Orders, Actions, Outbox, Rejections, Pushes, RateBudget, Views, Ledger):
+class SqlLedger(Orders, Actions, Outbox, Rejections, Pushes, HeldPushes, RateBudget, Views, Ledger):
     """The :class:`Ledger` contract over any :class:`Database` adapter."""
 
     def __init__(self, database: Database) -> None:

@@ -193,6 +193,7 @@ class SqliteDialect(Dialect):
     blob_type = "BLOB"
     lock_row = ""  # BEGIN IMMEDIATE already holds the only write lock
     skip_locked = ""
+    lock_key = ""  # BEGIN IMMEDIATE: a write transaction is the only writer
 
     def any_of(self, column: str) -> str:
         return f"{column} IN (SELECT value FROM json_each(?))"

@@ -12,7 +12,15 @@ transition a poll would make, so it gets the same event id and is published once
 
 * 2xx only after the ledger committed (or there was nothing to commit: duplicate, unknown order or event);
 * 4xx for anything wrong with the request, never 5xx for bad input;
-* 503 only when our own dependency failed (ledger, or the read a signal asks for), so the partner retries.
+* 503 only when our own dependency failed (ledger, or the read a signal asks for), or when a push must be
+  held and ``HELD_PUSHES_MAX`` are held already, so the partner retries.
+
+A push that describes an order (0trace's ``order.status_changed``) and names a partner order the ledger
+does not know yet is *held* (202 ``held``): its create has not committed the answer that names the order
+(slow, or lost and replayed). The ledger applies it in the transaction that makes the order known
+(:mod:`worker.ledger.held`), so it is not lost even for an order created untrackable, which no poll would
+ever read. A push that only signals a change (itrx) names our out_trade_no, which the ledger knows from
+the claim on, so an order it cannot find is not ours: ``unknown_order``.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker import metrics, tracing
-from worker.ledger.base import Ledger, OrderRecord
+from worker.ledger.base import HeldPush, HoldOutcome, Ledger, OrderRecord
 from worker.logs import bind, command_scope, get_logger
 from worker.messages import DEFAULT_ACCOUNT, Source
 from worker.partners.base import PartnerError
@@ -43,8 +51,8 @@ Headers = Mapping[str, Sequence[str]]
 class PushResult:
     status: int
     result: str
-    """Closed vocabulary, used as a metric label: accepted, duplicate, unknown_order, ignored_event, or a
-    rejection reason (bad_signature, stale_timestamp, ...)."""
+    """Closed vocabulary, used as a metric label: accepted, duplicate, held, unknown_order, ignored_event,
+    or a refusal (bad_signature, stale_timestamp, hold_full, ...)."""
     events: int = 0
 
     def body(self) -> bytes:
@@ -132,11 +140,9 @@ class PushReceiver:
             self.ledger.record_push(push.dedupe_key, now)
             return PushResult(202, "ignored_event")
         bind(push_key=push.dedupe_key, order_id=push.order_id)
-        record = self._find(provider, push)
-        if record is None:
-            self.ledger.record_push(push.dedupe_key, now)
-            log.info("push_unknown_order")
-            return PushResult(202, "unknown_order")
+        record = self._find(provider, push) or self._hold(provider, push, signers, now)
+        if isinstance(record, PushResult):
+            return record
         bind(command_id=record.command_id, order_id=record.order_id or push.order_id)
         if (record.account or DEFAULT_ACCOUNT) not in signers:
             # Signed by another of our accounts at this partner: that account's secret must not move an
@@ -160,6 +166,33 @@ class PushReceiver:
         if record is None and push.partner_ref:
             record = self.ledger.find_by_partner_ref(provider, push.partner_ref)
         return record
+
+    def _hold(self, provider: str, push: Push, signers: list[str], now: float) -> OrderRecord | PushResult:
+        """A push for an order not found: held until the order appears, or the order found after all (its
+        create committed meanwhile). Only a push that describes the order can be held: applying it then
+        needs no partner call."""
+        limit = self.settings.tracking.held_pushes_max
+        if push.observed is None or push.order_id is None or limit == 0:
+            self.ledger.record_push(push.dedupe_key, now)
+            log.info("push_unknown_order")
+            return PushResult(202, "unknown_order")
+        held = HeldPush(push.dedupe_key, provider, push.order_id, tuple(signers), push.observed)
+        outcome, expired = self.ledger.hold_push(
+            held, now, limit, now - self.settings.tracking.held_push_seconds
+        )
+        if expired:
+            metrics.HELD_PUSHES_EXPIRED.inc(expired)
+        if outcome is HoldOutcome.FOUND:
+            found = self._find(provider, push)
+            if found is not None:
+                return found
+        if outcome is HoldOutcome.FULL:
+            log.warning("push_hold_full", limit=limit, next="the partner retries")
+            return PushResult(503, "hold_full")
+        if outcome is HoldOutcome.HELD:
+            metrics.HELD_PUSHES.labels(provider).inc()
+            log.info("push_held", next="applied when the create records the order")
+        return PushResult(202, "held")
 
     def _follow(self, provider: str, record: OrderRecord, push: Push, now: float) -> Outcome | PushResult:
         """A push that only signals a change: read the order it names, and apply what the partner says."""
