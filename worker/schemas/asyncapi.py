@@ -19,6 +19,8 @@ from typing import Any, Literal
 from order_worker_client import topology
 from order_worker_client.commands import CreateOrderCommand, PollOrderCommand, ResolveOrderCommand
 from order_worker_client.events import SCHEMA_VERSION, EventType, OrderEvent
+from order_worker_client.quotes import Quote, QuoteError, QuoteRequest
+from order_worker_client.quoting import SENT_AT_HEADER
 from pydantic import BaseModel, create_model
 from pydantic.json_schema import models_json_schema
 
@@ -157,6 +159,9 @@ def asyncapi_document() -> dict[str, Any]:
         ResolveOrderCommand,
         OrderEvent,
         *events.values(),
+        QuoteRequest,
+        Quote,
+        QuoteError,
     ]
     refs, schemas = _schemas(models)
     messages: dict[str, Any] = {}
@@ -279,6 +284,8 @@ def asyncapi_document() -> dict[str, Any]:
             },
         },
     }
+    channels.update(_quote_channels())
+    messages.update(_quote_messages(refs))
     operations = {
         "receiveCreateOrder": _operation(
             "receive", "createOrder", "The service places the order.", create_messages
@@ -290,6 +297,23 @@ def asyncapi_document() -> dict[str, Any]:
         "sendOrderEvent": _operation(
             "send", "orderEvents", "The service publishes every change of an order's state.", event_messages
         ),
+        "receiveQuoteRequest": {
+            **_operation(
+                "receive", "quotes", "The service prices a partner order and replies.", ["quoteRequest"]
+            ),
+            "reply": {
+                "address": {
+                    "description": "The request's reply_to property: RabbitMQ's direct reply-to "
+                    "(amq.rabbitmq.reply-to), consumed with no-ack before the request is published.",
+                    "location": "$message.header#/reply_to",
+                },
+                "channel": {"$ref": "#/channels/quoteReplies"},
+                "messages": [
+                    {"$ref": "#/channels/quoteReplies/messages/quote"},
+                    {"$ref": "#/channels/quoteReplies/messages/quoteError"},
+                ],
+            },
+        },
     }
     return {
         "asyncapi": "3.0.0",
@@ -314,6 +338,97 @@ def asyncapi_document() -> dict[str, Any]:
         "channels": channels,
         "operations": operations,
         "components": {"messages": messages, "schemas": schemas},
+    }
+
+
+def _quote_channels() -> dict[str, Any]:
+    return {
+        "quotes": {
+            "address": topology.QUOTES_QUEUE,
+            "title": topology.QUOTES_QUEUE,
+            "description": "Price requests (AMQP request/reply). Publish through the default exchange with "
+            "reply_to = amq.rabbitmq.reply-to, a correlation_id, an expiration no longer than the request's "
+            "timeout, and `mandatory` (a request returned unroutable means no quote service runs). A classic "
+            "queue whose requests expire: a quote nobody waits for is worthless.",
+            "messages": {"quoteRequest": {"$ref": "#/components/messages/quoteRequest"}},
+            "bindings": {
+                "amqp": {
+                    "is": "queue",
+                    "queue": {
+                        "name": topology.QUOTES_QUEUE,
+                        "durable": True,
+                        "exclusive": False,
+                        "autoDelete": False,
+                        "vhost": "/",
+                        "x-arguments": topology.quotes_queue_arguments(),
+                    },
+                    "bindingVersion": AMQP_BINDING,
+                }
+            },
+        },
+        "quoteReplies": {
+            "address": None,
+            "description": "The requester's direct reply-to pseudo-queue, named by each request's reply_to.",
+            "messages": {
+                "quote": {"$ref": "#/components/messages/quote"},
+                "quoteError": {"$ref": "#/components/messages/quoteError"},
+            },
+        },
+    }
+
+
+def _quote_messages(refs: dict[str, Any]) -> dict[str, Any]:
+    correlation = {
+        "description": "AMQP property correlation_id: chosen by the requester, copied onto the reply.",
+        "location": "$message.header#/correlation_id",
+    }
+    return {
+        "quoteRequest": {
+            "name": "quoteRequest",
+            "title": "quote request",
+            "contentType": "application/json",
+            "correlationId": correlation,
+            "headers": {
+                "type": "object",
+                "properties": {
+                    SENT_AT_HEADER: {
+                        "type": "integer",
+                        "description": "When the request was sent (ms since the epoch): the service answers "
+                        "budget_exhausted rather than waiting past the request's timeout.",
+                    }
+                },
+            },
+            "payload": refs["QuoteRequest"],
+            "examples": [
+                {
+                    "name": "0trace",
+                    "payload": {
+                        "provider": "0trace",
+                        "params": {
+                            "fromCcy": "btc",
+                            "toCcy": "usdt_trc20",
+                            "direction": "from",
+                            "amount": "0.01",
+                        },
+                        "timeout_seconds": 5,
+                    },
+                }
+            ],
+        },
+        "quote": {
+            "name": "quote",
+            "title": "quote",
+            "contentType": "application/json",
+            "correlationId": correlation,
+            "payload": refs["Quote"],
+        },
+        "quoteError": {
+            "name": "quoteError",
+            "title": "quote refused",
+            "contentType": "application/json",
+            "correlationId": correlation,
+            "payload": refs["QuoteError"],
+        },
     }
 
 
