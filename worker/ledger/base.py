@@ -122,8 +122,7 @@ class DueOrder:
 
 @dataclass(frozen=True)
 class HeldPush:
-    """A verified push naming a partner order the ledger does not know yet (its create has not committed),
-    kept until that order appears."""
+    """A verified push for a partner order the ledger does not know yet, kept until that order appears."""
 
     dedupe_key: str
     provider: str
@@ -153,8 +152,7 @@ class OutboxRow:
     created_at: float
     trace_context: str | None = None
     """The W3C trace context the event was written in (``worker.tracing.to_text``), if any."""
-    command_id: str | None = None
-    """The command the event answers: its message's ``correlation_id``."""
+    command_id: str | None = None  # the command the event answers: its message's correlation_id
 
 
 @dataclass(frozen=True)
