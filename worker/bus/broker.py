@@ -11,8 +11,6 @@
 
 from __future__ import annotations
 
-import random
-
 import dramatiq
 from dramatiq.encoder import JSONEncoder, MessageData
 from dramatiq.middleware import AgeLimit, CurrentMessage, Retries, ShutdownNotifications, TimeLimit
@@ -45,12 +43,8 @@ def build_broker(settings: Settings) -> QuorumRabbitmqBroker:
         Retries(max_retries=5, min_backoff=1_000, max_backoff=60_000),
         CurrentMessage(),
     ]
-    # Dramatiq hands the list to pika, which tries each node in turn on every connection; shuffled once per
-    # process, so that the replicas' consumers spread over a cluster's nodes.
-    urls = settings.bus.broker_urls()
-    random.shuffle(urls)
     broker = QuorumRabbitmqBroker(
-        url=urls,
+        url=settings.bus.broker_urls(),  # pika tries each node in turn (order: worker.bus.rabbitmq)
         confirm_delivery=True,
         delivery_limit=settings.bus.delivery_limit,
         middleware=middleware,
