@@ -60,8 +60,9 @@ def comma_list(value: object) -> object:
 
 
 def broker_urls(value: str) -> list[str]:
-    """The URLs of ``ORDER_WORKER_BROKER_URL``: one, or a cluster's nodes separated by commas. A URL
-    carries a comma only percent-encoded (``%2C``), so splitting on commas never cuts one in two."""
+    """The URLs of ``ORDER_WORKER_BROKER_URL``: one, or a cluster's nodes separated by commas. A comma
+    inside a URL (in a password or an option) must be percent-encoded (``%2C``), as the setting's
+    description says, so splitting on commas never cuts one in two."""
     return [url.strip() for url in value.split(",") if url.strip()]
 
 
@@ -87,8 +88,8 @@ class BusSettings(BaseSettings):
     broker_url: SecretStr = Field(
         SecretStr("amqp://guest:guest@127.0.0.1:5672/%2F"),
         description="RabbitMQ URL, or the URLs of a cluster's nodes separated by commas (a comma inside a "
-        "password is written %2C); every client connects to the first node it reaches and to a surviving "
-        "one when its node fails. Each URL may hold a password.",
+        "URL, in a password or an option, is written %2C); every client connects to the first node it "
+        "reaches and to a surviving one when its node fails. Each URL may hold a password.",
     )
     create_queue: str = Field("orders.create", description="Queue of create_order commands.")
     poll_queue: str = Field("orders.poll", description="Queue of poll_order commands.")
