@@ -28,7 +28,7 @@ from worker.processes import (
     stop_all,
     wait_http,
 )
-from worker.settings import get_settings
+from worker.settings import broker_hosts, get_settings
 
 
 @dataclass(frozen=True)
@@ -132,10 +132,11 @@ def run_stack(demo_orders: int, speed: float, ports: Ports | None = None) -> int
     ports = ports or Ports()
     _stop_on_signals()
     settings = get_settings()
-    broker = urlsplit(settings.bus.broker_url.get_secret_value())
-    if not port_open(broker.hostname or "127.0.0.1", broker.port or 5672):
+    nodes = [urlsplit(url) for url in settings.bus.broker_urls()]
+    if not any(port_open(node.hostname or "127.0.0.1", node.port or 5672) for node in nodes):
+        hosts = broker_hosts(settings.bus.broker_url.get_secret_value())
         print(
-            f"order-worker: RabbitMQ is not reachable at {broker.hostname}:{broker.port or 5672}.\n"
+            f"order-worker: RabbitMQ is not reachable at {hosts}.\n"
             "  Start it with 'bash deploy/dev.sh broker' (installs rabbitmq-server if needed),\n"
             "  or point ORDER_WORKER_BROKER_URL at a running broker.",
             file=sys.stderr,

@@ -60,6 +60,27 @@ def comma_list(value: object) -> object:
     return value
 
 
+def broker_urls(value: str) -> list[str]:
+    """The URLs of ``ORDER_WORKER_BROKER_URL``: one, or a cluster's nodes separated by commas. A comma
+    inside a URL (in a password or an option) must be percent-encoded (``%2C``), as the setting's
+    description says, so splitting on commas never cuts one in two."""
+    return [url.strip() for url in value.split(",") if url.strip()]
+
+
+def broker_hosts(value: str) -> str:
+    """Where the broker URLs point, as ``host:port`` list safe to print: no user, password or vhost."""
+    hosts = []
+    for url in broker_urls(value):
+        parts = urlsplit(url)
+        default_port = 5671 if parts.scheme == "amqps" else 5672
+        try:
+            port = parts.port or default_port
+        except ValueError:
+            port = default_port
+        hosts.append(f"{parts.hostname or '?'}:{port}")
+    return ", ".join(hosts)
+
+
 class BusSettings(BaseSettings):
     """RabbitMQ: where commands arrive and where events leave."""
 
@@ -67,7 +88,9 @@ class BusSettings(BaseSettings):
 
     broker_url: SecretStr = Field(
         SecretStr("amqp://guest:guest@127.0.0.1:5672/%2F"),
-        description="RabbitMQ URL (it may hold a password).",
+        description="RabbitMQ URL, or the URLs of a cluster's nodes separated by commas (a comma inside a "
+        "URL, in a password or an option, is written %2C); every client connects to the first node it "
+        "reaches and to a surviving one when its node fails. Each URL may hold a password.",
     )
     create_queue: str = Field("orders.create", description="Queue of create_order commands.")
     poll_queue: str = Field("orders.poll", description="Queue of poll_order commands.")
@@ -80,6 +103,21 @@ class BusSettings(BaseSettings):
         5, ge=1, le=100, description="Quorum-queue deliveries before a crashing message is dead-lettered."
     )
     relay_batch: int = Field(200, ge=1, description="Outbox rows published per relay pass.")
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_schemes(cls, value: SecretStr) -> SecretStr:
+        urls = broker_urls(value.get_secret_value())
+        if not urls:
+            raise ValueError("broker_url needs at least one amqp:// or amqps:// URL")
+        for number, url in enumerate(urls, start=1):
+            if urlsplit(url).scheme not in {"amqp", "amqps"}:
+                raise ValueError(f"broker URL number {number} must start with amqp:// or amqps://")
+        return value
+
+    def broker_urls(self) -> list[str]:
+        """The broker's node URLs, in the order given."""
+        return broker_urls(self.broker_url.get_secret_value())
 
 
 class LedgerSettings(BaseSettings):

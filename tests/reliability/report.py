@@ -30,6 +30,8 @@ FIGURES = (
     "worker_restarts",
     "broker_kill9",
     "broker_stop_start",
+    "longest_publish_pause_s",
+    "longest_event_pause_s",
     "resets_that_cut_a_live_connection",
     "mean_create_attempts",
     "min_gap_between_attempts_s",

@@ -39,6 +39,7 @@ class Sizes:
     name: str
     kill9_commands: int
     broker_commands: int
+    cluster_commands: int
     relay_orders: int
     relay_resets: int
     flaky_commands: int
@@ -60,6 +61,7 @@ CI = Sizes(
     name="ci",
     kill9_commands=250,
     broker_commands=2000,
+    cluster_commands=2000,
     relay_orders=120,
     relay_resets=6,
     flaky_commands=400,
@@ -80,6 +82,7 @@ LARGE = Sizes(
     name="large",
     kill9_commands=1000,
     broker_commands=10000,
+    cluster_commands=10000,
     relay_orders=600,
     relay_resets=25,
     flaky_commands=1000,

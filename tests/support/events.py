@@ -15,16 +15,23 @@ import pika
 from pika.exceptions import AMQPError
 
 from tests.support.stack import wait_until
+from worker.bus.connection import connection_parameters
 from worker.bus.envelope import envelope
 from worker.bus.topology import declare_events_exchange
 
 
 def publish_reliably(
-    broker_url: str, queue: str, bodies: Iterable[bytes], deadline_seconds: float = 300.0
+    broker_url: str,
+    queue: str,
+    bodies: Iterable[bytes],
+    deadline_seconds: float = 300.0,
+    confirmed_at: list[float] | None = None,
 ) -> int:
-    """Publish each body with confirms; reconnect and resend (at least once) across broker failures.
+    """Publish each body with confirms; reconnect (to any node ``broker_url`` names) and resend (at least
+    once) across broker failures.
 
     Returns how many publishes had to be repeated. A command published twice is fine by contract.
+    ``confirmed_at`` gets the monotonic time of each confirmed publish.
     """
     repeats = 0
     pending = list(bodies)
@@ -36,9 +43,10 @@ def publish_reliably(
             raise AssertionError(f"could not publish {len(pending) - index} commands before the deadline")
         try:
             if connection is None or connection.is_closed:
-                parameters = pika.URLParameters(broker_url)
-                parameters.socket_timeout = 5
-                parameters.blocked_connection_timeout = 10
+                parameters = connection_parameters(broker_url)
+                for each in parameters:
+                    each.socket_timeout = 5
+                    each.blocked_connection_timeout = 10
                 connection = pika.BlockingConnection(parameters)
                 channel = connection.channel()
                 channel.confirm_delivery()
@@ -52,6 +60,8 @@ def publish_reliably(
                 mandatory=True,
             )
             index += 1
+            if confirmed_at is not None:
+                confirmed_at.append(time.monotonic())
         except (AMQPError, OSError):
             repeats += 1
             with contextlib.suppress(Exception):
@@ -84,6 +94,7 @@ class EventWitness:
         self.duplicates = 0
         self.mismatched_ids = 0
         self.reconnects = 0
+        self.first_seen_at: list[float] = []  # monotonic time each new event arrived
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._declare()
@@ -91,8 +102,9 @@ class EventWitness:
         self._thread.start()
 
     def _channel(self) -> tuple[pika.BlockingConnection, Any]:
-        parameters = pika.URLParameters(self.broker_url)
-        parameters.socket_timeout = 5
+        parameters = connection_parameters(self.broker_url)
+        for each in parameters:
+            each.socket_timeout = 5
         connection = pika.BlockingConnection(parameters)
         channel = connection.channel()
         declare_events_exchange(channel, self.exchange)
@@ -134,6 +146,7 @@ class EventWitness:
                 self.duplicates += 1
             else:
                 self.events[event["event_id"]] = event
+                self.first_seen_at.append(time.monotonic())
 
     def snapshot(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -147,7 +160,7 @@ class EventWitness:
         self._thread.join(10)
         if delete:
             with contextlib.suppress(AMQPError, OSError):
-                connection = pika.BlockingConnection(pika.URLParameters(self.broker_url))
+                connection = pika.BlockingConnection(connection_parameters(self.broker_url))
                 connection.channel().queue_delete(self.queue)
                 connection.close()
 

@@ -24,6 +24,7 @@ import pika
 import pytest
 from pika.exceptions import AMQPError
 
+from worker.bus.connection import connection_parameters
 from worker.bus.topology import declare_work_queues
 from worker.bus.watcher import EventWatcher
 from worker.ledger import open_ledger
@@ -226,13 +227,13 @@ class Stack:
     def declare_queues(self) -> None:
         """Producers publish with mandatory; the worker declares queues, so tests that publish before a
         worker starts declare them the same way first."""
-        with pika.BlockingConnection(pika.URLParameters(self.broker_url)) as connection:
+        with pika.BlockingConnection(connection_parameters(self.broker_url)) as connection:
             declare_work_queues(connection.channel(), (self.create_queue, self.poll_queue), 5)
 
     def queue_depths(self) -> dict[str, int]:
         """Ready messages per work queue (main, delay and dead-letter queue), via passive declares."""
         depths: dict[str, int] = {}
-        connection = pika.BlockingConnection(pika.URLParameters(self.broker_url))
+        connection = pika.BlockingConnection(connection_parameters(self.broker_url))
         try:
             for base in (self.create_queue, self.poll_queue):
                 for queue in (base, f"{base}.DQ", f"{base}.XQ"):
@@ -249,7 +250,7 @@ class Stack:
     def dead_lettered_bodies(self, queue: str) -> list[dict[str, Any]]:
         """Drain the Dramatiq dead-letter queue (``queue.XQ``) and return the envelopes found there."""
         bodies: list[dict[str, Any]] = []
-        connection = pika.BlockingConnection(pika.URLParameters(self.broker_url))
+        connection = pika.BlockingConnection(connection_parameters(self.broker_url))
         try:
             channel = connection.channel()
             while True:
@@ -267,7 +268,7 @@ class Stack:
         if self._ledger is not None:
             self._ledger.close()
         with contextlib.suppress(AMQPError, OSError):
-            connection = pika.BlockingConnection(pika.URLParameters(self.broker_url))
+            connection = pika.BlockingConnection(connection_parameters(self.broker_url))
             channel = connection.channel()
             for base in (self.create_queue, self.poll_queue, self.actions_queue):
                 for queue in (base, f"{base}.DQ", f"{base}.XQ"):

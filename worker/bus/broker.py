@@ -44,7 +44,7 @@ def build_broker(settings: Settings) -> QuorumRabbitmqBroker:
         CurrentMessage(),
     ]
     broker = QuorumRabbitmqBroker(
-        url=settings.bus.broker_url.get_secret_value(),
+        url=settings.bus.broker_urls(),  # pika tries each node in turn (order: worker.bus.rabbitmq)
         confirm_delivery=True,
         delivery_limit=settings.bus.delivery_limit,
         middleware=middleware,

@@ -7,10 +7,17 @@ than reuse a channel in an unknown state, and close without raising (a connectio
 closed as its owner needs). The batch publisher's confirm stream is the one exception: it keeps many
 confirms in flight, which only pika's asynchronous connection can, so its I/O loop lives beside it in
 ``worker.bus.publishing``.
+
+A broker URL setting may name several nodes of a cluster (``worker.settings.broker_urls``).
+:func:`connection_parameters` is the one place they become pika's parameters: every new connection gets
+them in a fresh random order and pika's ``BlockingConnection`` tries each in turn, so the clients of a
+service spread over the nodes, and a client whose node died reaches a surviving one on its next connection
+without waiting for that node to refuse it first.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 
 import pika
@@ -18,8 +25,19 @@ from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import AMQPError
 
 from worker.logs import get_logger
+from worker.settings import broker_urls
 
 log = get_logger(__name__)
+
+
+def connection_parameters(broker_url: str, *, shuffle: bool = True) -> list[pika.URLParameters]:
+    """pika's parameters for every node a broker URL setting names, shuffled unless ``shuffle`` is off."""
+    parameters = [pika.URLParameters(url) for url in broker_urls(broker_url)]
+    if not parameters:
+        raise ValueError("no broker URL given")
+    if shuffle:
+        random.shuffle(parameters)
+    return parameters
 
 
 class BlockingLink:
@@ -34,7 +52,8 @@ class BlockingLink:
     ) -> None:
         """``confirm``: publisher confirms, so that ``basic_publish`` returns once the broker has the
         message. ``on_open`` runs on every new channel (declarations the owner needs before using it)."""
-        self._parameters = pika.URLParameters(broker_url)
+        self._broker_url = broker_url
+        connection_parameters(broker_url)  # a setting that names no node fails here, not on first use
         self._confirm = confirm
         self._on_open = on_open
         self._connection: pika.BlockingConnection | None = None
@@ -44,7 +63,7 @@ class BlockingLink:
         """The open channel, or a new one on a new connection when there is none or it broke."""
         if self._channel is None or not self._channel.is_open:
             self.close()
-            self._connection = pika.BlockingConnection(self._parameters)
+            self._connection = pika.BlockingConnection(connection_parameters(self._broker_url))
             try:
                 channel = self._connection.channel()
                 if self._confirm:
@@ -73,13 +92,16 @@ class BlockingLink:
 
 
 def broker_check(broker_url: str) -> Callable[[], str | None]:
-    """A readiness check (``worker.observability``): connects and leaves at once, and raises when the
-    broker cannot be reached within about two seconds, so a probe never hangs on a stalled broker."""
+    """A readiness check (``worker.observability``): connects to any of the broker's nodes and leaves at
+    once, and raises when none can be reached within about two seconds each, so a probe never hangs on a
+    stalled broker."""
 
     def check() -> str | None:
-        parameters = pika.URLParameters(broker_url)
-        parameters.socket_timeout = 2
-        parameters.blocked_connection_timeout = 2
+        parameters = connection_parameters(broker_url)
+        for each in parameters:
+            each.socket_timeout = 2
+            each.stack_timeout = 2
+            each.blocked_connection_timeout = 2
         connection = pika.BlockingConnection(parameters)
         connection.close()
         return None

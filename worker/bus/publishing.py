@@ -24,11 +24,11 @@ import pika
 from pika import spec
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.channel import Channel
-from pika.exceptions import AMQPConnectionError, AMQPError, ConnectionClosedByClient
+from pika.exceptions import AMQPChannelError, AMQPConnectionError, AMQPError, ConnectionClosedByClient
 from pika.frame import Method
 
 from worker import tracing
-from worker.bus.connection import BlockingLink
+from worker.bus.connection import BlockingLink, connection_parameters
 from worker.bus.envelope import RESOLVE_ACTOR, envelope
 from worker.logs import get_logger
 from worker.messages import CreateOrderCommand, PollOrderCommand, ResolveOrderCommand
@@ -74,7 +74,8 @@ class BatchPublisher:
         thread_name: str = "amqp-publisher",
     ) -> None:
         self._broker_url = broker_url
-        self._parameters = pika.URLParameters(broker_url)
+        self._nodes = connection_parameters(broker_url)  # this publisher's order of the nodes
+        self._next_node = 0
         self._prepare = prepare
         self._confirm_timeout = confirm_timeout
         self._thread_name = thread_name
@@ -102,13 +103,27 @@ class BatchPublisher:
                         preparing.open()  # opening runs prepare
                     finally:
                         preparing.close()
-                link = self._link = _Link(self._parameters, self._thread_name, self._confirm_timeout)
+                link = self._link = self._open_link()
             try:
                 return link.publish(messages, self._confirm_timeout)
             except BaseException:
                 self._link = None
                 link.close()
                 raise
+
+    def _open_link(self) -> _Link:
+        """A link to the first node that answers, starting after the node of the previous link (whose
+        failure is why a new one is needed). pika's asynchronous connection takes one node's parameters,
+        not a list as its blocking one does, so the nodes are tried here in turn."""
+        failure: BaseException | None = None
+        for _ in self._nodes:
+            parameters = self._nodes[self._next_node % len(self._nodes)]
+            self._next_node += 1
+            try:
+                return _Link(parameters, self._thread_name, self._confirm_timeout)
+            except (AMQPError, OSError) as error:
+                failure = error
+        raise _as_amqp_error(failure, "no broker node answered")
 
     def close(self) -> None:
         with self._lock:
@@ -138,7 +153,7 @@ class _Link:
     """One connection's life: its IO loop thread, its confirm-mode channel, the batch in flight. Every
     method whose name does not start with ``publish`` or ``close`` runs on the IO loop thread."""
 
-    def __init__(self, parameters: pika.URLParameters, thread_name: str, open_timeout: float) -> None:
+    def __init__(self, parameters: pika.ConnectionParameters, thread_name: str, open_timeout: float) -> None:
         self.closed = False
         self._channel: Channel | None = None
         self._next_tag = 1
@@ -293,7 +308,11 @@ class CommandProducer:
 
     A command is a JSON object published to the default exchange with the queue name as routing key,
     persistent, with publisher confirms and ``mandatory`` so a missing queue is an error, not a silent
-    drop: the reference the README's raw-AMQP example follows."""
+    drop: the reference the README's raw-AMQP example follows.
+
+    A publish whose connection or channel broke is sent once more on a new connection, to whichever of the
+    broker's nodes answers first: its fate was unknown, and a command published twice is harmless (the
+    worker recognises its ``command_id``), while one given up on is lost unless the caller retries."""
 
     def __init__(
         self,
@@ -303,7 +322,7 @@ class CommandProducer:
         actions_queue: str = "orders.actions",
     ) -> None:
         self._link = BlockingLink(broker_url, confirm=True)
-        self.channel = self._link.open()
+        self._link.open()
         self.create_queue = create_queue
         self.poll_queue = poll_queue
         self.actions_queue = actions_queue
@@ -314,18 +333,24 @@ class CommandProducer:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def channel(self) -> BlockingChannel:
+        """The confirmed channel, opened anew (on any node that answers) if the last one broke."""
+        return self._link.open()
+
     def close(self) -> None:
         self._link.close()
 
     def publish_raw(self, queue_name: str, body: bytes) -> None:
-        """Raises pika.exceptions.UnroutableError when the queue does not exist (no worker started yet)."""
-        self.channel.basic_publish(
-            exchange="",
-            routing_key=queue_name,
-            body=body,
-            properties=pika.BasicProperties(**COMMAND_PROPERTIES),
-            mandatory=True,
-        )
+        """Raises pika.exceptions.UnroutableError when the queue does not exist (no worker started yet),
+        and the connection's error when the broker could not be reached twice in a row."""
+        properties = pika.BasicProperties(**COMMAND_PROPERTIES)
+        try:
+            self.channel.basic_publish("", queue_name, body, properties, mandatory=True)
+        except (AMQPConnectionError, AMQPChannelError) as error:
+            log.warning("command_publish_interrupted", error=type(error).__name__, next="resend")
+            self._link.close()
+            self.channel.basic_publish("", queue_name, body, properties, mandatory=True)
 
     def create_order(
         self,

@@ -15,10 +15,15 @@ upgrade is checked (``tests/test_consumer_acks.py``, ``tests/test_batch_publishi
   ``_RabbitmqConsumer`` (whose ``known_tags``, ``connection`` and ``channel`` it uses) is the only way.
 * Quorum queue arguments. ``RabbitmqBroker`` builds queue arguments in the private
   ``_build_queue_arguments`` and offers no option for ``x-queue-type`` or ``x-delivery-limit``.
+* The order of a cluster's nodes. Dramatiq hands its ``parameters`` list to every connection it opens
+  (each consumer's, each enqueueing thread's), in the order given, so every reconnect of a worker would
+  try the same node first, the failed one included, and wait out its timeout when it hangs. The list is
+  served in a fresh random order for each connection instead.
 """
 
 from __future__ import annotations
 
+import random
 import threading
 from typing import Any
 
@@ -79,6 +84,16 @@ class QuorumRabbitmqBroker(RabbitmqBroker):
     def __init__(self, *, delivery_limit: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.delivery_limit = delivery_limit
+
+    @property
+    def parameters(self) -> Any:
+        """pika's parameters of every node, shuffled anew each time Dramatiq opens a connection."""
+        nodes = self._nodes
+        return random.sample(nodes, len(nodes)) if isinstance(nodes, list) else nodes
+
+    @parameters.setter
+    def parameters(self, value: Any) -> None:
+        self._nodes = value
 
     @property
     def consumer_class(self) -> type[_RabbitmqConsumer]:

@@ -7,12 +7,11 @@ import logging
 import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, NoReturn
-from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
 from worker.partners import registry
-from worker.settings import ENV_PREFIX, GROUPS, Settings, get_settings
+from worker.settings import ENV_PREFIX, GROUPS, Settings, broker_hosts, get_settings
 
 if TYPE_CHECKING:
     from worker.ledger.base import Ledger
@@ -104,11 +103,10 @@ def unreachable_broker(command: str, settings: Settings) -> Iterator[None]:
     try:
         yield
     except AMQPConnectionError as error:
-        parts = urlsplit(settings.bus.broker_url.get_secret_value())
+        hosts = broker_hosts(settings.bus.broker_url.get_secret_value())
         refuse(
             command,
-            f"cannot reach RabbitMQ at {parts.hostname}:{parts.port or 5672} ({type(error).__name__}); "
-            "check ORDER_WORKER_BROKER_URL",
+            f"cannot reach RabbitMQ at {hosts} ({type(error).__name__}); check ORDER_WORKER_BROKER_URL",
         )
     finally:
         pika_log.setLevel(level)

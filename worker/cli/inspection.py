@@ -151,19 +151,31 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
 
 
 def cmd_events(args: argparse.Namespace) -> int:
+    """Watches until interrupted. A watcher's queue lives and dies with its connection, so when that breaks
+    (its node failed) a new watcher is made on whichever node answers, saying on stderr that events
+    published meanwhile are not shown; when no node answers, the command exits 2."""
+    from pika.exceptions import AMQPChannelError, AMQPConnectionError
+
     from worker.bus.watcher import EventWatcher, event_line
 
     settings = load_settings()
-    with (
-        unreachable_broker("events", settings),
-        EventWatcher(
-            settings.bus.broker_url.get_secret_value(), settings.bus.events_exchange, args.binding
-        ) as watcher,
-    ):
-        for item in watcher.events():
-            if item is not None:
-                print(json.dumps(item[1]) if args.json else event_line(*item), flush=True)
-    return 0
+    with unreachable_broker("events", settings):
+        while True:
+            with EventWatcher(
+                settings.bus.broker_url.get_secret_value(), settings.bus.events_exchange, args.binding
+            ) as watcher:
+                try:
+                    for item in watcher.events():
+                        if item is not None:
+                            print(json.dumps(item[1]) if args.json else event_line(*item), flush=True)
+                except (AMQPConnectionError, AMQPChannelError) as error:
+                    print(
+                        f"order-worker events: connection lost ({type(error).__name__}); reconnecting, "
+                        "events published meanwhile are not shown",
+                        file=sys.stderr,
+                    )
+                    continue
+            return 0
 
 
 def _events_to_replay(ledger: Ledger, args: argparse.Namespace) -> list[OutboxRow]:
