@@ -272,15 +272,24 @@ class Ledger(ABC):
         attempt_open True, next_action_at = now + lease_seconds (so the scheduler re-drives it if this
         worker dies). Returns None when another worker holds the lease or the order has moved on."""
 
+    # Fencing: the writes below close an attempt. Given ``attempt`` (the ``attempts`` its begin left, 0
+    # before any), each applies only while the row's attempts is still that number, read under the
+    # write's own row lock; otherwise it writes nothing and answers False / None ("stale"): the caller
+    # was paused past its lease and another worker began a newer attempt. ``attempt`` None is unfenced.
     @abstractmethod
-    def end_attempt_unsent(self, command_id: str, next_action_at: float, error: EventError) -> None:
+    def end_attempt_unsent(
+        self, command_id: str, next_action_at: float, error: EventError, *, attempt: int | None = None
+    ) -> bool:
         """The attempt provably never reached the partner: attempt_open False, attempts -= 1, lease
-        cleared, last_error set, still submitting, next_action_at as given."""
+        cleared, last_error set, still submitting, next_action_at as given. False: stale attempt."""
 
     @abstractmethod
-    def schedule_retry(self, command_id: str, next_action_at: float, error: EventError) -> None:
+    def schedule_retry(
+        self, command_id: str, next_action_at: float, error: EventError, *, attempt: int | None = None
+    ) -> bool:
         """A failure that is safe to retry with the same idempotency key: attempt_open False, lease
-        cleared, last_error set, still submitting, next_action_at as given (the scheduler re-drives)."""
+        cleared, last_error set, still submitting, next_action_at as given (the scheduler re-drives).
+        False: stale attempt."""
 
     @abstractmethod
     def record_created(
@@ -292,23 +301,30 @@ class Ledger(ABC):
         untrackable: bool,
         next_action_at: float | None,
         now: float,
-    ) -> list[OrderEvent]:
+        *,
+        attempt: int | None = None,
+    ) -> list[OrderEvent] | None:
         """The partner created the order. One transaction: order_id, status, provider_status, order
         snapshot, sealed token, untrackable flag, attempt_open False, lease cleared, next_action_at;
         outbox event ``created`` (``untrackable`` when untrackable), source create, previous_status the
         stored status. Applies only while status is submitting or in_doubt; otherwise returns [] and
-        changes nothing (a redelivered create after completion must not rewind anything)."""
+        changes nothing (a redelivered create after completion must not rewind anything). None: stale
+        attempt."""
 
     @abstractmethod
     def record_failed(
-        self, command_id: str, error: EventError, source: Source, now: float
-    ) -> list[OrderEvent]:
-        """submitting/in_doubt -> failed with event ``failed`` carrying ``error``; no-op ([]) otherwise."""
+        self, command_id: str, error: EventError, source: Source, now: float, *, attempt: int | None = None
+    ) -> list[OrderEvent] | None:
+        """submitting/in_doubt -> failed with event ``failed`` carrying ``error``; no-op ([]) otherwise.
+        None: stale attempt."""
 
     @abstractmethod
-    def mark_in_doubt(self, command_id: str, error: EventError, now: float) -> list[OrderEvent]:
+    def mark_in_doubt(
+        self, command_id: str, error: EventError, now: float, *, attempt: int | None = None
+    ) -> list[OrderEvent] | None:
         """submitting -> in_doubt with event ``in_doubt``: the create may or may not exist at the partner.
-        Lease cleared, next_action_at NULL (nothing automatic may re-send it). No-op otherwise."""
+        Lease cleared, next_action_at NULL (nothing automatic may re-send it). No-op otherwise. None:
+        stale attempt."""
 
     # --- tracking ------------------------------------------------------------------------------
     @abstractmethod
