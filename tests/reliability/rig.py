@@ -52,6 +52,8 @@ class Sizes:
     soak_seconds: float
     soak_rate: float
     state_machine_examples: int
+    stale_orders: int
+    """Orders worker A has out when it is stopped past its lease (per provider); A runs a thread each."""
 
 
 CI = Sizes(
@@ -71,6 +73,7 @@ CI = Sizes(
     soak_seconds=300.0,
     soak_rate=4.0,
     state_machine_examples=400,
+    stale_orders=8,
 )
 LARGE = Sizes(
     name="large",
@@ -89,6 +92,7 @@ LARGE = Sizes(
     soak_seconds=1800.0,
     soak_rate=8.0,
     state_machine_examples=3000,
+    stale_orders=32,
 )
 
 
