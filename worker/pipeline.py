@@ -316,9 +316,10 @@ class OrderPipeline:
         return Outcome("retry", [])
 
     def _stale(self, order: OrderRecord | CreateOrderCommand, attempt: int) -> Outcome:
-        """This worker's attempt is no longer the order's current one: it was paused past its lease and
-        another worker began a newer attempt, which owns the order now. Nothing was written; nothing more
-        is sent for the order from here (no retry, no poll), whatever this worker's call answered."""
+        """This worker's attempt is no longer the order's current one: the worker was paused (past its
+        lease, or in a precheck before any attempt) and another worker began a newer attempt, which owns
+        the order now. Nothing was written; nothing more is sent for the order from here (no retry, no
+        poll), whatever this worker's call answered."""
         stored = self.ledger.get(order.command_id)
         metrics.child(metrics.STALE_ATTEMPTS, order.provider).inc()
         log.warning(
