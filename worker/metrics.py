@@ -67,6 +67,12 @@ ORDERS_UNTRACKABLE = Gauge(
 REJECTIONS = Counter("order_worker_rejections", "Commands rejected as malformed, by reason.", ["reason"])
 DEAD_LETTERS = Counter("order_worker_dead_letters", "Dead-letter records written, by reason.", ["reason"])
 IN_DOUBT = Counter("order_worker_in_doubt", "Orders that became in_doubt.", ["provider"])
+STALE_ATTEMPTS = Counter(
+    "order_worker_stale_attempts",
+    "Create attempts whose outcome was discarded because a newer attempt had begun (a worker paused past "
+    "its lease).",
+    ["provider"],
+)
 UNTRACKABLE = Counter("order_worker_untrackable", "Orders created without a usable token.", ["provider"])
 QUOTES = Counter(
     "order_worker_quotes",

@@ -165,10 +165,11 @@ class OrderPipeline:
         if capabilities.precheck and record.attempts == 0 and not record.attempt_open:
             check = self._precheck(command, connected, params, record)
             if isinstance(check, EventError):
-                return Outcome(
-                    "failed",
-                    self.ledger.record_failed(command.command_id, check, Source.CREATE, self.clock()),
+                # Attempt 0: refused before any attempt began, unless another worker began one meanwhile.
+                failed = self.ledger.record_failed(
+                    command.command_id, check, Source.CREATE, self.clock(), attempt=record.attempts
                 )
+                return self._stale(record, record.attempts) if failed is None else Outcome("failed", failed)
             if check is not None:
                 return self._defer_unsent(command, record, check)
         attempt = begun or self.ledger.begin_attempt(
@@ -208,7 +209,7 @@ class OrderPipeline:
         except PartnerError as error:
             return self._create_failed(command, connected, attempt.record, error)
         failpoints.hit("after_partner")
-        outcome = self._created(command, connected, result)
+        outcome = self._created(command, connected, result, attempt.record.attempts)
         failpoints.hit("after_commit")
         return outcome
 
@@ -220,7 +221,9 @@ class OrderPipeline:
             return call()
         return budget.call(weight, call)
 
-    def _created(self, command: CreateOrderCommand, connected: Connected, result: CreateResult) -> Outcome:
+    def _created(
+        self, command: CreateOrderCommand, connected: Connected, result: CreateResult, attempt: int
+    ) -> Outcome:
         now = self.clock()
         observed = result.order
         bind(order_id=observed.order_id)
@@ -235,7 +238,10 @@ class OrderPipeline:
             untrackable,
             next_at,
             now,
+            attempt=attempt,
         )
+        if events is None:
+            return self._stale(command, attempt)
         if events:
             log.info("order_created", status=observed.status)
             held = sum(1 for event in events if event.source is Source.WEBHOOK)
@@ -251,26 +257,35 @@ class OrderPipeline:
     def _create_failed(
         self, command: CreateOrderCommand, connected: Connected, record: OrderRecord, error: PartnerError
     ) -> Outcome:
+        """``record`` is the row as this worker's attempt began it: its ``attempts`` is the attempt's
+        number, which fences every write below."""
         now = self.clock()
         provider = command.provider
+        attempt = record.attempts
         reason = EventError(code=error.code, reason=error.reason)
         if error.fate is Fate.NOT_SENT and error.retryable:
-            metrics.CREATE_RETRIES.labels(provider, "not_sent").inc()
             delay = self._retry_delay(record, error)
-            self.ledger.end_attempt_unsent(command.command_id, now + delay, reason)
+            if not self.ledger.end_attempt_unsent(command.command_id, now + delay, reason, attempt=attempt):
+                return self._stale(record, attempt)
+            metrics.CREATE_RETRIES.labels(provider, "not_sent").inc()
             return Outcome("retry", [])
         safe_to_resend = error.fate is Fate.REFUSED or connected.partner.capabilities.idempotent_create
         if error.retryable and safe_to_resend:
             delay = self._retry_delay(record, error)
+            if not self.ledger.schedule_retry(command.command_id, now + delay, reason, attempt=attempt):
+                return self._stale(record, attempt)
             metrics.CREATE_RETRIES.labels(provider, error.code).inc()
-            self.ledger.schedule_retry(command.command_id, now + delay, reason)
             return Outcome("retry", [])
         if error.fate is Fate.UNKNOWN and not safe_to_resend:
             return self._in_doubt(record, reason)
-        return Outcome("failed", self.ledger.record_failed(command.command_id, reason, Source.CREATE, now))
+        failed = self.ledger.record_failed(command.command_id, reason, Source.CREATE, now, attempt=attempt)
+        return self._stale(record, attempt) if failed is None else Outcome("failed", failed)
 
     def _in_doubt(self, record: OrderRecord, error: EventError) -> Outcome:
-        events = self.ledger.mark_in_doubt(record.command_id, error, self.clock())
+        """Park the order of the attempt ``record`` began (its ``attempts`` is the attempt's number)."""
+        events = self.ledger.mark_in_doubt(record.command_id, error, self.clock(), attempt=record.attempts)
+        if events is None:
+            return self._stale(record, record.attempts)
         if events:
             metrics.IN_DOUBT.labels(record.provider).inc()
             log.warning("order_in_doubt", code=error.code, next="never sent again")
@@ -296,12 +311,29 @@ class OrderPipeline:
         return None if refusal is None else EventError(code=refusal.code, reason=refusal.reason)
 
     def _defer_unsent(self, command: CreateOrderCommand, record: OrderRecord, error: PartnerError) -> Outcome:
-        metrics.CREATE_RETRIES.labels(command.provider, "deferred").inc()
         delay = self._retry_delay(record, error)
-        self.ledger.schedule_retry(
-            command.command_id, self.clock() + delay, EventError(code=error.code, reason=error.reason)
-        )
+        reason = EventError(code=error.code, reason=error.reason)
+        if not self.ledger.schedule_retry(
+            command.command_id, self.clock() + delay, reason, attempt=record.attempts
+        ):
+            return self._stale(record, record.attempts)
+        metrics.CREATE_RETRIES.labels(command.provider, "deferred").inc()
         return Outcome("retry", [])
+
+    def _stale(self, order: OrderRecord | CreateOrderCommand, attempt: int) -> Outcome:
+        """This worker's attempt is no longer the order's current one: the worker was paused (past its
+        lease, or in a precheck before any attempt) and another worker began a newer attempt, which owns
+        the order now. Nothing was written; nothing more is sent for the order from here (no retry, no
+        poll), whatever this worker's call answered."""
+        stored = self.ledger.get(order.command_id)
+        metrics.child(metrics.STALE_ATTEMPTS, order.provider).inc()
+        log.warning(
+            "attempt_stale",
+            command_id=order.command_id,
+            attempt=attempt,
+            current_attempt=None if stored is None else stored.attempts,
+        )
+        return Outcome("stale", [])
 
     def _age(self, record: OrderRecord) -> float:
         return self.clock() - record.created_at

@@ -38,6 +38,7 @@ KNOWN_METRICS = frozenset(
         "order_worker_partner_request_seconds_bucket",
         "order_worker_partner_weight_total",
         "order_worker_create_retries_total",
+        "order_worker_stale_attempts_total",
         "order_worker_events_published_total",
         "order_worker_outbox_backlog",
         "order_worker_outbox_oldest_seconds",

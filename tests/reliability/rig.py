@@ -55,6 +55,8 @@ class Sizes:
     state_machine_examples: int
     idle_connection_creates: int
     early_push_commands: int
+    stale_orders: int
+    """Orders worker A has out when it is stopped past its lease (per provider); A runs a thread each."""
 
 
 CI = Sizes(
@@ -77,6 +79,7 @@ CI = Sizes(
     state_machine_examples=400,
     idle_connection_creates=500,
     early_push_commands=100,
+    stale_orders=8,
 )
 LARGE = Sizes(
     name="large",
@@ -98,6 +101,7 @@ LARGE = Sizes(
     state_machine_examples=3000,
     idle_connection_creates=2000,
     early_push_commands=500,
+    stale_orders=32,
 )
 
 

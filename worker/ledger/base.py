@@ -3,19 +3,35 @@
 Why a ledger at all: the queue is transport and may lose, repeat or reorder messages; the ledger decides.
 Every method below is one database transaction, so a crash between two calls leaves a state the next
 call (or the scheduler) can continue from. Events are written to the outbox in the same transaction as
-the state change they describe, and each carries the deterministic id of that transition.
+the state change they describe, and each carries the deterministic id of that transition. The values it
+takes and returns are in :mod:`worker.ledger.records`, and importable from here with the contract.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
+from worker.ledger.records import (
+    ActionClaim,
+    ActionRecord,
+    ActionStart,
+    ActionState,
+    Attempt,
+    Claim,
+    ClaimOutcome,
+    DueOrder,
+    EventQuery,
+    HeldPush,
+    HoldOutcome,
+    OrderQuery,
+    OrderRecord,
+    OutboxRow,
+    Rejection,
+    UnknownOrderError,
+)
 from worker.messages import (
     CreateOrderCommand,
-    EventAction,
     EventError,
     OrderEvent,
     ResolveOrderCommand,
@@ -23,215 +39,25 @@ from worker.messages import (
 )
 from worker.partners.base import PartnerOrder
 
-
-@dataclass(frozen=True)
-class Rejection:
-    """A refused command, as the dead-letter record and its ``rejected`` event keep it."""
-
-    key: str
-    """Identifies the refusal, so a redelivery of the same bad message is recognised (message id, body
-    digest)."""
-    command_id: str | None
-    provider: str | None
-    error: EventError
-    metadata: dict[str, str]
-    detail: dict[str, Any]
-    """What an operator needs to find the message (queue, actor, message id, body size and sha256), never
-    the body itself."""
-    source: Source = Source.CREATE
-    """The command kind that was refused (``poll`` for a bad poll_order message)."""
-    action: EventAction | None = None
-    """The operator action refused, when the refused command was one."""
-
-
-@dataclass(frozen=True)
-class OrderRecord:
-    """One row of the ``orders`` table (one per command_id)."""
-
-    command_id: str
-    provider: str
-    fingerprint: str
-    command: dict[str, Any]
-    """The validated create command as JSON (``CreateOrderCommand.model_dump(mode="json")``)."""
-    partner_ref: str
-    """The deterministic Idempotency-Key (0trace) / out_trade_no (itrx) derived from command_id."""
-    status: str
-    provider_status: str | None
-    order_id: str | None
-    order: dict[str, Any] | None
-    sealed_token: bytes | None = field(repr=False)
-    token_key_id: str | None
-    untrackable: bool
-    attempts: int
-    attempt_open: bool
-    """A create attempt began (intent committed) and no outcome was recorded for it."""
-    lease_until: float | None
-    next_action_at: float | None
-    partner_updated_at: float | None
-    last_push_at: float | None
-    last_error: EventError | None
-    event_seq: int
-    created_at: float
-    updated_at: float
-
-    @property
-    def metadata(self) -> dict[str, str]:
-        return dict(self.command.get("metadata") or {})
-
-    @property
-    def account(self) -> str | None:
-        """The partner account the create named (None: the default one). Read from the stored command,
-        which never changes, so the order needs no column of its own for it."""
-        account = self.command.get("account")
-        return account if isinstance(account, str) else None
-
-
-class UnknownOrderError(LookupError):
-    """A write named a command_id the ledger has never claimed: a caller bug, never a state to paper over."""
-
-
-class ClaimOutcome(StrEnum):
-    NEW = "new"
-    DUPLICATE = "duplicate"
-    CONFLICT = "conflict"
-
-
-@dataclass(frozen=True)
-class Claim:
-    outcome: ClaimOutcome
-    record: OrderRecord
-    """The stored row: the new one, the existing one for DUPLICATE, the other request's one for CONFLICT."""
-
-
-@dataclass(frozen=True)
-class Attempt:
-    record: OrderRecord
-    """The row after the attempt began (attempts already incremented, lease taken, attempt_open True)."""
-    previous_unresolved: bool
-    """An earlier attempt began and never recorded an outcome (the worker died mid-call): the request may
-    have reached the partner. A non-idempotent partner must not be called again."""
-
-
-@dataclass(frozen=True)
-class DueOrder:
-    command_id: str
-    provider: str
-    status: str
-    command: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class HeldPush:
-    """A verified push for a partner order the ledger does not know yet, kept until that order appears."""
-
-    dedupe_key: str
-    provider: str
-    order_id: str
-    signers: tuple[str, ...]
-    """The accounts whose webhook secret verified the push: it moves only an order one of them placed."""
-    observation: PartnerOrder
-
-
-class HoldOutcome(StrEnum):
-    HELD = "held"
-    """Kept: applied when the order appears."""
-    DUPLICATE = "duplicate"
-    """Kept already (a redelivery of a held push): nothing more was kept."""
-    FOUND = "found"
-    """The order is known by now (its create committed meanwhile): nothing was kept, apply it as usual."""
-    FULL = "full"
-    """As many pushes as allowed are held already: nothing was kept, the partner must send it again."""
-
-
-@dataclass(frozen=True)
-class OutboxRow:
-    event_id: str
-    routing_key: str
-    event_type: str
-    body: bytes
-    created_at: float
-    trace_context: str | None = None
-    """The W3C trace context the event was written in (``worker.tracing.to_text``), if any."""
-    command_id: str | None = None  # the command the event answers: its message's correlation_id
-
-
-@dataclass(frozen=True)
-class OrderQuery:
-    """Which orders an operator lists, oldest change first, one page at a time."""
-
-    statuses: tuple[str, ...] = ()
-    """Canonical statuses; ``untrackable`` selects orders the service can no longer read, whatever their
-    status. Empty: every status."""
-    provider: str | None = None
-    changed_before: float | None = None
-    """Only orders whose last change is older than this (unix seconds)."""
-    after: tuple[float, str] | None = None
-    """The page cursor: the (last change, command id) of the previous page's last order."""
-    limit: int = 50
-
-
-@dataclass(frozen=True)
-class EventQuery:
-    """Which stored events to send again, oldest first, one page at a time. Events stay in the ledger for
-    the retention period (``ORDER_WORKER_RETENTION_SECONDS``) after they were published."""
-
-    command_id: str | None = None
-    since: float | None = None
-    until: float | None = None
-    after: tuple[float, str] | None = None
-    """The page cursor: the (created at, event id) of the previous page's last event."""
-    limit: int = 200
-
-
-class ActionState(StrEnum):
-    OPEN = "open"
-    """The intent is committed and no outcome is recorded: the partner may or may not have the choice."""
-    ACCEPTED = "accepted"
-    REJECTED = "rejected"
-    MOOT = "moot"
-    """The order left action_required while the outcome of a call was unknown: nothing is left to do."""
-
-
-class ActionStart(StrEnum):
-    BEGUN = "begun"
-    """Intent committed (or an abandoned one taken over): the caller sends the choice now."""
-    BUSY = "busy"
-    """Another worker holds the action's live lease."""
-    DONE = "done"
-    """The action already has an outcome (a redelivery)."""
-    CONFLICT = "conflict"
-    """The action_id was already used for another decision."""
-    NOT_ACTIONABLE = "not_actionable"
-    """The order is not action_required: the action was recorded as rejected, with its event."""
-    UNKNOWN_ORDER = "unknown_order"
-
-
-@dataclass(frozen=True)
-class ActionRecord:
-    """One row of the ``order_actions`` table: an operator's decision on an order, and its outcome."""
-
-    action_id: str
-    command_id: str
-    fingerprint: str
-    choice: str
-    options: dict[str, str]
-    note: str | None
-    state: str
-    attempts: int
-    lease_until: float | None
-    last_error: EventError | None
-    created_at: float
-    updated_at: float
-
-
-@dataclass(frozen=True)
-class ActionClaim:
-    outcome: ActionStart
-    action: ActionRecord | None = None
-    order: OrderRecord | None = None
-    previous_unresolved: bool = False
-    """An earlier call of this action began and recorded no outcome: it may have reached the partner."""
-    events: list[OrderEvent] = field(default_factory=list)
+__all__ = [
+    "ActionClaim",
+    "ActionRecord",
+    "ActionStart",
+    "ActionState",
+    "Attempt",
+    "Claim",
+    "ClaimOutcome",
+    "DueOrder",
+    "EventQuery",
+    "HeldPush",
+    "HoldOutcome",
+    "Ledger",
+    "OrderQuery",
+    "OrderRecord",
+    "OutboxRow",
+    "Rejection",
+    "UnknownOrderError",
+]
 
 
 class Ledger(ABC):
@@ -296,15 +122,24 @@ class Ledger(ABC):
         attempt_open True, next_action_at = now + lease_seconds (so the scheduler re-drives it if this
         worker dies). Returns None when another worker holds the lease or the order has moved on."""
 
+    # Fencing: the writes below close an attempt. Given ``attempt`` (the ``attempts`` its begin left, 0
+    # before any), each applies only while the row's attempts is still that number, read under the
+    # write's own row lock; otherwise it writes nothing and answers False / None ("stale"): the caller
+    # was paused past its lease and another worker began a newer attempt. ``attempt`` None is unfenced.
     @abstractmethod
-    def end_attempt_unsent(self, command_id: str, next_action_at: float, error: EventError) -> None:
+    def end_attempt_unsent(
+        self, command_id: str, next_action_at: float, error: EventError, *, attempt: int | None = None
+    ) -> bool:
         """The attempt provably never reached the partner: attempt_open False, attempts -= 1, lease
-        cleared, last_error set, still submitting, next_action_at as given."""
+        cleared, last_error set, still submitting, next_action_at as given. False: stale attempt."""
 
     @abstractmethod
-    def schedule_retry(self, command_id: str, next_action_at: float, error: EventError) -> None:
+    def schedule_retry(
+        self, command_id: str, next_action_at: float, error: EventError, *, attempt: int | None = None
+    ) -> bool:
         """A failure that is safe to retry with the same idempotency key: attempt_open False, lease
-        cleared, last_error set, still submitting, next_action_at as given (the scheduler re-drives)."""
+        cleared, last_error set, still submitting, next_action_at as given (the scheduler re-drives).
+        False: stale attempt."""
 
     @abstractmethod
     def record_created(
@@ -316,7 +151,9 @@ class Ledger(ABC):
         untrackable: bool,
         next_action_at: float | None,
         now: float,
-    ) -> list[OrderEvent]:
+        *,
+        attempt: int | None = None,
+    ) -> list[OrderEvent] | None:
         """The partner created the order. One transaction: order_id, status, provider_status, order
         snapshot, sealed token, untrackable flag, attempt_open False, lease cleared, next_action_at;
         outbox event ``created`` (``untrackable`` when untrackable), source create, previous_status the
@@ -326,18 +163,23 @@ class Ledger(ABC):
         The pushes held for the order (:meth:`hold_push`) are applied in the same transaction, after the
         create, as ``apply_observation`` with ``push`` would apply them (source webhook, their events after
         the create's), and their dedupe keys recorded; so is every transition that first gives an order
-        its partner order id (an operator's or a callback's resolution of an in_doubt order)."""
+        its partner order id (an operator's or a callback's resolution of an in_doubt order). None: stale
+        attempt."""
 
     @abstractmethod
     def record_failed(
-        self, command_id: str, error: EventError, source: Source, now: float
-    ) -> list[OrderEvent]:
-        """submitting/in_doubt -> failed with event ``failed`` carrying ``error``; no-op ([]) otherwise."""
+        self, command_id: str, error: EventError, source: Source, now: float, *, attempt: int | None = None
+    ) -> list[OrderEvent] | None:
+        """submitting/in_doubt -> failed with event ``failed`` carrying ``error``; no-op ([]) otherwise.
+        None: stale attempt."""
 
     @abstractmethod
-    def mark_in_doubt(self, command_id: str, error: EventError, now: float) -> list[OrderEvent]:
+    def mark_in_doubt(
+        self, command_id: str, error: EventError, now: float, *, attempt: int | None = None
+    ) -> list[OrderEvent] | None:
         """submitting -> in_doubt with event ``in_doubt``: the create may or may not exist at the partner.
-        Lease cleared, next_action_at NULL (nothing automatic may re-send it). No-op otherwise."""
+        Lease cleared, next_action_at NULL (nothing automatic may re-send it). No-op otherwise. None:
+        stale attempt."""
 
     # --- tracking ------------------------------------------------------------------------------
     @abstractmethod

@@ -52,12 +52,18 @@ class Orders(Part):
             raise UnknownOrderError(command_id)
         return record_of(row)
 
-    def _update(self, command_id: str, rule: Callable[[OrderRecord], OrderRecord | None]) -> None:
-        """A change of bookkeeping that is no transition (no event)."""
+    def _update(
+        self, command_id: str, attempt: int | None, rule: Callable[[OrderRecord], OrderRecord | None]
+    ) -> bool:
+        """A change of bookkeeping that is no transition (no event); False when ``attempt`` is stale."""
         with self._db.write() as tx:
-            after = rule(self._lock(tx, command_id))
+            before = self._lock(tx, command_id)
+            if not rules.current(before, attempt):
+                return False
+            after = rule(before)
             if after is not None:
                 tx.run(UPDATE_ORDER, mutable_values(after))
+        return True
 
     def _step(
         self,
@@ -70,6 +76,23 @@ class Orders(Part):
         """A unit that may be a transition: the rule sees the locked row and its answer is written."""
         with self._db.write(durable=durable) as tx:
             before = self._lock(tx, command_id)
+            return self._apply(tx, before, rule(before), source, now)
+
+    def _close(
+        self,
+        command_id: str,
+        attempt: int | None,
+        now: float,
+        rule: Callable[[OrderRecord], rules.Change | None],
+        source: Source = Source.CREATE,
+    ) -> list[OrderEvent] | None:
+        """A step that closes an attempt: None, with nothing written, when ``attempt`` is no longer the
+        order's current attempt. The fence is read under the row lock the write holds, so no newer
+        attempt can begin between the two."""
+        with self._db.write() as tx:
+            before = self._lock(tx, command_id)
+            if not rules.current(before, attempt):
+                return None
             return self._apply(tx, before, rule(before), source, now)
 
     def _apply(
@@ -132,11 +155,17 @@ class Orders(Part):
             tx.run(UPDATE_ORDER, mutable_values(after))
         return Attempt(record=after, previous_unresolved=before.attempt_open)
 
-    def end_attempt_unsent(self, command_id: str, next_action_at: float, error: EventError) -> None:
-        self._update(command_id, lambda before: rules.end_unsent(before, next_action_at, error))
+    def end_attempt_unsent(
+        self, command_id: str, next_action_at: float, error: EventError, *, attempt: int | None = None
+    ) -> bool:
+        return self._update(
+            command_id, attempt, lambda before: rules.end_unsent(before, next_action_at, error)
+        )
 
-    def schedule_retry(self, command_id: str, next_action_at: float, error: EventError) -> None:
-        self._update(command_id, lambda before: rules.retry(before, next_action_at, error))
+    def schedule_retry(
+        self, command_id: str, next_action_at: float, error: EventError, *, attempt: int | None = None
+    ) -> bool:
+        return self._update(command_id, attempt, lambda before: rules.retry(before, next_action_at, error))
 
     def record_created(
         self,
@@ -147,11 +176,13 @@ class Orders(Part):
         untrackable: bool,
         next_action_at: float | None,
         now: float,
-    ) -> list[OrderEvent]:
+        *,
+        attempt: int | None = None,
+    ) -> list[OrderEvent] | None:
         now = float(now)
-        return self._step(
+        return self._close(
             command_id,
-            Source.CREATE,
+            attempt,
             now,
             lambda before: rules.created(
                 before, result, sealed_token, token_key_id, untrackable, next_action_at, now
@@ -159,14 +190,16 @@ class Orders(Part):
         )
 
     def record_failed(
-        self, command_id: str, error: EventError, source: Source, now: float
-    ) -> list[OrderEvent]:
+        self, command_id: str, error: EventError, source: Source, now: float, *, attempt: int | None = None
+    ) -> list[OrderEvent] | None:
         now = float(now)
-        return self._step(command_id, source, now, lambda before: rules.failed(before, error, now))
+        return self._close(command_id, attempt, now, lambda before: rules.failed(before, error, now), source)
 
-    def mark_in_doubt(self, command_id: str, error: EventError, now: float) -> list[OrderEvent]:
+    def mark_in_doubt(
+        self, command_id: str, error: EventError, now: float, *, attempt: int | None = None
+    ) -> list[OrderEvent] | None:
         now = float(now)
-        return self._step(command_id, Source.CREATE, now, lambda before: rules.in_doubt(before, error, now))
+        return self._close(command_id, attempt, now, lambda before: rules.in_doubt(before, error, now))
 
     # --- tracking -------------------------------------------------------------------------------------
 

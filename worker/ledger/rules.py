@@ -103,6 +103,18 @@ def begin(before: OrderRecord, now: float, lease_seconds: float) -> OrderRecord 
     )
 
 
+def current(before: OrderRecord, attempt: int | None) -> bool:
+    """Whether ``attempt`` is still the order's current attempt, so its caller may close it.
+
+    The number is the row's ``attempts`` as the attempt began it. A worker paused past its lease (a GC
+    pause, a stopped VM) may come back after another worker began a newer attempt: closing that one would
+    clear a live lease, record a second answer or park an order another worker is settling. Attempt 0 is
+    the work before any attempt (a create's precheck), current while no attempt has begun. An attempt the
+    partner's own signal already settled is still current: the rule of the write finds nothing to do.
+    ``None`` names no attempt (an operator's or a test's write) and is never fenced."""
+    return attempt is None or before.attempts == attempt
+
+
 def end_unsent(before: OrderRecord, next_action_at: float, error: EventError) -> OrderRecord | None:
     """Take back an attempt that provably never reached the partner. Only an open attempt on a submitting
     order: ending one twice would undercount attempts."""
