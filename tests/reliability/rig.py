@@ -52,6 +52,10 @@ class Sizes:
     soak_seconds: float
     soak_rate: float
     state_machine_examples: int
+    ledger_outage_commands: int
+    ledger_outage_seconds: float
+    disk_full_commands: int
+    disk_full_seconds: float
 
 
 CI = Sizes(
@@ -71,6 +75,10 @@ CI = Sizes(
     soak_seconds=300.0,
     soak_rate=4.0,
     state_machine_examples=400,
+    ledger_outage_commands=1000,
+    ledger_outage_seconds=60.0,
+    disk_full_commands=500,
+    disk_full_seconds=25.0,
 )
 LARGE = Sizes(
     name="large",
@@ -89,6 +97,10 @@ LARGE = Sizes(
     soak_seconds=1800.0,
     soak_rate=8.0,
     state_machine_examples=3000,
+    ledger_outage_commands=5000,
+    ledger_outage_seconds=120.0,
+    disk_full_commands=2000,
+    disk_full_seconds=60.0,
 )
 
 
