@@ -118,3 +118,40 @@ def test_the_waiter_gives_up_at_its_deadline_and_raises_other_errors_at_once(tmp
     with pytest.raises(KeyError):
         waiter.hold(broken, "a test")
     assert calls == [1]
+
+
+def test_sqlite_readiness_says_when_the_disk_beside_the_file_is_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reads go on when the filesystem is full, so the probe also checks the free space."""
+    from worker.ledger import open_ledger
+    from worker.ledger import sqlite as sqlite_adapter
+
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    try:
+        ledger.migrate()
+        ledger.ping()
+        monkeypatch.setattr(sqlite_adapter, "MIN_FREE_BYTES", 1 << 62)  # more than any disk has free
+        with pytest.raises(LedgerUnavailable) as raised:
+            ledger.ping()
+        assert raised.value.reason.startswith("disk full") and str(tmp_path) not in raised.value.reason
+    finally:
+        ledger.close()
+
+
+def test_postgres_readiness_answers_within_seconds_when_the_server_is_gone() -> None:
+    """A stopped server makes the probe fail after at most its short wait, not the pool's 30 s."""
+    import time
+
+    from worker.ledger import open_ledger
+    from worker.ledger.postgres import PROBE_TIMEOUT
+
+    ledger = open_ledger(f"postgresql://postgres@127.0.0.1:{_free_low_port()}/x?pool_timeout=30")
+    try:
+        started = time.monotonic()
+        with pytest.raises(LedgerUnavailable) as raised:
+            ledger.ping()
+        assert time.monotonic() - started < PROBE_TIMEOUT + 2
+        assert raised.value.reason.startswith("PostgreSQL")
+    finally:
+        ledger.close()

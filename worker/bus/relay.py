@@ -130,9 +130,8 @@ class OutboxRelay:
         drain_seconds: float = 10.0,
     ) -> None:
         """Drain continuously; sleep briefly when idle, longer after a broker failure, backed off while the
-        ledger is out (one warning, not one per pass). On stop, publish
-        what is already committed (for at most ``drain_seconds``), so a clean shutdown leaves no event
-        waiting for the next relay."""
+        ledger is out (one warning, not one per pass). On stop, publish what is already committed (for at
+        most ``drain_seconds``), so a clean shutdown leaves no event waiting for the next relay."""
         failures = 0
         while not stop.is_set():
             try:

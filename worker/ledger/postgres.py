@@ -87,9 +87,9 @@ class PostgresDatabase(Database):
             "max_size": pool_size,
             "timeout": pool_timeout,
             # The pool's own reconnection backs off 1, 2, 4, ... s for this long, then leaves the next
-            # attempt to the next caller that needs a connection. Its default (5 min) let the backoff grow
-            # past 30 s during an outage, so the ledger stayed out that much longer after the server was
-            # back; callers here wait for the ledger with their own capped backoff anyway.
+            # attempt to the next caller that needs a connection. With its default (5 min) the backoff
+            # reaches 32 s within a minute's outage, and the ledger could stay out that long after the
+            # server is back; callers here wait for the ledger with their own capped backoff anyway.
             "reconnect_timeout": RECONNECT_TIMEOUT,
             "kwargs": {"autocommit": True, "prepare_threshold": prepare_threshold},
         }
