@@ -70,6 +70,8 @@ class Watch:
     started: float = field(default_factory=time.monotonic)
     transitions: dict[str, list[tuple[float, bool]]] = field(default_factory=dict)
     dead_letter_peak: int = 0
+    queue_peak: int = 0
+    """Most create commands seen waiting (ready) in their queue at once."""
     samples: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -84,6 +86,7 @@ class Watch:
                 self.dead_letter_peak = max(
                     self.dead_letter_peak, sum(n for q, n in depths.items() if q.endswith(".XQ"))
                 )
+                self.queue_peak = max(self.queue_peak, depths.get(self.stack.create_queue, 0))
             for role, url in self.urls.items():
                 ready = readyz(url)
                 seen = self.transitions.setdefault(role, [])
@@ -129,6 +132,16 @@ class Deployment:
     def supervise(self) -> None:
         for supervisor in (self.worker, self.scheduler):
             supervisor.ensure()
+
+    def now(self) -> float:
+        """Seconds since the watch began (the scenario's timeline)."""
+        return time.monotonic() - self.watch.started
+
+    def at_second(self, second: float) -> None:
+        """Keep supervising until ``second`` of the timeline: the scenario's schedule, not a hope."""
+        while self.now() < second:
+            self.supervise()
+            time.sleep(0.2)
 
     def same_processes(self) -> bool:
         now = {
@@ -242,6 +255,7 @@ def judge(
         outage_window_s=[round(outage[0], 1), round(outage[1], 1)],
         not_ready_during_outage=not_ready,
         ready_after_recovery=ready_after,
+        create_queue_peak=run.watch.queue_peak,
         dead_letter_queue_peak=run.watch.dead_letter_peak,
         dead_letter_log_lines=deaths,
         dead_letter_records=dead_records,
@@ -309,28 +323,18 @@ def test_postgres_stopped_and_sessions_cut_under_load(
         producer = Producer(run.stack, bodies, publish_seconds)
         cuts: list[dict[str, float | int]] = []
 
-        def wait_for(seconds: float) -> None:
-            until = run.watch.started + seconds
-            while time.monotonic() < until:
-                run.supervise()
-                time.sleep(0.2)
-
-        wait_for(8)
-        cuts.append(
-            {"at_s": round(time.monotonic() - run.watch.started, 1), "sessions": pg_node.terminate_backends()}
-        )
-        wait_for(20)
-        down_at = time.monotonic() - run.watch.started
+        run.at_second(8)
+        cuts.append({"at_s": round(run.now(), 1), "sessions": pg_node.terminate_backends()})
+        run.at_second(20)
+        down_at = run.now()
         published_at_stop = producer.published
         pg_node.stop()
-        wait_for(down_at + sizes.ledger_outage_seconds)
+        run.at_second(down_at + sizes.ledger_outage_seconds)
         pg_node.start()
-        up_at = time.monotonic() - run.watch.started
+        up_at = run.now()
         recovered = time.monotonic()
-        wait_for(up_at + 10)
-        cuts.append(
-            {"at_s": round(time.monotonic() - run.watch.started, 1), "sessions": pg_node.terminate_backends()}
-        )
+        run.at_second(up_at + 10)
+        cuts.append({"at_s": round(run.now(), 1), "sessions": pg_node.terminate_backends()})
         assert producer.join(publish_seconds * 3), "the producer could not publish every command"
         remaining = settle(run, ids, 240)
         settle_seconds = None if remaining is None else round(time.monotonic() - recovered, 1)
@@ -397,18 +401,12 @@ def test_sqlite_ledger_on_a_full_disk(
         publish_seconds = 40.0
         producer = Producer(run.stack, bodies, publish_seconds)
 
-        def wait_for(seconds: float) -> None:
-            until = run.watch.started + seconds
-            while time.monotonic() < until:
-                run.supervise()
-                time.sleep(0.2)
-
-        wait_for(8)
-        full_at = time.monotonic() - run.watch.started
+        run.at_second(8)
+        full_at = run.now()
         taken = fill(filler)
-        wait_for(full_at + sizes.disk_full_seconds)
+        run.at_second(full_at + sizes.disk_full_seconds)
         filler.unlink()
-        freed_at = time.monotonic() - run.watch.started
+        freed_at = run.now()
         recovered = time.monotonic()
         assert producer.join(publish_seconds * 3), "the producer could not publish every command"
         remaining = settle(run, ids, 240)
