@@ -41,6 +41,7 @@ from tests.support.ledger_views import _sql_rows, is_settled, order_rows, outbox
 from tests.support.partners import commands_mix
 from tests.support.postgres import PostgresNode
 from tests.support.stack import Process, Sandbox
+from worker.processes import poll
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(900)]
 
@@ -94,9 +95,6 @@ class Watch:
                     seen.append((round(time.monotonic() - self.started, 1), ready))
             self.samples += 1
             self._stop.wait(0.5)
-
-    def ready_now(self) -> dict[str, bool]:
-        return {role: bool(seen and seen[-1][1]) for role, seen in self.transitions.items()}
 
     def not_ready_between(self, start: float, end: float) -> dict[str, bool]:
         """Per role: some sample in [start, end] (seconds since the watch began) said not ready."""
@@ -241,9 +239,12 @@ def judge(
     settle_limit: float,
     outage: tuple[float, float],
 ) -> dict[str, Any]:
+    # Ready again once the ledger is back: each role, polled with a deadline (a session cut just before
+    # may still show in a cached answer for a few seconds).
+    poll(lambda: all(readyz(url) for url in run.watch.urls.values()), 30, 0.5)
     transitions = run.watch.close()
     not_ready = run.watch.not_ready_between(*outage)
-    ready_after = run.watch.ready_now()
+    ready_after = {role: readyz(url) for role, url in run.watch.urls.items()}
     deaths = log_counts(run.stack, DEATH_LINES)
     retries = log_counts(run.stack, (b"Retrying message",))["Retrying message"]
     dead_records = _sql_rows(run.stack.ledger_url, "SELECT COUNT(*) FROM dead_letters")[0][0]

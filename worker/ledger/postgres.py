@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from worker.ledger.engine import Cursor, Database, Dialect, Session
 
@@ -122,9 +122,17 @@ class PostgresDatabase(Database):
 
     def probe(self) -> None:
         """``SELECT 1`` on a pooled connection, waiting at most ``PROBE_TIMEOUT`` for one: a stopped
-        server must make ``/readyz`` say so at once, not after the pool's full timeout."""
-        with self._connection(PROBE_TIMEOUT) as conn:
-            conn.execute("SELECT 1").fetchall()
+        server must make ``/readyz`` say so within seconds, not after the pool's full timeout."""
+        try:
+            with self._connection(PROBE_TIMEOUT) as conn:
+                conn.execute("SELECT 1").fetchall()
+        except PoolTimeout:
+            raise
+        except psycopg.OperationalError:
+            # A pooled session cut while idle (the pool discards it now): one more, on a fresh one, so a
+            # cut session does not turn the replica unready while the server is up.
+            with self._connection(PROBE_TIMEOUT) as conn:
+                conn.execute("SELECT 1").fetchall()
 
     @staticmethod
     def _session(conn: psycopg.Connection[Any]) -> Session:
