@@ -269,3 +269,39 @@ def test_a_refused_poll_is_recorded_as_a_poll(ledger: Ledger) -> None:
         assert outcome.name == "rejected" and event.error is not None and event.error.code == code
         assert event.source is Source.POLL
     assert flow.handle_create({"command_id": 7}, "m-create-bad").events[0].source is Source.CREATE
+
+
+def test_a_partner_answer_waits_for_a_full_disk_and_is_committed_once(ledger: Ledger, tmp_path: Any) -> None:
+    """The ledger refuses the commit after the partner created the order (SQLite's own SQLITE_FULL): the
+    answer is held and committed when the ledger takes it, never sent to the partner again."""
+    import sqlite3
+
+    from worker.ledger.outage import LedgerWaiter
+
+    capped = sqlite3.connect(tmp_path / "capped.db")
+    capped.execute("PRAGMA max_page_count = 2")
+    try:
+        capped.execute("CREATE TABLE a (x BLOB)")
+        capped.execute("CREATE TABLE b (x BLOB)")
+        raise AssertionError("SQLite took a third page")
+    except sqlite3.OperationalError as full:
+        disk_full = full
+    finally:
+        capped.close()
+    refusals = [disk_full, disk_full]
+    real_record_created = ledger.record_created
+
+    def record_created(*args: Any) -> Any:
+        if refusals:
+            raise refusals.pop()
+        return real_record_created(*args)
+
+    ledger.record_created = record_created  # type: ignore[method-assign]
+    pauses: list[float] = []
+    partner = ScriptedPartner([created_result()])
+    flow = pipeline(ledger, partner, Clock())
+    flow.waiter = LedgerWaiter(sleep=pauses.append)
+    outcome = flow.handle_create(kwargs("itrx"), "m1")
+    assert outcome.name == "created" and partner.calls == 1 and len(pauses) == 2
+    record = ledger.get("cmd-00000001")
+    assert record is not None and record.status != "in_doubt" and record.event_seq == 1

@@ -1,8 +1,11 @@
 """Dramatiq actors: thin adapters from messages to the pipeline.
 
 Validation failures are answered inside the actor (a ``rejected`` event) and the message is acked, so
-bad input is never retried. Only infrastructure failures (ledger or network down) raise, and those are
-retried by Dramatiq's Retries middleware and, past that, dead-lettered.
+bad input is never retried. A ledger that is out (unreachable, or its disk full) is waited for: the
+command is held, and handled again once the ledger answers, so an outage spends neither retries nor
+deliveries; held past ``ledger_outage_hold_seconds``, it goes back to the queue without counting a retry.
+Other infrastructure failures raise, and those are retried by Dramatiq's Retries middleware and, past
+that, dead-lettered.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import dramatiq
 from dramatiq.middleware import CurrentMessage
@@ -20,9 +23,10 @@ from dramatiq.middleware.prometheus import Prometheus
 from order_worker_client.quotes import QUOTE_REPLY
 
 from worker import failpoints, metrics, tracing
-from worker.bus.broker import build_broker
+from worker.bus.broker import RestartableTimeLimit, build_broker
 from worker.bus.envelope import REJECT_ACTOR, RESOLVE_ACTOR
 from worker.bus.quotes import QuoteConsumer, QuoteServing
+from worker.ledger import outage
 from worker.logs import command_scope
 from worker.messages import COMMAND_ID_PATTERN
 from worker.quotes import QuoteCache, QuoteService
@@ -38,6 +42,7 @@ class DramatiqMetrics(Prometheus):
 
 
 _COMMAND_ID = re.compile(COMMAND_ID_PATTERN)
+T = TypeVar("T")
 
 failpoints.hit("worker_boot")
 _settings = get_settings()
@@ -45,6 +50,15 @@ broker = build_broker(_settings)
 if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     # Dramatiq's own message metrics; their exposition is served by worker.observability, not its fork.
     broker.add_middleware(DramatiqMetrics())
+for _middleware in broker.middleware:
+    if isinstance(_middleware, RestartableTimeLimit):
+        outage.on_every_wait(_middleware.restart)
+
+
+def _held(actor: str, handle: Callable[[], T]) -> T:
+    """``handle()``, held and tried again while the ledger is out (see the module's docstring)."""
+    deadline = time.monotonic() + _settings.ledger.ledger_outage_hold_seconds
+    return get_runtime().pipeline.waiter.hold(handle, f"a {actor} command", deadline)
 
 
 def _quote_consumer(settings: Settings) -> QuoteConsumer:
@@ -115,7 +129,7 @@ def _handling(actor: str, kwargs: dict[str, Any]) -> Iterator[tuple[str, tracing
 def create_order(*args: Any, **kwargs: Any) -> None:
     failpoints.hit("on_message", _subject(kwargs))
     with _handling("create_order", kwargs) as (message_id, span):
-        outcome = get_runtime().pipeline.handle_create(kwargs, message_id)
+        outcome = _held("create_order", lambda: get_runtime().pipeline.handle_create(kwargs, message_id))
         span.set("order_worker.outcome", outcome.name)
     metrics.child(metrics.COMMANDS, "create_order", outcome.name).inc()
     failpoints.hit("before_ack")
@@ -125,7 +139,7 @@ def create_order(*args: Any, **kwargs: Any) -> None:
 def poll_order(*args: Any, **kwargs: Any) -> None:
     failpoints.hit("on_message", _subject(kwargs))
     with _handling("poll_order", kwargs) as (message_id, span):
-        outcome = get_runtime().pipeline.handle_poll(kwargs, message_id)
+        outcome = _held("poll_order", lambda: get_runtime().pipeline.handle_poll(kwargs, message_id))
         span.set("order_worker.outcome", outcome.name)
     metrics.child(metrics.COMMANDS, "poll_order", outcome.name).inc()
     failpoints.hit("after_poll")
@@ -139,8 +153,9 @@ def reject_malformed(
         command_scope(actor=REJECT_ACTOR, command_id=command_id, code=code),
         _command_span(REJECT_ACTOR, {"command_id": command_id}) as span,
     ):
-        outcome = get_runtime().pipeline.handle_malformed(
-            code, reason, {"body_sha256": body_sha256, "body_bytes": body_bytes}, command_id
+        detail = {"body_sha256": body_sha256, "body_bytes": body_bytes}
+        outcome = _held(
+            REJECT_ACTOR, lambda: get_runtime().pipeline.handle_malformed(code, reason, detail, command_id)
         )
         span.set("order_worker.outcome", outcome.name)
     metrics.child(metrics.COMMANDS, REJECT_ACTOR, outcome.name).inc()
@@ -151,6 +166,6 @@ def resolve_order(*args: Any, **kwargs: Any) -> None:
     """An operator's choice on an order; ``ActionDeferred`` (raised by the flow) is retried with backoff."""
     failpoints.hit("on_message", _subject(kwargs))
     with _handling(RESOLVE_ACTOR, kwargs) as (message_id, span):
-        outcome = handle_resolve(get_runtime().pipeline, kwargs, message_id)
+        outcome = _held(RESOLVE_ACTOR, lambda: handle_resolve(get_runtime().pipeline, kwargs, message_id))
         span.set("order_worker.outcome", outcome.name)
     metrics.child(metrics.COMMANDS, RESOLVE_ACTOR, outcome.name).inc()

@@ -46,7 +46,10 @@ class CachedReadiness:
                 try:
                     self._value = self._check()
                 except Exception as error:  # noqa: BLE001 - any failure means "not ready"
-                    self._value = f"{type(error).__name__}"
+                    # A ledger that is out says why in a fixed phrase (``LedgerUnavailable.reason``).
+                    reason = getattr(error, "reason", None)
+                    name = type(error).__name__
+                    self._value = f"{name}: {reason}" if isinstance(reason, str) else name
                 self._at = time.monotonic()
             return self._value
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from worker import failpoints, metrics
 from worker.ledger.base import Attempt, ClaimOutcome, Ledger, OrderRecord
+from worker.ledger.outage import LedgerWaiter
 from worker.logs import bind, get_logger
 from worker.messages import CreateOrderCommand, EventError, OrderEvent, PollOrderCommand, Source
 from worker.partners.base import CreateResult, Fate, PartnerError, PartnerOrder
@@ -32,6 +33,9 @@ from worker.status import Status, is_terminal
 log = get_logger(__name__)
 
 T = TypeVar("T")
+
+LEASE_MARGIN_SECONDS = 5.0
+"""A partner's answer waiting for the ledger is given up this long before its attempt's lease ends."""
 
 
 def partner_ref(namespace: str, command_id: str) -> str:
@@ -68,9 +72,11 @@ class OrderPipeline:
         partners: Mapping[str, Connected],
         sealer: TokenSealer,
         clock: Callable[[], float] = time.time,
+        waiter: LedgerWaiter | None = None,
     ) -> None:
         self.settings = settings
         self.ledger = ledger
+        self.waiter = waiter or LedgerWaiter()
         self.partners = dict(partners)
         self.sealer = sealer
         self.clock = clock
@@ -205,21 +211,46 @@ class OrderPipeline:
                 connected,
                 "create",
                 lambda: connected.session.create(params, attempt.record.partner_ref, command.ref_code),
+                self._lease_deadline(attempt.record),
             )
         except PartnerError as error:
-            return self._create_failed(command, connected, attempt.record, error)
+            failure = error
+            return self._until_recorded(
+                attempt.record, lambda: self._create_failed(command, connected, attempt.record, failure)
+            )
         failpoints.hit("after_partner")
-        outcome = self._created(command, connected, result, attempt.record.attempts)
+        outcome = self._until_recorded(
+            attempt.record, lambda: self._created(command, connected, result, attempt.record.attempts)
+        )
         failpoints.hit("after_commit")
         return outcome
 
-    def budgeted(self, connected: Connected, operation: str, call: Callable[[], T]) -> T:
-        """``call()`` once its weight fits in the partner account's shared budget (if it keeps one)."""
+    def _until_recorded(self, record: OrderRecord, commit: Callable[[], Outcome]) -> Outcome:
+        """Commit what the partner answered, trying again while the ledger is out.
+
+        Once a create was sent, its answer exists only in this thread: given up, the create would be sent
+        again, and a 0trace replay answers without the order's token (untrackable), an itrx create with an
+        open attempt ends in_doubt. So the answer waits for the ledger for as long as the attempt's lease
+        lasts (less a margin); past it another worker may take the order over, as after a crash."""
+        return self.waiter.hold(commit, "a partner's answer to commit", self._lease_deadline(record))
+
+    def _lease_deadline(self, record: OrderRecord) -> float:
+        """The attempt's lease end, less a margin, on ``time.monotonic()``'s scale."""
+        left = (record.lease_until or 0.0) - self.clock() - LEASE_MARGIN_SECONDS
+        return time.monotonic() + max(0.0, left)
+
+    def budgeted(
+        self, connected: Connected, operation: str, call: Callable[[], T], hold_until: float | None = None
+    ) -> T:
+        """``call()`` once its weight fits in the partner account's shared budget (if it keeps one).
+
+        ``hold_until``: how long to wait for a ledger that is out to charge the budget (a create holds
+        its attempt's lease, and must not find the order taken over afterwards)."""
         budget = self.budgets.get(connected.key)
         weight = connected.partner.capabilities.weights.get(operation, 0)
         if budget is None or not weight:
             return call()
-        return budget.call(weight, call)
+        return budget.call(weight, call, hold_until)
 
     def _created(
         self, command: CreateOrderCommand, connected: Connected, result: CreateResult, attempt: int

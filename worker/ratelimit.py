@@ -31,6 +31,7 @@ from typing import TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from worker.ledger.base import Ledger
+from worker.ledger.outage import LedgerUnavailable, LedgerWaiter
 from worker.logs import get_logger
 from worker.partners.base import Fate, PartnerError
 
@@ -66,6 +67,7 @@ class WeightBudget:
         self.name = name
         self.clock = clock
         self.sleep = sleep
+        self.waiter = LedgerWaiter()
         self.window = settings.weight_window + WINDOW_MARGIN_SECONDS
         self.limit = math.floor(settings.weight_budget * (1.0 - settings.weight_headroom))
         self.max_wait = settings.weight_max_wait
@@ -77,12 +79,29 @@ class WeightBudget:
     def enabled(self) -> bool:
         return self._ledger is not None
 
-    def call(self, weight: int, fn: Callable[[], T], max_wait: float | None = None) -> T:
-        """``max_wait`` replaces the settings' wait for this call (a quote waits no longer than its
-        requester does)."""
+    def call(
+        self, weight: int, fn: Callable[[], T], max_wait: float | None = None, hold_until: float | None = None
+    ) -> T:
+        """``max_wait`` replaces the settings' wait for room in the budget for this call (a quote waits no
+        longer than its requester does). ``hold_until`` (``time.monotonic()``): while the ledger that keeps
+        the budget is out, wait for it until then, and past it give up with a NOT_SENT error (the partner
+        was not called). Without it, the ledger's error is raised as it is."""
         if self._ledger is None:
             return fn()
-        self.acquire(weight, max_wait)
+        if hold_until is None:
+            self.acquire(weight, max_wait)
+        else:
+            try:
+                self.waiter.hold(
+                    lambda: self.acquire(weight, max_wait), "the shared weight budget", hold_until
+                )
+            except LedgerUnavailable as error:
+                raise PartnerError(
+                    fate=Fate.NOT_SENT,
+                    code="ledger_unavailable",
+                    reason=f"the weight budget could not be charged: {error.reason}",
+                    retryable=True,
+                ) from None
         try:
             return fn()
         except PartnerError as error:

@@ -14,6 +14,7 @@ from typing import Any
 
 from worker import metrics
 from worker.ledger.base import DueOrder, Ledger
+from worker.ledger.outage import LedgerWaiter
 from worker.logs import get_logger
 from worker.settings import Settings
 from worker.status import Status
@@ -36,6 +37,7 @@ class Scheduler:
         self.ledger = ledger
         self.dispatch = dispatch
         self.clock = clock
+        self.waiter = LedgerWaiter()
         self._sampled: set[tuple[str, str]] = set()
 
     def pass_once(self) -> int:
@@ -87,7 +89,9 @@ class Scheduler:
         return dropped
 
     def run(self, stop: threading.Event, gauge_every: float = 5.0, prune_every: float = 60.0) -> None:
+        """Pass after pass until ``stop``; while the ledger is out, one warning and passes backed off."""
         last_gauges = last_prune = 0.0
+        failures = 0
         while not stop.is_set():
             started = self.clock()
             try:
@@ -99,9 +103,18 @@ class Scheduler:
                     self.ledger.prune(started - self.settings.ledger.retention_seconds)
                     self.drop_expired_pushes(started)
                     last_prune = started
-            except Exception:
+            except Exception as error:
+                failures += 1
+                pause = self.waiter.pause_after(error, failures, "the scheduler's passes")
+                if pause is not None:
+                    stop.wait(pause)
+                    continue
                 log.exception("scheduler_pass_failed")
                 handed_out = 0
+            else:
+                if failures:
+                    failures = 0
+                    self.waiter.recovered()
             if handed_out < self.settings.tracking.scheduler_batch:
                 stop.wait(self.settings.tracking.scheduler_interval)
 

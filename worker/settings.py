@@ -134,6 +134,14 @@ class LedgerSettings(BaseSettings):
         gt=3600,
         description="Published events and push dedupe keys older than this are pruned (orders never are).",
     )
+    ledger_outage_hold_seconds: float = Field(
+        600.0,
+        gt=0,
+        le=1500,
+        description="How long a worker holds a command while the ledger is out (unreachable, or its disk "
+        "full), trying again with backoff, before handing it back to the queue without spending a retry; "
+        "below RabbitMQ's consumer_timeout (30 min), which would count a delivery.",
+    )
 
     @field_validator("ledger_url")
     @classmethod

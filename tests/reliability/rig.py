@@ -57,6 +57,10 @@ class Sizes:
     early_push_commands: int
     stale_orders: int
     """Orders worker A has out when it is stopped past its lease (per provider); A runs a thread each."""
+    ledger_outage_commands: int
+    ledger_outage_seconds: float
+    disk_full_commands: int
+    disk_full_seconds: float
 
 
 CI = Sizes(
@@ -80,6 +84,10 @@ CI = Sizes(
     idle_connection_creates=500,
     early_push_commands=100,
     stale_orders=8,
+    ledger_outage_commands=1000,
+    ledger_outage_seconds=60.0,
+    disk_full_commands=500,
+    disk_full_seconds=25.0,
 )
 LARGE = Sizes(
     name="large",
@@ -102,6 +110,10 @@ LARGE = Sizes(
     idle_connection_creates=2000,
     early_push_commands=500,
     stale_orders=32,
+    ledger_outage_commands=5000,
+    ledger_outage_seconds=120.0,
+    disk_full_commands=2000,
+    disk_full_seconds=60.0,
 )
 
 

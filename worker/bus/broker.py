@@ -11,12 +11,16 @@
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 import dramatiq
 from dramatiq.encoder import JSONEncoder, MessageData
 from dramatiq.middleware import AgeLimit, CurrentMessage, Retries, ShutdownNotifications, TimeLimit
 
 from worker.bus.envelope import decode_command
 from worker.bus.rabbitmq import QuorumRabbitmqBroker
+from worker.ledger.outage import LedgerUnavailable
 from worker.settings import Settings
 
 ACTOR_TIME_LIMIT_MS = 60_000
@@ -30,6 +34,30 @@ class CommandEncoder(JSONEncoder):
         return message
 
 
+class RestartableTimeLimit(TimeLimit):
+    """Dramatiq's actor time limit, which the thread it limits can restart.
+
+    The limit is there for a command stuck on something (a call that never ends); a command waiting for
+    the ledger to come back is not stuck, and interrupting it would hand back a partner's answer that was
+    never recorded. The worker restarts its limit before each wait (``worker.ledger.outage``)."""
+
+    def restart(self) -> None:
+        self.manager.add_timeout(threading.get_ident(), self.time_limit)  # type: ignore[no-untyped-call]
+
+
+class LedgerPatientRetries(Retries):
+    """Dramatiq's retries, except that a command handed back because the ledger stayed out
+    (``LedgerUnavailable``) is sent again without counting a retry: an outage is nobody's failure, and
+    counting it would dead-letter healthy commands after a long enough one."""
+
+    def after_process_message(
+        self, broker: Any, message: Any, *, result: Any = None, exception: BaseException | None = None
+    ) -> None:
+        if isinstance(exception, LedgerUnavailable):
+            message.options["retries"] = message.options.get("retries", 0) - 1  # Retries adds it back
+        super().after_process_message(broker, message, result=result, exception=exception)  # type: ignore[no-untyped-call]
+
+
 def build_broker(settings: Settings) -> QuorumRabbitmqBroker:
     """The workers' broker; actors are declared on it by ``worker.actors``.
 
@@ -38,9 +66,9 @@ def build_broker(settings: Settings) -> QuorumRabbitmqBroker:
     choosing to any actor, and every message would pay for two middleware that no command uses."""
     middleware = [
         AgeLimit(),
-        TimeLimit(time_limit=ACTOR_TIME_LIMIT_MS),
+        RestartableTimeLimit(time_limit=ACTOR_TIME_LIMIT_MS),
         ShutdownNotifications(),
-        Retries(max_retries=5, min_backoff=1_000, max_backoff=60_000),
+        LedgerPatientRetries(max_retries=5, min_backoff=1_000, max_backoff=60_000),
         CurrentMessage(),
     ]
     broker = QuorumRabbitmqBroker(

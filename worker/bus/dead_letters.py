@@ -21,6 +21,7 @@ from worker.bus.connection import BlockingLink
 from worker.bus.envelope import loose_fields
 from worker.bus.topology import dead_letter_queue
 from worker.ledger.base import Ledger
+from worker.ledger.outage import LedgerWaiter
 from worker.logs import get_logger
 from worker.rejections import record_rejection
 
@@ -62,6 +63,7 @@ class DeadLetterRescuer:
         self.clock = clock
         self.wait_seconds = wait_seconds
         self._amqp = BlockingLink(broker_url, confirm=True)
+        self._waiter = LedgerWaiter()
 
     def close(self) -> None:
         self._amqp.close()
@@ -74,10 +76,14 @@ class DeadLetterRescuer:
                 self.close()
                 stop.wait(error_backoff)
                 continue
-            except Exception:
-                log.exception("dead_letter_pass_failed")
+            except Exception as error:
+                # A ledger that is out leaves the message in the dead-letter queue (the channel closes
+                # before its ack); it is handled once the ledger answers.
+                pause = self._waiter.pause_after(error, 1, "the dead-letter rescuer")
+                if pause is None:
+                    log.exception("dead_letter_pass_failed")
                 self.close()
-                stop.wait(error_backoff)
+                stop.wait(error_backoff if pause is None else max(pause, error_backoff))
                 continue
             if not handled:
                 stop.wait(idle_seconds)

@@ -27,6 +27,7 @@ from worker import failpoints, metrics, tracing
 from worker.bus.publishing import BatchPublisher, Outgoing
 from worker.bus.topology import declare_events_exchange
 from worker.ledger.base import Ledger, OutboxRow
+from worker.ledger.outage import LedgerWaiter
 from worker.logs import get_logger
 
 log = get_logger(__name__)
@@ -90,6 +91,7 @@ class OutboxRelay:
         self.batch = batch
         self.clock = clock
         self.wakeup = threading.Event()
+        self.waiter = LedgerWaiter()
 
     def pass_once(self) -> int:
         """Publish one batch; returns how many events were confirmed."""
@@ -129,19 +131,27 @@ class OutboxRelay:
         error_backoff: float = 1.0,
         drain_seconds: float = 10.0,
     ) -> None:
-        """Drain continuously; sleep briefly when idle, longer after a broker failure. On stop, publish
-        what is already committed (for at most ``drain_seconds``), so a clean shutdown leaves no event
-        waiting for the next relay."""
+        """Drain continuously; sleep briefly when idle, longer after a broker failure, backed off while the
+        ledger is out (one warning, not one per pass). On stop, publish what is already committed (for at
+        most ``drain_seconds``), so a clean shutdown leaves no event waiting for the next relay."""
+        failures = 0
         while not stop.is_set():
             try:
                 count = self.pass_once()
-            except (AMQPError, OSError):
-                stop.wait(error_backoff)
+            except Exception as error:
+                failures += 1
+                pause = self.waiter.pause_after(error, failures, "the outbox relay")
+                if pause is not None:
+                    stop.wait(pause)
+                elif isinstance(error, AMQPError | OSError):
+                    stop.wait(error_backoff)
+                else:
+                    log.exception("relay_pass_failed")
+                    stop.wait(error_backoff)
                 continue
-            except Exception:
-                log.exception("relay_pass_failed")
-                stop.wait(error_backoff)
-                continue
+            if failures:
+                failures = 0
+                self.waiter.recovered()
             if count < self.batch:
                 self.wakeup.wait(idle_seconds)
                 self.wakeup.clear()

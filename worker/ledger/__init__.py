@@ -13,7 +13,9 @@ run the same logic over an engine adapter, so one test suite proves both. The mo
 * ``budget`` - a partner's weight budget shared by every replica (policy in :mod:`worker.ratelimit`);
 * ``views`` - what operators list: orders by state, stored events to send again;
 * ``actions`` (rules in ``action_rules``) - operators' decisions on orders, intent before the partner call;
-* ``sql`` - :class:`SqlLedger`, composed of those parts, plus migration, readiness, liveness and pruning.
+* ``sql`` - :class:`SqlLedger`, composed of those parts, plus migration, readiness, liveness and pruning;
+* ``outage`` - which engine errors mean the ledger is out (unreachable, disk full), and the waiting with
+  backoff that every role does instead of failing its work.
 
 The parts are mixins over one :class:`Database` rather than collaborator objects: the contract is one
 flat interface, so collaborators would need a forwarding method for each of its operations, and an order

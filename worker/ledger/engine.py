@@ -111,6 +111,11 @@ class Database(ABC):
         """Nothing exists yet at this address, and opening a connection would create it (a SQLite file)."""
         return False
 
+    def probe(self) -> None:
+        """Raise if the database could not take the ledger's work now (``/readyz``); answers quickly."""
+        with self.read() as s:
+            s.one("SELECT 1")
+
 
 class TracedDatabase(Database):
     """Each write transaction of a traced unit of work (a command, a push) as a span of its own: the time
@@ -140,6 +145,9 @@ class TracedDatabase(Database):
 
     def is_new(self) -> bool:
         return self.inner.is_new()
+
+    def probe(self) -> None:
+        self.inner.probe()
 
 
 class Part:

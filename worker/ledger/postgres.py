@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from worker.ledger.engine import Cursor, Database, Dialect, Session
 
@@ -29,6 +29,8 @@ from worker.ledger.engine import Cursor, Database, Dialect, Session
 _MIGRATION_LOCK = 0x6F72_6465_72  # "order"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _OWN_OPTIONS = ("pool_size", "pool_min", "pool_timeout", "prepare_threshold", "schema")
+PROBE_TIMEOUT = 3.0
+RECONNECT_TIMEOUT = 10.0
 
 
 @lru_cache(maxsize=1024)
@@ -85,6 +87,11 @@ class PostgresDatabase(Database):
             "min_size": min(pool_min, pool_size),
             "max_size": pool_size,
             "timeout": pool_timeout,
+            # The pool's own reconnection backs off 1, 2, 4, ... s for this long, then leaves the next
+            # attempt to the next caller that needs a connection. With its default (5 min) the backoff
+            # reaches 32 s within a minute's outage, and the ledger could stay out that long after the
+            # server is back; callers here wait for the ledger with their own capped backoff anyway.
+            "reconnect_timeout": RECONNECT_TIMEOUT,
             "kwargs": {"autocommit": True, "prepare_threshold": prepare_threshold},
         }
         self._reopen_lock = threading.Lock()
@@ -104,15 +111,29 @@ class PostgresDatabase(Database):
         self._reopen_lock = threading.Lock()
 
     @contextmanager
-    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+    def _connection(self, timeout: float | None = None) -> Iterator[psycopg.Connection[Any]]:
         pool = self._pool
         if pool is None:
             with self._reopen_lock:
                 if self._pool is None:
                     self._pool = self._open_pool()
                 pool = self._pool
-        with pool.connection() as conn:
+        with pool.connection(timeout=timeout) as conn:
             yield conn
+
+    def probe(self) -> None:
+        """``SELECT 1`` on a pooled connection, waiting at most ``PROBE_TIMEOUT`` for one: a stopped
+        server must make ``/readyz`` say so within seconds, not after the pool's full timeout."""
+        try:
+            with self._connection(PROBE_TIMEOUT) as conn:
+                conn.execute("SELECT 1").fetchall()
+        except PoolTimeout:
+            raise
+        except psycopg.OperationalError:
+            # A pooled session cut while idle (the pool discards it now): one more, on a fresh one, so a
+            # cut session does not turn the replica unready while the server is up.
+            with self._connection(PROBE_TIMEOUT) as conn:
+                conn.execute("SELECT 1").fetchall()
 
     @staticmethod
     def _session(conn: psycopg.Connection[Any]) -> Session:

@@ -15,6 +15,7 @@ from worker.ledger.engine import Database, TracedDatabase
 from worker.ledger.held import HeldPushes
 from worker.ledger.migrations import MIGRATIONS, SCHEMA_VERSION_DDL
 from worker.ledger.orders import Orders
+from worker.ledger.outage import LedgerUnavailable, unavailable_reason
 from worker.ledger.outbox import Outbox
 from worker.ledger.pushes import Pushes
 from worker.ledger.rejections import Rejections
@@ -68,8 +69,13 @@ class SqlLedger(Orders, Actions, Outbox, Rejections, Pushes, HeldPushes, RateBud
         return sum(1 for migration in MIGRATIONS if migration.version > applied)
 
     def ping(self) -> None:
-        with self._db.read() as s:
-            s.one("SELECT 1")
+        try:
+            self._db.probe()
+        except Exception as error:
+            reason = unavailable_reason(error)
+            if reason is None:
+                raise
+            raise LedgerUnavailable(reason) from error
 
     def close(self) -> None:
         self._db.close()

@@ -27,6 +27,7 @@ cost of a commit on SQLite; this keeps it where it buys safety.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -44,6 +45,9 @@ from worker.ledger.engine import Database, Dialect, Session
 
 _SYNCHRONOUS = {"off": 0, "normal": 1, "full": 2, "extra": 3}
 
+
+MIN_FREE_BYTES = 1 << 20
+"""Below this much free space beside the ledger file, ``/readyz`` says the disk is full."""
 
 _GROUP_LIMIT = 16
 """Most write units committed together (a bound on how long the first of them waits for the commit)."""
@@ -234,6 +238,14 @@ class SqliteDatabase(Database):
 
     def is_new(self) -> bool:
         return not os.path.exists(self.path)
+
+    def probe(self) -> None:
+        """A read, and room to write: reads go on when the file's filesystem is full, every commit fails,
+        so a full disk must make ``/readyz`` say so by itself."""
+        stats = os.statvfs(os.path.dirname(os.path.abspath(self.path)))
+        if stats.f_bavail * stats.f_frsize < MIN_FREE_BYTES:
+            raise OSError(errno.ENOSPC, "less than 1 MiB free beside the ledger file")
+        super().probe()
 
     def _reset(self) -> None:
         self._pool_lock = threading.Lock()
