@@ -11,7 +11,7 @@ import json
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,46 @@ from worker.pipeline import partner_ref
 from worker.transport import PartnerHttp
 
 FAILPOINT_LINE = re.compile(rb"failpoint (\w+): SIGKILL")
+
+
+Row = Mapping[str, Any] | None
+
+
+def completed(row: Row) -> bool:
+    return row is not None and row["status"] == "completed"
+
+
+def settled_as(*statuses: str) -> Callable[[Row], bool]:
+    return lambda row: row is not None and row["status"] in statuses
+
+
+def await_settled_and_drained(
+    stack: RelStack,
+    witness: EventWitness,
+    command_ids: Iterable[str],
+    deadline: float,
+    *,
+    settled: Callable[[Row], bool] = is_settled,
+    tick: Callable[[], None] = lambda: time.sleep(0.25),
+) -> float:
+    """Wait, until ``deadline`` (``time.monotonic()``), for every order to be ``settled`` and then for
+    every event committed to the outbox to have reached the witness; ``tick`` runs between looks (a
+    supervisor's rounds, a sleep). Returns when the waiting ended: the audit that follows judges how."""
+    ids = list(command_ids)
+
+    def orders_settled() -> bool:
+        rows = order_rows(stack.ledger_url)
+        return all(settled(rows.get(c)) for c in ids)
+
+    def drained() -> bool:
+        outbox = outbox_ids(stack.ledger_url)
+        seen = {e["event_id"] for e in witness.snapshot()}
+        return all(outbox.values()) and set(outbox) <= seen
+
+    for condition in (orders_settled, drained):
+        while not condition() and time.monotonic() < deadline:
+            tick()
+    return time.monotonic()
 
 
 def settlement(stack: RelStack, command_ids: Iterable[str]) -> dict[str, Any]:

@@ -16,10 +16,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.reliability.audit import full_audit
+from tests.reliability.audit import await_settled_and_drained, full_audit
 from tests.reliability.rig import RelStack, Sizes, Supervisor, Verdict, add_fault, clear_faults
 from tests.support.events import create_bodies, publish_reliably, witness
-from tests.support.ledger_views import is_settled, order_rows, outbox_ids
 from tests.support.partners import commands_mix
 from tests.support.rabbit import RabbitNode
 from tests.support.stack import Sandbox
@@ -114,24 +113,12 @@ def test_broker_killed_and_restarted_under_load(
         budget = 300 + 0.1 * len(ids)
         deadline = time.monotonic() + budget
 
-        def settled() -> bool:
-            rows = order_rows(stack.ledger_url)
-            return all(is_settled(rows.get(c)) for c in ids)
+        def supervise() -> None:
+            for supervisor in supervised:
+                supervisor.ensure()
+            time.sleep(0.5)
 
-        def drained() -> bool:
-            outbox = outbox_ids(stack.ledger_url)
-            seen = {e["event_id"] for e in events.snapshot()}
-            return all(outbox.values()) and set(outbox) <= seen
-
-        recovered_at = None
-        for condition in (settled, drained):
-            while not condition():
-                if time.monotonic() > deadline:
-                    break
-                for supervisor in supervised:
-                    supervisor.ensure()
-                time.sleep(0.5)
-            recovered_at = time.monotonic()
+        recovered_at = await_settled_and_drained(stack, events, ids, deadline, tick=supervise)
         verdict.count(
             broker_kill9=node.kills,
             broker_stop_start=node.stops,

@@ -34,10 +34,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.reliability.audit import full_audit
+from tests.reliability.audit import await_settled_and_drained, full_audit
 from tests.reliability.rig import RelStack, Sizes, Supervisor, Verdict, process_tree
 from tests.support.events import create_bodies, publish_reliably, witness
-from tests.support.ledger_views import is_settled, order_rows, outbox_ids
 from tests.support.partners import commands_mix
 from tests.support.rabbit import RabbitCluster
 from tests.support.stack import Sandbox, wait_until
@@ -165,18 +164,7 @@ def test_cluster_node_killed_and_frozen_under_load(
         budget = 240 + 0.05 * len(ids)
         deadline = time.monotonic() + budget
 
-        def settled() -> bool:
-            rows = order_rows(stack.ledger_url)
-            return all(is_settled(rows.get(c)) for c in ids)
-
-        def drained() -> bool:
-            outbox = outbox_ids(stack.ledger_url)
-            seen = {e["event_id"] for e in events.snapshot()}
-            return all(outbox.values()) and set(outbox) <= seen
-
-        for condition in (settled, drained):
-            while not condition() and time.monotonic() < deadline:
-                tend(0.5)
+        await_settled_and_drained(stack, events, ids, deadline, tick=lambda: tend(0.5))
         recovered_s = time.monotonic() - load_ended
 
         phases = {"kill9": (disrupted_at, frozen_at), "sigstop": (frozen_at, load_ended)}

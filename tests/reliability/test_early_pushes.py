@@ -20,10 +20,10 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.reliability.audit import full_audit
+from tests.reliability.audit import await_settled_and_drained, completed, full_audit
 from tests.reliability.rig import RelStack, Sizes, Verdict, sandbox_requests
 from tests.support.events import create_bodies, publish_reliably, witness
-from tests.support.ledger_views import held_push_count, order_rows, outbox_ids
+from tests.support.ledger_views import held_push_count, order_rows
 from tests.support.partners import zerotrace_command
 from tests.support.stack import Sandbox
 
@@ -78,18 +78,10 @@ def test_pushes_before_the_create_commits_complete_untrackable_orders(
         # 8 threads, 2 s per create: about 25 s for 100 orders; generous for a loaded machine.
         deadline = time.monotonic() + 120 + COMMIT_DELAY * len(commands) / 8 * 3
 
-        def completed() -> bool:
-            rows = order_rows(stack.ledger_url)
-            return all(rows.get(c, {}).get("status") == "completed" for c in ids)
-
-        def drained() -> bool:
-            outbox = outbox_ids(stack.ledger_url)
-            seen = {e["event_id"] for e in events.snapshot()}
-            return all(outbox.values()) and set(outbox) <= seen
-
-        for condition in (completed, drained):
-            while not condition() and time.monotonic() < deadline:  # the audit below judges the outcome
-                time.sleep(0.5)
+        # the audit below judges the outcome
+        await_settled_and_drained(
+            stack, events, ids, deadline, settled=completed, tick=lambda: time.sleep(0.5)
+        )
         requests = sandbox_requests(sandbox) - before
         rows = order_rows(stack.ledger_url)
         answers = [

@@ -24,11 +24,10 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.reliability.audit import full_audit
+from tests.reliability.audit import await_settled_and_drained, completed, full_audit
 from tests.reliability.rig import RelStack, Sizes, Verdict, add_fault, clear_faults
 from tests.support.events import create_bodies, publish_reliably, witness
 from tests.support.faults import HttpRequestSeen, TcpFaultProxy
-from tests.support.ledger_views import order_rows, outbox_ids
 from tests.support.partners import commands_mix
 from tests.support.stack import Sandbox
 from worker.pipeline import partner_ref
@@ -119,17 +118,7 @@ def test_flaky_partner_all_complete_without_duplicates_or_hasty_retries(
             )
             deadline = time.monotonic() + 120 + 0.5 * len(ids)
 
-            def complete() -> bool:
-                rows = order_rows(stack.ledger_url)
-                return all(c in rows and rows[c]["status"] == "completed" for c in ids)
-
-            def drained() -> bool:
-                outbox = outbox_ids(stack.ledger_url)
-                return all(outbox.values()) and set(outbox) <= {e["event_id"] for e in events.snapshot()}
-
-            for condition in (complete, drained):
-                while not condition() and time.monotonic() < deadline:
-                    time.sleep(0.25)
+            await_settled_and_drained(stack, events, ids, deadline, settled=completed)
             stats = sandbox.stats()
             clear_faults(sandbox)
             counts = full_audit(verdict, stack, sandbox, events, ids)

@@ -20,10 +20,9 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.reliability.audit import full_audit
+from tests.reliability.audit import await_settled_and_drained, full_audit, settled_as
 from tests.reliability.rig import RelStack, Sizes, Verdict, add_fault, clear_faults
 from tests.support.events import create_bodies, publish_reliably, witness
-from tests.support.ledger_views import order_rows, outbox_ids
 from tests.support.partners import itrx_command
 from tests.support.stack import Sandbox
 
@@ -63,17 +62,8 @@ def test_partner_closing_idle_connections_makes_no_itrx_order_in_doubt(
         publish_reliably(stack.broker_url, stack.create_queue, create_bodies(stack.create_queue, commands))
         deadline = time.monotonic() + 120 + 0.3 * len(ids)
 
-        def settled() -> bool:
-            rows = order_rows(stack.ledger_url)
-            return all(c in rows and rows[c]["status"] in ("completed", "in_doubt", "failed") for c in ids)
-
-        def drained() -> bool:
-            outbox = outbox_ids(stack.ledger_url)
-            return all(outbox.values()) and set(outbox) <= {e["event_id"] for e in events.snapshot()}
-
-        for condition in (settled, drained):
-            while not condition() and time.monotonic() < deadline:
-                time.sleep(0.25)
+        settled = settled_as("completed", "in_doubt", "failed")
+        await_settled_and_drained(stack, events, ids, deadline, settled=settled)
         stats = sandbox.stats()
         clear_faults(sandbox)
         counts = full_audit(verdict, stack, sandbox, events, ids)

@@ -16,10 +16,9 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.reliability.audit import failpoints_fired, full_audit
+from tests.reliability.audit import await_settled_and_drained, failpoints_fired, full_audit
 from tests.reliability.rig import RelStack, Sizes, Supervisor, Verdict, sandbox_requests
 from tests.support.events import create_bodies, publish_reliably, witness
-from tests.support.ledger_views import is_settled, order_rows, outbox_ids
 from tests.support.partners import commands_mix
 from tests.support.stack import Sandbox
 
@@ -74,20 +73,12 @@ def test_kill_9_at_six_crash_points(
         deadline = time.monotonic() + 180 + 1.0 * len(commands)
         before = sandbox_requests(sandbox)
 
-        def settled() -> bool:
-            rows = order_rows(stack.ledger_url)
-            return all(is_settled(rows.get(c)) for c in ids)
+        def supervise() -> None:
+            for supervisor in supervised:
+                supervisor.ensure()
+            time.sleep(0.2)
 
-        def drained() -> bool:
-            outbox = outbox_ids(stack.ledger_url)
-            seen = {e["event_id"] for e in events.snapshot()}
-            return all(outbox.values()) and set(outbox) <= seen
-
-        for condition in (settled, drained):
-            while not condition() and time.monotonic() < deadline:  # the audit below judges the outcome
-                for supervisor in supervised:
-                    supervisor.ensure()
-                time.sleep(0.2)
+        await_settled_and_drained(stack, events, ids, deadline, tick=supervise)  # the audit judges it
         fired = failpoints_fired(p.log_path for p in stack.processes)
         requests = sandbox_requests(sandbox) - before
         verdict.count(

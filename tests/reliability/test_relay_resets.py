@@ -16,11 +16,17 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.reliability.audit import event_audit, judge_core, partner_audit, security_audit, settlement
+from tests.reliability.audit import (
+    await_settled_and_drained,
+    event_audit,
+    judge_core,
+    partner_audit,
+    security_audit,
+    settlement,
+)
 from tests.reliability.rig import RelStack, Sizes, Verdict
 from tests.support.events import create_bodies, publish_reliably, witness
 from tests.support.faults import TcpFaultProxy
-from tests.support.ledger_views import is_settled, order_rows, outbox_ids
 from tests.support.partners import commands_mix
 from tests.support.stack import Sandbox
 
@@ -71,18 +77,8 @@ def test_events_survive_connection_resets_between_relay_and_broker(
                 cuts.append(proxy.reset_all())
             producer.join(120)
 
-            def settled() -> bool:
-                rows = order_rows(stack.ledger_url)
-                return all(is_settled(rows.get(c)) for c in ids)
-
-            def drained() -> bool:
-                outbox = outbox_ids(stack.ledger_url)
-                return all(outbox.values()) and set(outbox) <= {e["event_id"] for e in events.snapshot()}
-
             deadline = time.monotonic() + 120 + 0.5 * len(ids)
-            for condition in (settled, drained):
-                while not condition() and time.monotonic() < deadline:
-                    time.sleep(0.25)
+            await_settled_and_drained(stack, events, ids, deadline)
             counts = {
                 **settlement(stack, ids),
                 **partner_audit(sandbox, ids),

@@ -31,8 +31,8 @@ def _address(value: str) -> str:
     return value
 
 
-class ZeroTraceParams(BaseModel):
-    """Fields of 0trace ``POST /api/v1/create``, named as the partner names them."""
+class _Pricing(BaseModel):
+    """The fields a create and a price request share, in the partner's order."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
 
@@ -41,6 +41,20 @@ class ZeroTraceParams(BaseModel):
     toCcy: Annotated[str, StringConstraints(pattern=_ASSET.pattern)]
     direction: Literal["from", "to"]
     amount: str
+
+    @field_validator("amount")
+    @classmethod
+    def _amount(cls, value: str) -> str:
+        return _positive_decimal(value)
+
+    def wire_body(self) -> dict[str, Any]:
+        """The body in the partner's field order, optional fields left out when unset."""
+        return self.model_dump(exclude_none=True)
+
+
+class ZeroTraceParams(_Pricing):
+    """Fields of 0trace ``POST /api/v1/create``, named as the partner names them."""
+
     toAddress: str
     refundAddress: str
     fromNetwork: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
@@ -48,41 +62,16 @@ class ZeroTraceParams(BaseModel):
     tag: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
     afftax: Annotated[int, Field(ge=0, le=2000, strict=True)] | None = None
 
-    @field_validator("amount")
-    @classmethod
-    def _amount(cls, value: str) -> str:
-        return _positive_decimal(value)
-
     @field_validator("toAddress", "refundAddress")
     @classmethod
     def _addresses(cls, value: str) -> str:
         return _address(value)
 
-    def wire_body(self) -> dict[str, Any]:
-        """The create body in the partner's field order, optional fields left out when unset."""
-        return self.model_dump(exclude_none=True)
 
-
-class ZeroTraceQuoteParams(BaseModel):
+class ZeroTraceQuoteParams(_Pricing):
     """Fields of 0trace ``POST /api/v1/price``: a create's, less where the coins go."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
-
-    type: Literal["float"] = "float"
-    fromCcy: Annotated[str, StringConstraints(pattern=_ASSET.pattern)]
-    toCcy: Annotated[str, StringConstraints(pattern=_ASSET.pattern)]
-    direction: Literal["from", "to"]
-    amount: str
     afftax: Annotated[int, Field(ge=0, le=2000, strict=True)] | None = None
-
-    @field_validator("amount")
-    @classmethod
-    def _amount(cls, value: str) -> str:
-        return _positive_decimal(value)
-
-    def wire_body(self) -> dict[str, Any]:
-        """The price body in the partner's field order, ``afftax`` left out when unset."""
-        return self.model_dump(exclude_none=True)
 
 
 _CREATE_ONLY = frozenset(ZeroTraceParams.model_fields) - frozenset(ZeroTraceQuoteParams.model_fields)
