@@ -2,7 +2,9 @@
 
 * :mod:`order_worker_client.commands`: the commands (create, poll, resolve) and their message format;
 * :mod:`order_worker_client.events`: the events, read leniently so that new fields never break a consumer;
-* :mod:`order_worker_client.topology`: queue and exchange names, and the exchange's exact arguments.
+* :mod:`order_worker_client.topology`: queue and exchange names, and the exchange's exact arguments;
+* :mod:`order_worker_client.producer`: publishing commands, confirmed (:class:`CommandProducer`);
+* :mod:`order_worker_client.consumer`: consuming events at least once (:class:`EventConsumer`).
 
 It needs pika and pydantic only. Other languages build against the AsyncAPI document the service ships
 (``order-worker schemas asyncapi``).
@@ -14,16 +16,33 @@ from order_worker_client.commands import (
     ResolveOrderCommand,
     envelope,
 )
+from order_worker_client.consumer import EventConsumer, RecentEvents, SeenEvents, deduplicated
 from order_worker_client.events import SCHEMA_VERSION, EventType, OrderEvent, Source, Status
+from order_worker_client.producer import (
+    BrokerUnavailableError,
+    CommandNackedError,
+    CommandProducer,
+    CommandUnroutableError,
+    PublishError,
+)
 
 __all__ = [
     "SCHEMA_VERSION",
+    "BrokerUnavailableError",
+    "CommandNackedError",
+    "CommandProducer",
+    "CommandUnroutableError",
     "CreateOrderCommand",
+    "EventConsumer",
     "EventType",
     "OrderEvent",
     "PollOrderCommand",
+    "PublishError",
+    "RecentEvents",
     "ResolveOrderCommand",
+    "SeenEvents",
     "Source",
     "Status",
+    "deduplicated",
     "envelope",
 ]

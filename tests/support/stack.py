@@ -22,6 +22,7 @@ from typing import Any
 
 import pika
 import pytest
+from order_worker_client.producer import CommandProducer
 from pika.exceptions import AMQPError
 
 from worker.bus.topology import declare_work_queues
@@ -29,7 +30,6 @@ from worker.bus.watcher import EventWatcher
 from worker.ledger import open_ledger
 from worker.ledger.base import Ledger
 from worker.processes import Child, RunningSandbox, free_port, http_ok, poll, role_argv, start_sandbox
-from worker.producer import CommandProducer
 
 RABBITMQ_URL = os.environ.get("ORDER_WORKER_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 POSTGRES_URL = os.environ.get("ORDER_WORKER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")

@@ -96,6 +96,7 @@ def refuse(command: str, message: str) -> NoReturn:
 def unreachable_broker(command: str, settings: Settings) -> Iterator[None]:
     """Turn a broker that cannot be reached into one line and exit 2, naming the host, never the URL.
     pika's own account of the failure (several ERROR lines and a traceback) is held back meanwhile."""
+    from order_worker_client.producer import BrokerUnavailableError
     from pika.exceptions import AMQPConnectionError
 
     pika_log = logging.getLogger("pika")
@@ -103,7 +104,7 @@ def unreachable_broker(command: str, settings: Settings) -> Iterator[None]:
     pika_log.setLevel(logging.CRITICAL)
     try:
         yield
-    except AMQPConnectionError as error:
+    except (AMQPConnectionError, BrokerUnavailableError) as error:
         parts = urlsplit(settings.bus.broker_url.get_secret_value())
         refuse(
             command,
