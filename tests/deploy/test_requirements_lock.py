@@ -87,7 +87,9 @@ def test_every_requirement_of_the_image_is_pinned_with_hashes_in_the_lock() -> N
             problems.append(f"{requirement}: the lock has {version}")
         if hashes == 0:
             problems.append(f"{name}: no hash")
-    assert not problems, "deploy/requirements.lock is stale (run 'bash deploy/lock.sh'): " + "; ".join(problems)
+    assert not problems, "deploy/requirements.lock is stale (run 'bash deploy/lock.sh'): " + "; ".join(
+        problems
+    )
 
 
 def test_every_entry_of_the_lock_has_hashes_and_the_local_packages_are_not_in_it() -> None:
