@@ -72,13 +72,20 @@ def open_first(
     urls: Sequence[str], start: int = 0, socket_timeout: float = 10.0
 ) -> tuple[pika.BlockingConnection, int]:
     """A connection to the first of ``urls`` (starting at ``start``, wrapping round) that accepts one,
-    and its index; raises BrokerUnavailableError naming the hosts tried (not the credentials)."""
+    and its index; raises BrokerUnavailableError naming the hosts tried (not the credentials).
+
+    A URL's own ``socket_timeout`` and ``blocked_connection_timeout`` query parameters win; without them a
+    dead host costs ``socket_timeout`` seconds, and a broker that blocks publishers (a resource alarm)
+    fails the publish after 30 s instead of hanging it."""
     failures = []
     for offset in range(len(urls)):
         index = (start + offset) % len(urls)
         parameters = pika.URLParameters(urls[index])
-        parameters.socket_timeout = socket_timeout
-        parameters.blocked_connection_timeout = max(socket_timeout, 30.0)
+        query = urlsplit(urls[index]).query
+        if "socket_timeout" not in query:
+            parameters.socket_timeout = socket_timeout
+        if "blocked_connection_timeout" not in query:
+            parameters.blocked_connection_timeout = max(socket_timeout, 30.0)
         try:
             return pika.BlockingConnection(parameters), index
         except (AMQPError, OSError) as error:
@@ -89,8 +96,8 @@ def open_first(
 class CommandProducer:
     """A confirmed channel for publishing commands; use as a context manager.
 
-    ``broker_url``: one AMQP URL or a sequence of them, tried in turn
-    when connecting and again when a connection breaks. The connection opens on first use.
+    ``broker_url``: one AMQP URL or a sequence of them, tried in turn when connecting and again when a
+    connection breaks. The connection opens on first use.
     ``trace_context``: where a command's trace context comes from when the call gives none; by default the
     current OpenTelemetry span's when ``opentelemetry`` is installed, so the service's spans and events
     join the producer's trace."""
