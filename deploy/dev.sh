@@ -27,18 +27,20 @@ apt_install() {
 }
 
 setup() {
+  # The service is built, tested and shipped (deploy/Dockerfile) on 3.11; the client package is proven on
+  # 3.11 and 3.13 by deploy/client-check.sh.
   if [ ! -x "$PY" ]; then
     command -v python3.11 >/dev/null || python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
       || die "Python 3.11 is required (found $(python3 --version 2>&1))"
     say "creating $VENV"
     "$(command -v python3.11 || command -v python3)" -m venv "$VENV"
   fi
-  if ! "$PY" -c 'import worker, order_worker_client, order_worker_sandbox, dramatiq, pytest' 2>/dev/null \
+  if ! "$PY" -c 'import worker, order_worker_client, order_worker_sandbox, dramatiq, psycopg, pytest' 2>/dev/null \
       || [ pyproject.toml -nt "$VENV/.installed" ] || [ sandbox/pyproject.toml -nt "$VENV/.installed" ] \
       || [ client/pyproject.toml -nt "$VENV/.installed" ]; then
     say "installing order-worker, its client package, the partner sandbox and the development tools into $VENV"
     "$PY" -m pip install -q --upgrade pip
-    "$PY" -m pip install -q -e ./client -e ./sandbox -e '.[dev,sandbox,otel]'
+    "$PY" -m pip install -q -e ./client -e ./sandbox -e '.[dev,sandbox,otel,postgres]'
     touch "$VENV/.installed"
   fi
 }
@@ -117,7 +119,10 @@ case "${1:-help}" in
         exec "$PY" -m pytest "$@" ;;
   reliability) setup; broker; postgres; shift; exec "$PY" -m pytest --reliability -m reliability "$@" ;;
   lint) setup; lint; asyncapi ;;
+  client-check) broker; shift; exec bash deploy/client-check.sh "$@" ;;
   ci) setup; broker; postgres; lint; asyncapi; node_packages tests/contract; bash deploy/check.sh --no-pytest
+      say "the client package alone, on Python 3.11 and 3.13"
+      bash deploy/client-check.sh
       say "the image for real: build, hygiene, every role from it, the compose stack"
       bash deploy/image-check.sh
       say "tests: the fast tier"

@@ -13,11 +13,13 @@ from urllib.parse import urlsplit
 
 import pika
 import pytest
+from order_worker_client.brokers import broker_urls
+from order_worker_client.producer import CommandProducer
 
 from tests.support.faults import TcpFaultProxy
 from tests.support.stack import RABBITMQ_URL
 from worker.bus.connection import connection_parameters
-from worker.bus.publishing import BatchPublisher, CommandProducer, Outgoing
+from worker.bus.publishing import BatchPublisher, Outgoing
 
 
 @pytest.fixture
@@ -57,8 +59,8 @@ def the_node_in_use(proxies: list[TcpFaultProxy]) -> TcpFaultProxy:
     return used[0]
 
 
-def test_the_command_producer_resends_on_a_surviving_node(nodes: list[TcpFaultProxy], queue: str) -> None:
-    with CommandProducer(cluster_url(nodes)) as producer:
+def test_the_client_producer_resends_on_a_surviving_node(nodes: list[TcpFaultProxy], queue: str) -> None:
+    with CommandProducer(broker_urls(cluster_url(nodes))) as producer:
         producer.publish_raw(queue, b'{"first": true}')
         died = the_node_in_use(nodes)
         died.pause()
@@ -97,6 +99,6 @@ def test_the_batch_publisher_reconnects_to_a_surviving_node(nodes: list[TcpFault
 def test_a_client_connects_while_one_node_is_down(nodes: list[TcpFaultProxy], queue: str) -> None:
     nodes[0].pause()
     for _ in range(5):  # whichever order the nodes come in
-        with CommandProducer(cluster_url(nodes)) as producer:
+        with CommandProducer(broker_urls(cluster_url(nodes))) as producer:
             producer.publish_raw(queue, b"{}")
     assert depth(queue) == 5

@@ -6,13 +6,14 @@ from __future__ import annotations
 import dramatiq
 import pika
 import pytest
+from order_worker_client.brokers import broker_urls
 from pydantic import SecretStr, ValidationError
 
 from worker.bus.broker import build_broker
 from worker.bus.connection import BlockingLink, connection_parameters
 from worker.bus.publishing import BatchPublisher
 from worker.cli.common import load_settings
-from worker.settings import BusSettings, Settings, broker_hosts, broker_urls, get_settings
+from worker.settings import BusSettings, Settings, broker_hosts, get_settings
 
 CLUSTER = (
     "amqp://svc:CANARY-ONE@rabbit-0.mq:5672/orders,"

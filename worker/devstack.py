@@ -208,7 +208,9 @@ def run_stack(demo_orders: int, speed: float, ports: Ports | None = None) -> int
 
 
 def _demo(settings: Any, count: int, stack: Stack, timeout: float = 180.0) -> int:
-    from worker.bus.publishing import CommandProducer
+    from order_worker_client.producer import CommandProducer
+
+    from worker import tracing
     from worker.bus.watcher import EventWatcher, event_line
     from worker.status import TERMINAL
 
@@ -216,7 +218,10 @@ def _demo(settings: Any, count: int, stack: Stack, timeout: float = 180.0) -> in
     commands = demo_commands(count)
     final: dict[str, str] = {}
     seen: set[str] = set()
-    with EventWatcher(url, settings.bus.events_exchange) as watcher, CommandProducer(url) as producer:
+    with (
+        EventWatcher(url, settings.bus.events_exchange) as watcher,
+        CommandProducer(settings.bus.broker_urls(), trace_context=tracing.current) as producer,
+    ):
         for command in commands:
             producer.create_order(command)
             print(f"submitted {command['command_id']} ({command['provider']})")

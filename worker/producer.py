@@ -1,11 +1,11 @@
-"""The Python producer API the README documents: ``worker.producer.CommandProducer``.
+"""``worker.producer.CommandProducer``, kept importable for producers written against it.
 
-Kept as a stable public path for producers outside this project; the implementation lives with the rest
-of the messaging code in ``worker.bus.publishing``.
+The producer API lives in the client package, ``order_worker_client.producer`` (also exported as
+``order_worker_client.CommandProducer``), which producers install without the service's dependencies.
 """
 
 from __future__ import annotations
 
-from worker.bus.publishing import CommandProducer
+from order_worker_client.producer import CommandProducer
 
 __all__ = ["CommandProducer"]

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol, get_args
 from urllib.parse import urlsplit
 
+from order_worker_client.brokers import broker_urls, describe_url
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -60,25 +61,9 @@ def comma_list(value: object) -> object:
     return value
 
 
-def broker_urls(value: str) -> list[str]:
-    """The URLs of ``ORDER_WORKER_BROKER_URL``: one, or a cluster's nodes separated by commas. A comma
-    inside a URL (in a password or an option) must be percent-encoded (``%2C``), as the setting's
-    description says, so splitting on commas never cuts one in two."""
-    return [url.strip() for url in value.split(",") if url.strip()]
-
-
 def broker_hosts(value: str) -> str:
     """Where the broker URLs point, as ``host:port`` list safe to print: no user, password or vhost."""
-    hosts = []
-    for url in broker_urls(value):
-        parts = urlsplit(url)
-        default_port = 5671 if parts.scheme == "amqps" else 5672
-        try:
-            port = parts.port or default_port
-        except ValueError:
-            port = default_port
-        hosts.append(f"{parts.hostname or '?'}:{port}")
-    return ", ".join(hosts)
+    return ", ".join(describe_url(url) for url in broker_urls(value))
 
 
 class BusSettings(BaseSettings):
@@ -107,9 +92,10 @@ class BusSettings(BaseSettings):
     @field_validator("broker_url")
     @classmethod
     def _broker_schemes(cls, value: SecretStr) -> SecretStr:
-        urls = broker_urls(value.get_secret_value())
-        if not urls:
-            raise ValueError("broker_url needs at least one amqp:// or amqps:// URL")
+        try:
+            urls = broker_urls(value.get_secret_value())
+        except ValueError:
+            raise ValueError("broker_url needs at least one amqp:// or amqps:// URL") from None
         for number, url in enumerate(urls, start=1):
             if urlsplit(url).scheme not in {"amqp", "amqps"}:
                 raise ValueError(f"broker URL number {number} must start with amqp:// or amqps://")

@@ -20,9 +20,9 @@ from typing import Any
 
 import psycopg
 from image_roles import TERMINAL, Failed, Verdicts, Witness, example_commands, wait_until
+from order_worker_client.producer import CommandProducer
 
 from worker.pipeline import partner_ref
-from worker.producer import CommandProducer
 
 ROLES = ("worker", "scheduler", "webhooks")
 

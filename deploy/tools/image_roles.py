@@ -38,12 +38,12 @@ from typing import Any
 
 import pika
 import psycopg
+from order_worker_client.producer import CommandProducer
 
 from worker.bus.topology import declare_events_exchange
 from worker.partners import registry
 from worker.pipeline import partner_ref
 from worker.processes import poll
-from worker.producer import CommandProducer
 from worker.status import TERMINAL
 
 ROOT = Path(__file__).resolve().parents[2]

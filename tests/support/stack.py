@@ -22,6 +22,8 @@ from typing import Any
 
 import pika
 import pytest
+from order_worker_client.brokers import broker_urls
+from order_worker_client.producer import CommandProducer
 from pika.exceptions import AMQPError
 
 from worker.bus.connection import connection_parameters
@@ -30,7 +32,6 @@ from worker.bus.watcher import EventWatcher
 from worker.ledger import open_ledger
 from worker.ledger.base import Ledger
 from worker.processes import Child, RunningSandbox, free_port, http_ok, poll, role_argv, start_sandbox
-from worker.producer import CommandProducer
 
 RABBITMQ_URL = os.environ.get("ORDER_WORKER_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 POSTGRES_URL = os.environ.get("ORDER_WORKER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -213,7 +214,9 @@ class Stack:
             return str(response.read().decode())
 
     def producer(self) -> CommandProducer:
-        return CommandProducer(self.broker_url, self.create_queue, self.poll_queue, self.actions_queue)
+        return CommandProducer(
+            broker_urls(self.broker_url), self.create_queue, self.poll_queue, self.actions_queue
+        )
 
     def watcher(self) -> EventWatcher:
         return EventWatcher(self.broker_url, self.exchange)

@@ -8,7 +8,8 @@ in pyproject.toml). Modules:
 * ``envelope``: the command format and its checks, one parse per body; no AMQP library needed.
 * ``topology``: every queue and exchange declaration, in one definition.
 * ``connection``: the one blocking-connection lifecycle the other modules share.
-* ``publishing``: confirmed publishing, one at a time or in batches; the command producers.
+* ``publishing``: confirmed publishing in batches (the relay's events, the scheduler's commands); one
+  command at a time goes through the client package's ``order_worker_client.producer``.
 * ``relay``: the outbox relay to ``orders.events``.
 * ``watcher``: reading ``orders.events``.
 * ``dead_letters``: the dead-letter rescuer.

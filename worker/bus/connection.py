@@ -1,12 +1,13 @@
 """The one way this service holds a blocking pika connection.
 
-The command producer, the event watcher, the dead-letter rescuer and the batch publisher's declarations
-each need the same lifecycle, and a slip in any copy of it leaks a socket or reuses a broken channel:
-open on first use, run the owner's declarations on every new channel, start afresh after a failure rather
-than reuse a channel in an unknown state, and close without raising (a connection that broke is already as
-closed as its owner needs). The batch publisher's confirm stream is the one exception: it keeps many
-confirms in flight, which only pika's asynchronous connection can, so its I/O loop lives beside it in
-``worker.bus.publishing``.
+The event watcher, the dead-letter rescuer and the batch publisher's declarations each need the same
+lifecycle, and a slip in any copy of it leaks a socket or reuses a broken channel: open on first use, run
+the owner's declarations on every new channel, start afresh after a failure rather than reuse a channel in
+an unknown state, and close without raising (a connection that broke is already as closed as its owner
+needs). The batch publisher's confirm stream is one exception: it keeps many confirms in flight, which only
+pika's asynchronous connection can, so its I/O loop lives beside it in ``worker.bus.publishing``. The
+other is the command producer the CLI and the demo use: it is the client package's
+(``order_worker_client.producer``), which producers install without this service.
 
 A broker URL setting may name several nodes of a cluster (``worker.settings.broker_urls``).
 :func:`connection_parameters` is the one place they become pika's parameters: every new connection gets
@@ -21,11 +22,11 @@ import random
 from collections.abc import Callable
 
 import pika
+from order_worker_client.brokers import broker_urls
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import AMQPError
 
 from worker.logs import get_logger
-from worker.settings import broker_urls
 
 log = get_logger(__name__)
 

@@ -3,9 +3,10 @@
 * ``BatchPublisher``: a whole batch in flight, confirmed at once; the outbox relay and the scheduler
   publish through it. It drops its connection after any error, and the next batch starts afresh rather
   than reusing a channel in an unknown state.
-* ``CommandProducer``: one command at a time on a confirmed blocking channel, for producers written in
-  Python (the README's producer API, also ``worker.producer.CommandProducer``).
 * ``CommandBatchPublisher``: commands through a ``BatchPublisher``, as the scheduler hands them out.
+
+One command at a time (producers, the CLI, the demo) goes through the client package's
+``order_worker_client.producer.CommandProducer``, the one producer API.
 
 A one-at-a-time publisher (the dead-letter rescuer) uses ``worker.bus.connection.BlockingLink`` with
 ``confirm=True`` directly.
@@ -24,15 +25,12 @@ import pika
 from pika import spec
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.channel import Channel
-from pika.exceptions import AMQPChannelError, AMQPConnectionError, AMQPError, ConnectionClosedByClient
+from pika.exceptions import AMQPConnectionError, AMQPError, ConnectionClosedByClient
 from pika.frame import Method
 
-from worker import tracing
 from worker.bus.connection import BlockingLink, connection_parameters
-from worker.bus.envelope import RESOLVE_ACTOR, envelope
+from worker.bus.envelope import envelope
 from worker.logs import get_logger
-from worker.messages import CreateOrderCommand, PollOrderCommand, ResolveOrderCommand
-from worker.partners import registry
 
 log = get_logger(__name__)
 
@@ -301,95 +299,6 @@ def _as_amqp_error(reason: BaseException | None, fallback: str) -> BaseException
     else:
         error = AMQPConnectionError(f"{fallback}: {type(reason).__name__}")
     return error
-
-
-class CommandProducer:
-    """A confirmed channel for publishing commands; use as a context manager.
-
-    A command is a JSON object published to the default exchange with the queue name as routing key,
-    persistent, with publisher confirms and ``mandatory`` so a missing queue is an error, not a silent
-    drop: the reference the README's raw-AMQP example follows.
-
-    A publish whose connection or channel broke is sent once more on a new connection, to whichever of the
-    broker's nodes answers first: its fate was unknown, and a command published twice is harmless (the
-    worker recognises its ``command_id``), while one given up on is lost unless the caller retries."""
-
-    def __init__(
-        self,
-        broker_url: str,
-        create_queue: str = "orders.create",
-        poll_queue: str = "orders.poll",
-        actions_queue: str = "orders.actions",
-    ) -> None:
-        self._link = BlockingLink(broker_url, confirm=True)
-        self._link.open()
-        self.create_queue = create_queue
-        self.poll_queue = poll_queue
-        self.actions_queue = actions_queue
-
-    def __enter__(self) -> CommandProducer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @property
-    def channel(self) -> BlockingChannel:
-        """The confirmed channel, opened anew (on any node that answers) if the last one broke."""
-        return self._link.open()
-
-    def close(self) -> None:
-        self._link.close()
-
-    def publish_raw(self, queue_name: str, body: bytes) -> None:
-        """Raises pika.exceptions.UnroutableError when the queue does not exist (no worker started yet),
-        and the connection's error when the broker could not be reached twice in a row."""
-        properties = pika.BasicProperties(**COMMAND_PROPERTIES)
-        try:
-            self.channel.basic_publish("", queue_name, body, properties, mandatory=True)
-        except (AMQPConnectionError, AMQPChannelError) as error:
-            log.warning("command_publish_interrupted", error=type(error).__name__, next="resend")
-            self._link.close()
-            self.channel.basic_publish("", queue_name, body, properties, mandatory=True)
-
-    def create_order(
-        self,
-        command: CreateOrderCommand | dict[str, Any],
-        validate: bool = True,
-        trace_context: Mapping[str, str] | None = None,
-    ) -> None:
-        """Validating here first saves a round trip through the rejection path for obvious mistakes.
-
-        ``trace_context`` (W3C ``traceparent``/``tracestate``) defaults to the caller's current
-        OpenTelemetry span, so the worker's spans and the events join the producer's trace."""
-        if isinstance(command, CreateOrderCommand):
-            kwargs = command.model_dump(mode="json", exclude_none=True)
-        else:
-            kwargs = command
-            if validate:
-                registry.check_command(CreateOrderCommand.model_validate(kwargs))
-        body = envelope(self.create_queue, "create_order", kwargs, None, _traced(trace_context))
-        self.publish_raw(self.create_queue, body)
-
-    def poll_order(self, command_id: str, trace_context: Mapping[str, str] | None = None) -> None:
-        PollOrderCommand(command_id=command_id)
-        kwargs = {"command_id": command_id}
-        body = envelope(self.poll_queue, "poll_order", kwargs, None, _traced(trace_context))
-        self.publish_raw(self.poll_queue, body)
-
-    def resolve_order(self, command: ResolveOrderCommand | dict[str, Any]) -> None:
-        """An operator's choice on an ``action_required`` order (validated here; the partner's choices are
-        checked by the worker, which knows the order's partner)."""
-        if not isinstance(command, ResolveOrderCommand):
-            command = ResolveOrderCommand.model_validate(command)
-        kwargs = command.model_dump(mode="json", exclude_none=True)
-        self.publish_raw(self.actions_queue, envelope(self.actions_queue, RESOLVE_ACTOR, kwargs))
-
-
-def _traced(trace_context: Mapping[str, str] | None) -> dict[str, Any]:
-    """The envelope options carrying a trace context: the one given, else the current span's."""
-    context = tracing.checked(trace_context) if trace_context is not None else tracing.current()
-    return {"trace_context": context} if context else {}
 
 
 class CommandBatchPublisher:

@@ -58,5 +58,7 @@ class EventWatcher:
             if method is None:
                 yield None
                 continue
-            self.channel.basic_ack(method.delivery_tag)
+            # Acknowledged once the reader asks for the next one: an event it never got back from (it
+            # raised, or the process died) is still the broker's to deliver again.
             yield method.routing_key, json.loads(body)
+            self.channel.basic_ack(method.delivery_tag)

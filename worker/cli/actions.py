@@ -27,7 +27,9 @@ NO_ANSWER = 3
 
 
 def cmd_emergency(args: argparse.Namespace) -> int:
-    from worker.bus.publishing import CommandProducer
+    from order_worker_client.producer import CommandProducer
+
+    from worker import tracing
     from worker.bus.topology import declare_work_queues
     from worker.bus.watcher import EventWatcher
     from worker.messages import ResolveOrderCommand
@@ -54,7 +56,11 @@ def cmd_emergency(args: argparse.Namespace) -> int:
         )
         producer = stack.enter_context(
             CommandProducer(
-                broker_url, settings.bus.create_queue, settings.bus.poll_queue, settings.bus.actions_queue
+                settings.bus.broker_urls(),
+                settings.bus.create_queue,
+                settings.bus.poll_queue,
+                settings.bus.actions_queue,
+                trace_context=tracing.current,
             )
         )
         declare_work_queues(producer.channel, [settings.bus.actions_queue], settings.bus.delivery_limit)

@@ -59,7 +59,7 @@ def check_partners(settings: Settings) -> None:
 def open_ready_ledger(command: str) -> Ledger:
     """The configured ledger, migrated and reachable, or exit 2 with one line saying what to do. Creates
     nothing: a mistyped SQLite path must not leave an empty database behind."""
-    from worker.ledger import open_ledger
+    from worker.ledger import EngineNotInstalledError, open_ledger
 
     url = load_settings().ledger.ledger_url.get_secret_value()
     # A person is waiting: a server that does not answer is reported after seconds, not the pool's 30 s of
@@ -71,6 +71,8 @@ def open_ready_ledger(command: str) -> Ledger:
     try:
         ledger = open_ledger(url, **quick)
         pending = ledger.pending_migrations()
+    except EngineNotInstalledError as error:
+        refuse(command, str(error))
     except Exception as error:  # noqa: BLE001 - any engine's connection failure, named but not echoed
         refuse(command, f"cannot read the ledger ({type(error).__name__}); check ORDER_WORKER_LEDGER_URL")
     finally:
@@ -95,6 +97,7 @@ def refuse(command: str, message: str) -> NoReturn:
 def unreachable_broker(command: str, settings: Settings) -> Iterator[None]:
     """Turn a broker that cannot be reached into one line and exit 2, naming the host, never the URL.
     pika's own account of the failure (several ERROR lines and a traceback) is held back meanwhile."""
+    from order_worker_client.producer import BrokerUnavailableError
     from pika.exceptions import AMQPConnectionError
 
     pika_log = logging.getLogger("pika")
@@ -102,7 +105,7 @@ def unreachable_broker(command: str, settings: Settings) -> Iterator[None]:
     pika_log.setLevel(logging.CRITICAL)
     try:
         yield
-    except AMQPConnectionError as error:
+    except (AMQPConnectionError, BrokerUnavailableError) as error:
         hosts = broker_hosts(settings.bus.broker_url.get_secret_value())
         refuse(
             command,

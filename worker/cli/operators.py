@@ -34,7 +34,9 @@ def _parse_params(pairs: list[str]) -> dict[str, Any]:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from worker.bus.publishing import CommandProducer
+    from order_worker_client.producer import CommandProducer
+
+    from worker import tracing
     from worker.messages import CreateOrderCommand
 
     settings = load_settings()
@@ -62,7 +64,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
     with (
         unreachable_broker("submit", settings),
         CommandProducer(
-            settings.bus.broker_url.get_secret_value(), settings.bus.create_queue, settings.bus.poll_queue
+            settings.bus.broker_urls(),
+            settings.bus.create_queue,
+            settings.bus.poll_queue,
+            trace_context=tracing.current,
         ) as producer,
     ):
         for _ in range(args.times):

@@ -28,7 +28,11 @@ from typing import Any
 
 from worker.ledger.base import Ledger, UnknownOrderError
 
-__all__ = ["Ledger", "UnknownOrderError", "open_ledger"]
+__all__ = ["EngineNotInstalledError", "Ledger", "UnknownOrderError", "open_ledger"]
+
+
+class EngineNotInstalledError(ImportError):
+    """The ledger URL names an engine whose driver is an optional extra that is not installed."""
 
 
 def open_ledger(url: str, **opts: Any) -> Ledger:
@@ -53,7 +57,16 @@ def open_ledger(url: str, **opts: Any) -> Ledger:
 
         return SqlLedger(sqlite_from_url(url, **opts))
     if scheme in ("postgresql", "postgres", "postgresql+psycopg"):
-        from worker.ledger.postgres import postgres_from_url
+        try:
+            from worker.ledger.postgres import postgres_from_url
+        except ImportError as error:
+            if not (error.name or "").startswith("psycopg"):
+                raise
+            raise EngineNotInstalledError(
+                "the ledger URL is a PostgreSQL one, but the PostgreSQL driver (psycopg, psycopg-pool) is "
+                "not installed: install order-worker with its 'postgres' extra, "
+                "e.g. pip install 'order-worker[postgres]'"
+            ) from None
 
         return SqlLedger(postgres_from_url(url, **opts))
     raise ValueError(f"unsupported ledger URL scheme {scheme!r}: use sqlite:///PATH or postgresql://...")
