@@ -291,10 +291,10 @@ def test_a_partner_answer_waits_for_a_full_disk_and_is_committed_once(ledger: Le
     refusals = [disk_full, disk_full]
     real_record_created = ledger.record_created
 
-    def record_created(*args: Any) -> Any:
+    def record_created(*args: Any, **kwargs: Any) -> Any:
         if refusals:
             raise refusals.pop()
-        return real_record_created(*args)
+        return real_record_created(*args, **kwargs)
 
     ledger.record_created = record_created  # type: ignore[method-assign]
     pauses: list[float] = []

@@ -15,13 +15,11 @@ from __future__ import annotations
 import errno
 import random
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
-
-import psycopg
-from psycopg_pool import PoolTimeout
 
 from worker.logs import get_logger
 
@@ -65,9 +63,12 @@ def unavailable_reason(error: BaseException) -> str | None:
 def _reason_of(error: BaseException) -> str | None:
     if isinstance(error, LedgerUnavailable):
         return error.reason
-    if isinstance(error, PoolTimeout):
+    # PostgreSQL's driver is the postgres extra: its errors are looked for only once it was loaded (by the
+    # PostgreSQL engine), since none can occur before.
+    pool, psycopg = sys.modules.get("psycopg_pool"), sys.modules.get("psycopg")
+    if pool is not None and isinstance(error, pool.PoolTimeout):
         return "PostgreSQL: no connection could be opened in time"
-    if isinstance(error, psycopg.OperationalError | psycopg.InterfaceError):
+    if psycopg is not None and isinstance(error, psycopg.OperationalError | psycopg.InterfaceError):
         state = getattr(error, "sqlstate", None)
         if state is None:
             return "PostgreSQL: cannot connect or the connection was lost"
