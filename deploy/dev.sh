@@ -135,7 +135,7 @@ usage: bash deploy/dev.sh COMMAND [ARGS]
   demo [--orders N]   install, start RabbitMQ, run the whole stack and watch demo orders complete
   run                 install, start RabbitMQ, run the whole stack until Ctrl-C
   test [PYTEST ARGS]  install, start RabbitMQ and PostgreSQL, run the fast tier of the tests (a few minutes)
-  reliability [ARGS]  the reliability scenarios (real processes killed, paused, starved; about 20 minutes)
+  reliability [ARGS]  the reliability scenarios (real processes killed, paused, starved; about 30 minutes)
   lint                ruff, mypy --strict, import-linter, the AsyncAPI document's validation
   ci                  everything CI checks (lint, deployment checks, the image check, both tiers of tests)
   setup | broker | postgres   the individual steps
