@@ -137,6 +137,7 @@ usage: bash deploy/dev.sh COMMAND [ARGS]
   test [PYTEST ARGS]  install, start RabbitMQ and PostgreSQL, run the fast tier of the tests (a few minutes)
   reliability [ARGS]  the reliability scenarios (real processes killed, paused, starved; about 30 minutes)
   lint                ruff, mypy --strict, import-linter, the AsyncAPI document's validation
+  client-check [VER]  the client package alone (only it and pytest in a fresh venv) on Python 3.11 and 3.13
   ci                  everything CI checks (lint, deployment checks, the image check, both tiers of tests)
   setup | broker | postgres   the individual steps
 USAGE
