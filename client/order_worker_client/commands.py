@@ -115,6 +115,18 @@ class ResolveOrderCommand(_Strict):
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+ENVELOPE_FIELDS = (
+    "queue_name",
+    "actor_name",
+    "args",
+    "kwargs",
+    "options",
+    "message_id",
+    "message_timestamp",
+)
+"""Every field of the message a command travels in; the service rejects one without any of them."""
+
+
 def envelope(
     queue_name: str,
     actor_name: str,

@@ -15,7 +15,7 @@ import time
 import uuid
 from typing import Any
 
-from order_worker_client.commands import envelope
+from order_worker_client.commands import ENVELOPE_FIELDS, envelope
 
 from worker import tracing
 from worker.messages import COMMAND_ID_PATTERN, MAX_COMMAND_BYTES
@@ -27,15 +27,6 @@ MAX_ETA_AHEAD_SECONDS = 3600
 """A retried command's delay is at most 15 minutes (``max_backoff``); the rest is room for clock skew."""
 RETRY_OPTIONS = {"max_retries": (0, 20), "min_backoff": (0, 900_000), "max_backoff": (0, 900_000)}
 """The retry settings a command may carry (README, "Commands"), with the range of each."""
-_ENVELOPE_FIELDS = (
-    "queue_name",
-    "actor_name",
-    "args",
-    "kwargs",
-    "options",
-    "message_id",
-    "message_timestamp",
-)
 _COMMAND_ID = re.compile(COMMAND_ID_PATTERN)
 
 __all__ = ["envelope"]  # the message format lives in the client package; the checks below are here
@@ -53,7 +44,7 @@ def parse_envelope(data: bytes) -> dict[str, Any] | tuple[str, str]:
         return "not_json", "message body nests JSON too deeply"
     if not isinstance(fields, dict):
         return "bad_envelope", "message body must be a JSON object (the Dramatiq envelope)"
-    missing = [name for name in _ENVELOPE_FIELDS if name not in fields]
+    missing = [name for name in ENVELOPE_FIELDS if name not in fields]
     if missing:
         return "bad_envelope", f"envelope lacks {', '.join(missing)}"
     if not isinstance(fields["kwargs"], dict) or not isinstance(fields["args"], list):

@@ -17,7 +17,12 @@ import re
 from typing import Any, Literal
 
 from order_worker_client import topology
-from order_worker_client.commands import CreateOrderCommand, PollOrderCommand, ResolveOrderCommand
+from order_worker_client.commands import (
+    ENVELOPE_FIELDS,
+    CreateOrderCommand,
+    PollOrderCommand,
+    ResolveOrderCommand,
+)
 from order_worker_client.events import SCHEMA_VERSION, EventType, OrderEvent
 from order_worker_client.quotes import Quote, QuoteError, QuoteRequest
 from order_worker_client.quoting import SENT_AT_HEADER
@@ -76,15 +81,7 @@ def _envelope(queue: str, actor: str, command_ref: dict[str, Any]) -> dict[str, 
     return {
         "type": "object",
         "description": "Dramatiq's message format; the command is `kwargs`.",
-        "required": [
-            "queue_name",
-            "actor_name",
-            "args",
-            "kwargs",
-            "options",
-            "message_id",
-            "message_timestamp",
-        ],
+        "required": list(ENVELOPE_FIELDS),
         "properties": {
             "queue_name": {"type": "string", "const": queue, "description": "The queue it is published to."},
             "actor_name": {"type": "string", "const": actor},
