@@ -411,9 +411,7 @@ class Stack:
             ORDER_WORKER_ZEROTRACE_BASE_URL=self.sandbox.url,
             ORDER_WORKER_ITRX_BASE_URL=self.sandbox.url,
             ORDER_WORKER_ITRX_CALLBACK_URL="http://127.0.0.1:9/webhooks/itrx",
-            ORDER_WORKER_LOG_LEVEL="WARNING",
-            **self.settings,
-            **extra,
+            **{"ORDER_WORKER_LOG_LEVEL": "WARNING", **self.settings, **extra},
         )
 
     def start(self, role: str, *args: str, name: str | None = None, **extra: str) -> tuple[Group, int]:

@@ -128,6 +128,9 @@ class _Counts:
     def count_by_status(self) -> dict[tuple[str, str], int]:
         return dict(self.counts)
 
+    def oldest_due_poll(self, provider: str, now: float) -> tuple[str, float] | None:
+        return None
+
 
 def test_untrackable_orders_are_counted_once_and_gone_statuses_drop_to_zero() -> None:
     ledger = _Counts()

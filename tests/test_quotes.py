@@ -266,7 +266,9 @@ def test_requests_for_one_price_arriving_together_make_one_partner_call() -> Non
 def test_quotes_never_spend_more_than_the_budget_and_say_when_it_frees(ledger: Ledger) -> None:
     session = FakeSession()
     budget = WeightBudget(
-        ledger, BudgetSettings(weight_budget=3, weight_headroom=0.0, weight_window=60), "0trace"
+        ledger,
+        BudgetSettings(weight_budget=3, weight_headroom=0.0, weight_window=60, weight_create_reserve=0),
+        "0trace",
     )
     service = _service(session, budget=budget, cache_seconds=0)
     started = time.monotonic()
@@ -282,7 +284,9 @@ def test_quotes_never_spend_more_than_the_budget_and_say_when_it_frees(ledger: L
 def test_a_quote_waits_for_budget_only_within_its_timeout(ledger: Ledger) -> None:
     session = FakeSession()
     budget = WeightBudget(
-        ledger, BudgetSettings(weight_budget=1, weight_headroom=0.0, weight_window=1), "0trace"
+        ledger,
+        BudgetSettings(weight_budget=1, weight_headroom=0.0, weight_window=1, weight_create_reserve=0),
+        "0trace",
     )
     service = _service(session, budget=budget, cache_seconds=0)
     assert isinstance(_ask(service), Quote)

@@ -40,6 +40,32 @@ PARTNER_WEIGHT = Counter(
     "Rate-limit weight spent against each partner account's budget.",
     ["provider", "account"],
 )
+BUDGET_WAIT = Histogram(
+    "order_worker_budget_wait_seconds",
+    "Time a partner call waited for room in its account's weight budget, by priority (first: creates and "
+    "operator actions; read: polls, quotes, reads a push asks for).",
+    ["budget", "priority"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10),
+)
+BUDGET_DEFERRED = Counter(
+    "order_worker_budget_deferred",
+    "Partner calls given up for lack of budget within their wait (the command is retried later).",
+    ["budget", "priority"],
+)
+POLL_STALENESS = Gauge(
+    "order_worker_poll_staleness_seconds",
+    "Age of the last sight of the open order polling has neglected longest (its cadence plus how late its "
+    "poll is); compare with order_worker_poll_cycle_seconds.",
+    ["provider"],
+    multiprocess_mode="max",
+)
+POLL_CYCLE = Gauge(
+    "order_worker_poll_cycle_seconds",
+    "Seconds the partner's poll budget needs to poll every open order once (open orders / polls per "
+    "second the budget allows; 0: no budget). Polls cannot come more often than this on average.",
+    ["provider"],
+    multiprocess_mode="max",
+)
 CREATE_RETRIES = Counter(
     "order_worker_create_retries", "Create attempts scheduled again, by reason code.", ["provider", "reason"]
 )

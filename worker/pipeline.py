@@ -24,7 +24,7 @@ from worker.logs import bind, get_logger
 from worker.messages import CreateOrderCommand, EventError, OrderEvent, PollOrderCommand, Source
 from worker.partners.base import CreateResult, Fate, PartnerError, PartnerOrder
 from worker.partners.registry import Connected, UnknownAccountError, UnknownPartnerError
-from worker.ratelimit import BudgetSettings, WeightBudget
+from worker.ratelimit import BudgetSettings, Priority, WeightBudget
 from worker.rejections import field_names, record_rejection
 from worker.sealing import SealError, TokenSealer
 from worker.settings import Settings
@@ -35,6 +35,8 @@ log = get_logger(__name__)
 T = TypeVar("T")
 
 LEASE_MARGIN_SECONDS = 5.0
+FIRST_OPERATIONS = frozenset({"create", "action"})
+"""Operations someone waits on (a customer's create, an operator's choice): first in the partner budget."""
 """A partner's answer waiting for the ledger is given up this long before its attempt's lease ends."""
 
 
@@ -240,17 +242,25 @@ class OrderPipeline:
         return time.monotonic() + max(0.0, left)
 
     def budgeted(
-        self, connected: Connected, operation: str, call: Callable[[], T], hold_until: float | None = None
+        self,
+        connected: Connected,
+        operation: str,
+        call: Callable[[], T],
+        hold_until: float | None = None,
+        priority: Priority | None = None,
     ) -> T:
         """``call()`` once its weight fits in the partner account's shared budget (if it keeps one).
 
         ``hold_until``: how long to wait for a ledger that is out to charge the budget (a create holds
-        its attempt's lease, and must not find the order taken over afterwards)."""
+        its attempt's lease, and must not find the order taken over afterwards). ``priority``: by default
+        creates and operator actions come first, and everything else is a read."""
         budget = self.budgets.get(connected.key)
         weight = connected.partner.capabilities.weights.get(operation, 0)
         if budget is None or not weight:
             return call()
-        return budget.call(weight, call, hold_until)
+        if priority is None:
+            priority = Priority.FIRST if operation in FIRST_OPERATIONS else Priority.READ
+        return budget.call(weight, call, hold_until=hold_until, priority=priority)
 
     def _created(
         self, command: CreateOrderCommand, connected: Connected, result: CreateResult, attempt: int
@@ -260,7 +270,7 @@ class OrderPipeline:
         bind(order_id=observed.order_id)
         sealed = self.sealer.seal(result.token, observed.order_id) if result.token else None
         untrackable = connected.partner.capabilities.secret_to_fetch and sealed is None
-        next_at = None if untrackable else self._next_poll(observed.status, now, last_push_at=None)
+        next_at = None if untrackable else self._next_poll(observed.status, now, None, observed.deadline)
         events = self.ledger.record_created(
             command.command_id,
             observed,
@@ -408,7 +418,12 @@ class OrderPipeline:
         status = observed.status or Status(record.status)
         last_push = now if push else record.last_push_at
         events = self.ledger.apply_observation(
-            record.command_id, observed, source, now, self._next_poll(status, now, last_push), push=push
+            record.command_id,
+            observed,
+            source,
+            now,
+            self._next_poll(status, now, last_push, observed.deadline),
+            push=push,
         )
         return Outcome("changed" if events else "unchanged", events)
 
@@ -431,7 +446,9 @@ class OrderPipeline:
         connected = self.partner(provider).for_account(account)
         if not connected.partner.capabilities.fetch_by_order_id:
             raise ValueError(f"{provider} orders cannot be read by their id alone")
-        return self.budgeted(connected, "fetch", lambda: connected.session.fetch(order_id, None))
+        return self.budgeted(
+            connected, "fetch", lambda: connected.session.fetch(order_id, None), priority=Priority.FIRST
+        )
 
     def _fetch(self, record: OrderRecord) -> PartnerOrder:
         assert record.order_id is not None
@@ -449,14 +466,21 @@ class OrderPipeline:
             raise SealError("no token stored")
         return self.sealer.open(record.sealed_token, record.order_id)
 
-    def _next_poll(self, status: Status | None, now: float, last_push_at: float | None) -> float | None:
-        if status is None or is_terminal(status) or not self.settings.tracking.polling_enabled:
+    def _next_poll(
+        self, status: Status | None, now: float, last_push_at: float | None, deadline: float | None
+    ) -> float | None:
+        """When to poll next: the status's cadence; rarely while pushes keep the order fresh; more often
+        near the partner's deadline (unless pushes tell us anyway)."""
+        tracking = self.settings.tracking
+        if status is None or is_terminal(status) or not tracking.polling_enabled:
             return None
-        interval = self.settings.tracking.poll_interval(status)
+        interval = tracking.poll_interval(status)
         if interval is None:
             return None
-        if last_push_at is not None and now - last_push_at < self.settings.tracking.push_fresh_seconds:
-            interval = max(interval, self.settings.tracking.poll_safety_interval)
+        if last_push_at is not None and now - last_push_at < tracking.push_fresh_seconds:
+            interval = max(interval, tracking.poll_safety_interval)
+        elif deadline is not None and deadline - now <= tracking.deadline_horizon_seconds:
+            interval = min(interval, tracking.deadline_poll_interval)
         return now + interval
 
     # ------------------------------------------------------------------ helpers

@@ -15,9 +15,15 @@ charges are remembered one second longer than the window. A 429 that still happe
 client, a smaller budget than configured) is honoured by everyone: its ``Retry-After`` blocks the budget
 for all replicas until then.
 
+Priorities, because the budget is worth most where someone waits: a create (and an operator's action)
+may use the whole budget, while reads (polls, quotes, reads a push asks for) stop short of it by the
+create reserve (``WEIGHT_CREATE_RESERVE``, a share). However hard polls press, the reserve is free
+for creates, and as charges leave the window the room above the reads' ceiling goes to creates alone. The
+scheduler reads the reads' room (:meth:`WeightBudget.room`) to hand out no more polls than can be sent.
+
 Settings come from the partner's group (``ORDER_WORKER_<PARTNER>_WEIGHT_BUDGET``, ``_WINDOW``,
-``_HEADROOM``, ``_MAX_WAIT``); a budget of 0 disables the limiter, e.g. against a sandbox whose budget
-was raised for a benchmark.
+``_HEADROOM``, ``_MAX_WAIT``, ``_CREATE_RESERVE``); a budget of 0 disables the limiter, e.g. against a
+sandbox whose budget was raised for a benchmark.
 """
 
 from __future__ import annotations
@@ -26,10 +32,12 @@ import math
 import random
 import time
 from collections.abc import Callable
+from enum import StrEnum
 from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from worker import metrics
 from worker.ledger.base import Ledger
 from worker.ledger.outage import LedgerUnavailable, LedgerWaiter
 from worker.logs import get_logger
@@ -41,6 +49,13 @@ T = TypeVar("T")
 WINDOW_MARGIN_SECONDS = 1.0
 
 
+class Priority(StrEnum):
+    FIRST = "first"
+    """Creates and operator actions: someone waits on them; they may use the whole budget."""
+    READ = "read"
+    """Polls, quotes and reads a push asks for: everything but the create reserve."""
+
+
 class BudgetSettings(BaseModel):
     """The budget's numbers, taken from the partner's settings group."""
 
@@ -50,6 +65,9 @@ class BudgetSettings(BaseModel):
     weight_window: float = Field(60.0, gt=0, description="The partner's sliding window, seconds.")
     weight_headroom: float = Field(0.1, ge=0, lt=1, description="Share of the budget never used.")
     weight_max_wait: float = Field(5.0, ge=0, description="Seconds a call waits for budget before deferral.")
+    weight_create_reserve: float = Field(
+        0.2, ge=0, lt=1, description="Share of the usable budget reads leave to creates."
+    )
 
 
 class WeightBudget:
@@ -70,6 +88,10 @@ class WeightBudget:
         self.waiter = LedgerWaiter()
         self.window = settings.weight_window + WINDOW_MARGIN_SECONDS
         self.limit = math.floor(settings.weight_budget * (1.0 - settings.weight_headroom))
+        self.limits = {
+            Priority.FIRST: self.limit,
+            Priority.READ: math.floor(self.limit * (1.0 - settings.weight_create_reserve)),
+        }
         self.max_wait = settings.weight_max_wait
         # A budget kept where other replicas cannot see it would multiply the account's budget: off.
         shared = ledger is not None and ledger.shares_budget and self.limit > 0
@@ -80,7 +102,12 @@ class WeightBudget:
         return self._ledger is not None
 
     def call(
-        self, weight: int, fn: Callable[[], T], max_wait: float | None = None, hold_until: float | None = None
+        self,
+        weight: int,
+        fn: Callable[[], T],
+        max_wait: float | None = None,
+        hold_until: float | None = None,
+        priority: Priority = Priority.READ,
     ) -> T:
         """``max_wait`` replaces the settings' wait for room in the budget for this call (a quote waits no
         longer than its requester does). ``hold_until`` (``time.monotonic()``): while the ledger that keeps
@@ -89,11 +116,11 @@ class WeightBudget:
         if self._ledger is None:
             return fn()
         if hold_until is None:
-            self.acquire(weight, max_wait)
+            self.acquire(weight, max_wait, priority)
         else:
             try:
                 self.waiter.hold(
-                    lambda: self.acquire(weight, max_wait), "the shared weight budget", hold_until
+                    lambda: self.acquire(weight, max_wait, priority), "the shared weight budget", hold_until
                 )
             except LedgerUnavailable as error:
                 raise PartnerError(
@@ -109,13 +136,16 @@ class WeightBudget:
                 self.block(error.retry_after if error.retry_after is not None else 1.0)
             raise
 
-    def acquire(self, weight: int, max_wait: float | None = None) -> None:
-        deadline = time.monotonic() + (self.max_wait if max_wait is None else max_wait)
+    def acquire(self, weight: int, max_wait: float | None = None, priority: Priority = Priority.READ) -> None:
+        started = time.monotonic()
+        deadline = started + (self.max_wait if max_wait is None else max_wait)
         while True:
-            wait = self.take(weight)
+            wait = self.take(weight, priority)
             if wait <= 0:
+                metrics.BUDGET_WAIT.labels(self.name, priority.value).observe(time.monotonic() - started)
                 return
             if time.monotonic() + wait > deadline:
+                metrics.BUDGET_DEFERRED.labels(self.name, priority.value).inc()
                 raise PartnerError(
                     fate=Fate.NOT_SENT,
                     code="local_rate_limit",
@@ -125,10 +155,20 @@ class WeightBudget:
                 )
             self.sleep(wait + random.random() * 0.05)
 
-    def take(self, weight: int) -> float:
+    def take(self, weight: int, priority: Priority = Priority.READ) -> float:
         """Charge ``weight`` now and return 0, or charge nothing and return the seconds until it fits."""
         assert self._ledger is not None
-        return self._ledger.take_weight(self.name, weight, self.clock(), self.window, self.limit)
+        return self._ledger.take_weight(self.name, weight, self.clock(), self.window, self.limits[priority])
+
+    def room(self, priority: Priority = Priority.READ) -> int:
+        """Weight that calls of ``priority`` could charge now (0 while a 429 blocks the budget), read
+        without charging: what the scheduler may hand out."""
+        if self._ledger is None:
+            return 0
+        now = self.clock()
+        if self._ledger.weight_blocked_until(self.name) > now:
+            return 0
+        return max(0, self.limits[priority] - self._ledger.used_weight(self.name, now, self.window))
 
     def block(self, seconds: float) -> None:
         """The partner said 429: nobody calls it again for ``seconds``."""

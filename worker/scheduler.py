@@ -1,21 +1,33 @@
 """Scheduler: turns the ledger's due times into commands on the bus.
 
-Delays live in the ledger (``next_action_at``), not in worker memory, so 100k open orders cost rows, not
-RAM, and a lost poll message only delays an order until the next pass. Several schedulers may run: the
+Delays live in the ledger (``next_action_at``), not in worker memory, so a million open orders cost rows,
+not RAM, and a lost poll message only delays an order until the next pass. Several schedulers may run: the
 ledger hands each due row to one of them (SKIP LOCKED) and holds it until the command had time to run.
+
+A partner whose reads cost budget is polled no faster than its budget allows (:class:`PollPace`): each
+pass hands out at most the polls the reads' share of the budget has room for now, so polls never pile up
+in the queue waiting for budget, and creates keep the reserve the budget leaves them. Which polls go when
+the budget is short: orders near their deadline first, then the rest oldest due first. An order goes to
+the back when it is polled (or pushed), so with more open orders than the budget can poll at their
+cadence every order is polled once per ``open orders / polls per second`` (the poll cycle, exported with
+the staleness it results in), and none is starved. Creates to re-drive are never paced.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from worker import metrics
-from worker.ledger.base import DueOrder, Ledger
+from worker.ledger.base import DueKind, DueOrder, Ledger
 from worker.ledger.outage import LedgerWaiter
 from worker.logs import get_logger
+from worker.partners import registry
+from worker.ratelimit import Priority, WeightBudget
 from worker.settings import Settings
 from worker.status import Status
 
@@ -29,16 +41,58 @@ Dispatch = Callable[[Sequence[tuple[str, dict[str, Any]]]], list[bool]]
 unknown (``worker.bus.publishing.CommandBatchPublisher.publish``)."""
 
 
+@dataclass(frozen=True)
+class PollPace:
+    """How fast one partner's polls may go: its default account's budget and what one poll weighs."""
+
+    budget: WeightBudget
+    weight: int
+
+    @property
+    def per_second(self) -> float:
+        """Polls per second the reads' share of the budget sustains."""
+        return self.budget.limits[Priority.READ] / self.budget.window / self.weight
+
+    def allowance(self, seconds: float) -> int:
+        """Polls to hand out now, ``seconds`` after the last hand-out: what the budget has room for, and
+        never more than its rate over that time (polls handed out a moment ago may not be charged yet)."""
+        room = self.budget.room(Priority.READ) // self.weight
+        return max(0, min(room, math.ceil(self.per_second * seconds)))
+
+
+def poll_paces(partners: Iterable[Any], budgets: Mapping[str, WeightBudget]) -> dict[str, PollPace]:
+    """The pace of every partner (``registry.Connected``) whose polls cost weight in a shared budget.
+
+    A partner's orders of every account are paced by its default account's budget: the scheduler reads
+    due rows by partner, and the account is inside the stored command."""
+    paces = {}
+    for connected in partners:
+        budget = budgets.get(connected.key)
+        weight = connected.partner.capabilities.weights.get("fetch", 0)
+        if budget is not None and budget.enabled and weight > 0:
+            paces[connected.name] = PollPace(budget, weight)
+    return paces
+
+
 class Scheduler:
     def __init__(
-        self, settings: Settings, ledger: Ledger, dispatch: Dispatch, clock: Callable[[], float] = time.time
+        self,
+        settings: Settings,
+        ledger: Ledger,
+        dispatch: Dispatch,
+        clock: Callable[[], float] = time.time,
+        paces: Mapping[str, PollPace] | None = None,
+        providers: Sequence[str] | None = None,
     ) -> None:
         self.settings = settings
         self.ledger = ledger
         self.dispatch = dispatch
         self.clock = clock
+        self.paces = dict(paces or {})
+        self.providers = list(providers if providers is not None else registry.names())
         self.waiter = LedgerWaiter()
         self._sampled: set[tuple[str, str]] = set()
+        self._last_pass: float | None = None
 
     def pass_once(self) -> int:
         """Hands out one batch of due orders as one batch of commands; returns how many were due.
@@ -47,9 +101,16 @@ class Scheduler:
         unknown, costs only a wait: the row is due again when its hold ends. The hold only matters then;
         the actor sets the real next time when it runs."""
         now = self.clock()
-        due = self.ledger.take_due(
-            now, self.settings.tracking.scheduler_batch, self.settings.tracking.submit_stuck_seconds
+        since = (
+            self.settings.tracking.scheduler_interval if self._last_pass is None else now - self._last_pass
         )
+        self._last_pass = now
+        due: list[DueOrder] = []
+        for provider in self.providers:
+            pace = self.paces.get(provider)
+            due += self._take(provider, now, DueKind.ANY if pace is None else DueKind.CREATES)
+            if pace is not None:
+                due += self._take_polls(provider, now, pace.allowance(since))
         if due:
             refused = self.dispatch([_command(order) for order in due]).count(False)
             if refused:
@@ -60,6 +121,26 @@ class Scheduler:
                     again_in_seconds=self.settings.tracking.submit_stuck_seconds,
                 )
         return len(due)
+
+    def _take(
+        self,
+        provider: str,
+        now: float,
+        kind: DueKind,
+        limit: int | None = None,
+        deadline: float | None = None,
+    ) -> list[DueOrder]:
+        tracking = self.settings.tracking
+        batch = tracking.scheduler_batch if limit is None else min(limit, tracking.scheduler_batch)
+        if batch <= 0:
+            return []
+        return self.ledger.take_due(provider, now, batch, tracking.submit_stuck_seconds, kind, deadline)
+
+    def _take_polls(self, provider: str, now: float, allowance: int) -> list[DueOrder]:
+        """Up to ``allowance`` polls: orders near their deadline first, then the oldest due."""
+        horizon = now + self.settings.tracking.deadline_horizon_seconds
+        polls = self._take(provider, now, DueKind.NEAR_DEADLINE, allowance, horizon)
+        return polls + self._take(provider, now, DueKind.POLLS, allowance - len(polls))
 
     def sample_gauges(self) -> None:
         metrics.OUTBOX_BACKLOG.set(self.ledger.outbox_backlog())
@@ -79,6 +160,27 @@ class Scheduler:
                 metrics.ORDERS_UNTRACKABLE.labels(provider).set(count)
             else:
                 metrics.ORDERS.labels(provider, status).set(count)
+        self._sample_polling(counts)
+
+    def _sample_polling(self, counts: Mapping[tuple[str, str], int]) -> None:
+        """The poll cycle the budget allows, and the staleness polling actually reaches."""
+        tracking = self.settings.tracking
+        now = self.clock()
+        for provider in self.providers:
+            pace = self.paces.get(provider)
+            polled = sum(
+                count
+                for (name, status), count in counts.items()
+                if name == provider and status != UNTRACKABLE and tracking.poll_interval(status) is not None
+            )
+            polled -= counts.get((provider, UNTRACKABLE), 0)
+            metrics.POLL_CYCLE.labels(provider).set(0.0 if pace is None else max(0, polled) / pace.per_second)
+            oldest = self.ledger.oldest_due_poll(provider, now)
+            staleness = 0.0
+            if oldest is not None:
+                status, due_at = oldest
+                staleness = now - due_at + (tracking.poll_interval(status) or 0.0)
+            metrics.POLL_STALENESS.labels(provider).set(max(0.0, staleness))
 
     def drop_expired_pushes(self, now: float) -> int:
         """Held pushes whose order never appeared within the TTL (not ours, or a create that failed)."""

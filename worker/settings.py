@@ -249,6 +249,15 @@ class TrackingSettings(BaseSettings):
         600.0, gt=0, description="How long after the last verified push polling stays at the safety interval."
     )
     polling_enabled: bool = Field(True, description="Turn off to track by webhooks/callbacks only.")
+    deadline_horizon_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="An order this close to its partner deadline (0trace: the deposit window closing) is "
+        "polled every DEADLINE_POLL_INTERVAL and before other orders when the poll budget is short.",
+    )
+    deadline_poll_interval: float = Field(
+        30.0, gt=0, description="Poll interval of an order within DEADLINE_HORIZON_SECONDS of its deadline."
+    )
     held_pushes_max: int = Field(
         10000,
         ge=0,

@@ -65,6 +65,7 @@ def observed(
     *,
     order_id: str = "po-1",
     updated_at: float | None = None,
+    deadline: float | None = None,
     **order: Any,
 ) -> PartnerOrder:
     return PartnerOrder(
@@ -73,6 +74,7 @@ def observed(
         status=status,
         order={"id": order_id, "status": provider_status or str(status), **order},
         updated_at=updated_at,
+        deadline=deadline,
     )
 
 

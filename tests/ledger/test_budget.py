@@ -8,7 +8,7 @@ import pytest
 from tests.ledger.helpers import T0
 from worker.ledger.base import Ledger
 from worker.ledger.sql import SqlLedger
-from worker.ratelimit import BudgetSettings, WeightBudget
+from worker.ratelimit import BudgetSettings, WeightBudget, Priority
 
 WINDOW = 10.0
 LIMIT = 100
@@ -83,7 +83,7 @@ def test_the_policy_charges_through_the_contract(ledger: Ledger) -> None:
     settings = BudgetSettings(weight_budget=100, weight_window=9, weight_headroom=0.5, weight_max_wait=0)
     budget = WeightBudget(ledger, settings, name="acct", clock=lambda: clock[0])
     assert budget.enabled
-    assert budget.take(50) == 0
+    assert budget.take(50, Priority.FIRST) == 0
     assert take(ledger, 51, T0) == pytest.approx(WINDOW)  # what the policy charged is in the ledger
     budget.block(3.0)
     assert take(ledger, 1, T0) == pytest.approx(3.0)

@@ -129,7 +129,7 @@ def test_take_due_never_hands_a_row_out_twice(ledger: Ledger) -> None:
 
     def job(_: int) -> list[str]:
         taken: list[str] = []
-        while batch := ledger.take_due(T0 + 1, 7, 300):
+        while batch := ledger.take_due("0trace", T0 + 1, 7, 300):
             taken.extend(d.command_id for d in batch)
         return taken
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.ledger.helpers import ERR, T0, command, created, observed, ref
-from worker.ledger.base import ClaimOutcome, Ledger, Rejection, UnknownOrderError
+from worker.ledger.base import ClaimOutcome, DueKind, Ledger, Rejection, UnknownOrderError
 from worker.ledger.sql import SqlLedger
 from worker.messages import (
     EventError,
@@ -252,7 +252,7 @@ def test_mark_in_doubt(ledger: Ledger) -> None:
     assert (rec.status, rec.lease_until, rec.next_action_at, rec.last_error) == ("in_doubt", None, None, ERR)
     assert ledger.mark_in_doubt(CID, ERR, T0 + 2) == []  # only from submitting
     assert ledger.begin_attempt(CID, T0 + 1000, 30) is None  # nothing automatic may re-send it
-    assert ledger.take_due(T0 + 10**6, 10, 5) == []
+    assert ledger.take_due("0trace", T0 + 10**6, 10, 5) == []
 
 
 def test_record_failed(ledger: Ledger) -> None:
@@ -483,17 +483,60 @@ def test_take_due(ledger: Ledger) -> None:
     ledger.mark_in_doubt("cmd-doubt-001", ERR, T0)
     ledger.claim(command("cmd-later-001"), ref("cmd-later-001"), T0 + 1000)
 
-    due = ledger.take_due(T0 + 10, 3, 60)
+    due = ledger.take_due("0trace", T0 + 10, 3, 60)
     assert [d.command_id for d in due] == ["cmd-due-0004", "cmd-due-0003", "cmd-due-0002"]
     assert due[0].provider == "0trace" and due[0].status == "submitting"
     assert due[0].command == command("cmd-due-0004").model_dump(mode="json")
     assert ledger.get("cmd-due-0004").next_action_at == T0 + 70  # type: ignore[union-attr]
 
-    rest = ledger.take_due(T0 + 10, 10, 60)
+    rest = ledger.take_due("0trace", T0 + 10, 10, 60)
     assert [d.command_id for d in rest] == ["cmd-due-0001", "cmd-due-0000"]
-    assert ledger.take_due(T0 + 10, 10, 60) == []  # all held
-    again = ledger.take_due(T0 + 70, 10, 60)  # the hold ran out: re-driven
+    assert ledger.take_due("0trace", T0 + 10, 10, 60) == []  # all held
+    again = ledger.take_due("0trace", T0 + 70, 10, 60)  # the hold ran out: re-driven
     assert {d.command_id for d in again} == {f"cmd-due-{i:04}" for i in range(5)}
+
+
+def test_take_due_by_partner_and_kind(ledger: Ledger) -> None:
+    """Creates to re-drive and polls come apart, each partner's alone; near-deadline polls come nearest
+    deadline first, and a deadline ends with the order's deposit window (or the order)."""
+    ledger.claim(command("cmd-create-01"), ref("cmd-create-01"), T0)  # submitting, due at T0
+    ledger.claim(command("cmd-itrx-0001", provider="itrx"), ref("cmd-itrx-0001"), T0)
+    for i, deadline in enumerate([None, T0 + 900, T0 + 200, None]):
+        cid = f"cmd-poll-{i:04}"
+        ledger.claim(command(cid), ref(cid), T0)
+        ledger.begin_attempt(cid, T0, 60)
+        answer = observed(Status.AWAITING_DEPOSIT, order_id=f"po-{i}", updated_at=T0, deadline=deadline)
+        ledger.record_created(cid, answer, b"sealed", "k1", False, T0 + i, T0)
+    assert ledger.get("cmd-poll-0002").deadline_at == T0 + 200  # type: ignore[union-attr]
+
+    near = ledger.take_due("0trace", T0 + 10, 10, 60, DueKind.NEAR_DEADLINE, deadline_before=T0 + 300)
+    assert [d.command_id for d in near] == ["cmd-poll-0002"]
+    polls = ledger.take_due("0trace", T0 + 10, 10, 60, DueKind.POLLS)
+    assert [d.command_id for d in polls] == ["cmd-poll-0000", "cmd-poll-0001", "cmd-poll-0003"]
+    creates = ledger.take_due("0trace", T0 + 10, 10, 60, DueKind.CREATES)
+    assert [d.command_id for d in creates] == ["cmd-create-01"]
+    assert [d.command_id for d in ledger.take_due("itrx", T0 + 10, 10, 60)] == ["cmd-itrx-0001"]
+    assert ledger.take_due("0trace", T0 + 10, 10, 60) == []  # everything is held
+    with pytest.raises(ValueError, match="deadline_before"):
+        ledger.take_due("0trace", T0, 1, 1, DueKind.NEAR_DEADLINE)
+
+    # The deposit arrived: no deadline any more. A terminal order keeps none either.
+    ledger.apply_observation(
+        "cmd-poll-0002", observed(Status.CONFIRMING, order_id="po-2"), Source.POLL, T0, T0
+    )
+    assert ledger.get("cmd-poll-0002").deadline_at is None  # type: ignore[union-attr]
+    expired = observed(Status.EXPIRED, order_id="po-1", deadline=T0 + 900)
+    ledger.apply_observation("cmd-poll-0001", expired, Source.POLL, T0, T0)
+    assert ledger.get("cmd-poll-0001").deadline_at is None  # type: ignore[union-attr]
+
+
+def test_oldest_due_poll(ledger: Ledger) -> None:
+    assert ledger.oldest_due_poll("0trace", T0) is None
+    ledger.claim(command("cmd-create-01"), ref("cmd-create-01"), T0 - 50)  # a create is no poll
+    created(ledger, "cmd-poll-0001", now=T0 - 40)  # due at T0 - 10
+    created(ledger, "cmd-poll-0002", now=T0 - 20)  # due at T0 + 10
+    assert ledger.oldest_due_poll("0trace", T0) == ("awaiting_deposit", T0 - 10)
+    assert ledger.oldest_due_poll("itrx", T0) is None
 
 
 def test_record_push_dedupes(ledger: Ledger) -> None:

@@ -34,7 +34,9 @@ def budget(tmp_path: Path) -> tuple[WeightBudget, Clock]:
     ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
     ledger.migrate()
     clock = Clock()
-    settings = BudgetSettings(weight_budget=1000, weight_window=10, weight_headroom=0.1, weight_max_wait=0)
+    settings = BudgetSettings(
+        weight_budget=1000, weight_window=10, weight_headroom=0.1, weight_max_wait=0, weight_create_reserve=0
+    )
     return WeightBudget(ledger, settings, "0trace", clock=clock, sleep=clock.sleep), clock
 
 
@@ -88,7 +90,9 @@ def test_a_429_blocks_everyone_and_deferral_is_not_sent(budget: tuple[WeightBudg
 def test_concurrent_takers_share_one_budget(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     open_ledger(url).migrate()
-    settings = BudgetSettings(weight_budget=500, weight_window=60, weight_headroom=0.0, weight_max_wait=0)
+    settings = BudgetSettings(
+        weight_budget=500, weight_window=60, weight_headroom=0.0, weight_max_wait=0, weight_create_reserve=0
+    )
     granted: list[int] = []
 
     def replica() -> None:

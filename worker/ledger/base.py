@@ -20,6 +20,7 @@ from worker.ledger.records import (
     Attempt,
     Claim,
     ClaimOutcome,
+    DueKind,
     DueOrder,
     EventQuery,
     HeldPush,
@@ -47,6 +48,7 @@ __all__ = [
     "Attempt",
     "Claim",
     "ClaimOutcome",
+    "DueKind",
     "DueOrder",
     "EventQuery",
     "HeldPush",
@@ -223,10 +225,24 @@ class Ledger(ABC):
     def find_by_partner_ref(self, provider: str, partner_ref: str) -> OrderRecord | None: ...
 
     @abstractmethod
-    def take_due(self, now: float, limit: int, hold_seconds: float) -> list[DueOrder]:
-        """Orders whose next_action_at <= now and whose status is neither terminal nor in_doubt, oldest
-        first, at most ``limit``. Each returned row's next_action_at moves to now + hold_seconds in the
-        same transaction, so concurrent schedulers (SKIP LOCKED on PostgreSQL) never hand out one twice."""
+    def take_due(
+        self,
+        provider: str,
+        now: float,
+        limit: int,
+        hold_seconds: float,
+        kind: DueKind = DueKind.ANY,
+        deadline_before: float | None = None,
+    ) -> list[DueOrder]:
+        """``provider``'s orders whose next_action_at <= now and whose status is neither terminal nor
+        in_doubt, of ``kind``, at most ``limit``. Each returned row's next_action_at moves to now +
+        hold_seconds in the same transaction, so concurrent schedulers (SKIP LOCKED on PostgreSQL) never
+        hand out one twice. ``deadline_before`` is required by ``DueKind.NEAR_DEADLINE`` only."""
+
+    @abstractmethod
+    def oldest_due_poll(self, provider: str, now: float) -> tuple[str, float] | None:
+        """(status, next_action_at) of ``provider``'s poll that is due longest, or None when none is due:
+        how far polling lags behind its cadence."""
 
     @abstractmethod
     def record_push(self, dedupe_key: str, now: float) -> bool:
@@ -325,6 +341,14 @@ class Ledger(ABC):
     def block_weight(self, name: str, until: float) -> None:
         """The partner refused a call for its budget (HTTP 429): every taker of ``name`` waits until
         ``until``. A block only ever grows; an earlier ``until`` than the stored one changes nothing."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no shared budget (shares_budget is False)")
+
+    def weight_blocked_until(self, name: str) -> float:
+        """Until when a 429 blocks budget ``name`` (0 or a past moment: not blocked), read without a lock."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no shared budget (shares_budget is False)")
+
+    def used_weight(self, name: str, now: float, window: float) -> int:
+        """TEMP"""
         raise NotImplementedError(f"{type(self).__name__} keeps no shared budget (shares_budget is False)")
 
     # --- gauges --------------------------------------------------------------------------------

@@ -62,3 +62,16 @@ class RateBudget(Part):
         with self._db.write(durable=False) as s:
             s.run(_CREATE, (name, until))
             s.run(_BLOCK, (until, name, until))
+
+    def weight_blocked_until(self, name: str) -> float:
+        with self._db.read() as s:
+            row = s.one("SELECT blocked_until FROM rate_budgets WHERE name = ?", (name,))
+        return 0.0 if row is None else float(row[0])
+
+    def used_weight(self, name: str, now: float, window: float) -> int:
+        with self._db.read() as s:
+            row = s.one(
+                "SELECT COALESCE(SUM(weight), 0) FROM rate_charges WHERE name = ? AND at > ?",
+                (name, now - window),
+            )
+        return 0 if row is None else int(row[0])

@@ -157,12 +157,12 @@ class Part:
 
     _db: Database
 
-    def _take(self, take: str, hold: str, now: float, limit: int, until: float) -> list[tuple[Any, ...]]:
+    def _take(self, take: str, params: tuple[Any, ...], hold: str, until: float) -> list[tuple[Any, ...]]:
         """Queue-like rows (due orders, outbox events): ``take`` selects free ones, keyed by their first
         column, and ``hold`` keeps them until ``until``, in one transaction, so concurrent takers never get
         one row twice. A lost hold only makes the row free again, so its commit need not be durable."""
         with self._db.write(durable=False) as tx:
-            rows = tx.rows(take, (now, limit))
+            rows = tx.rows(take, params)
             if rows:
                 tx.run(hold, (until, self._db.dialect.list_param([row[0] for row in rows])))
         return rows

@@ -172,6 +172,21 @@ MIGRATIONS: tuple[Migration, ...] = (
         # Nullable: rows written before it are published without a correlation_id.
         ("ALTER TABLE outbox ADD COLUMN command_id TEXT",),
     ),
+    Migration(
+        8,
+        "due orders by partner, and partner deadlines (worker.scheduler)",
+        (
+            # The scheduler paces each partner's polls to that partner's budget, so it reads the due rows
+            # of one partner at a time, oldest first: an index on next_action_at alone would make it skip
+            # every other partner's due rows.
+            "DROP INDEX orders_due",
+            "CREATE INDEX orders_due ON orders (provider, next_action_at) WHERE next_action_at IS NOT NULL",
+            "ALTER TABLE orders ADD COLUMN deadline_at DOUBLE PRECISION",
+            # Orders near their deadline are polled first; only live orders with a deadline are indexed.
+            "CREATE INDEX orders_deadline ON orders (provider, deadline_at)"
+            " WHERE deadline_at IS NOT NULL AND next_action_at IS NOT NULL",
+        ),
+    ),
 )
 
 

@@ -12,7 +12,15 @@ import json
 from collections.abc import Callable
 
 from worker.ledger import rules
-from worker.ledger.base import Attempt, Claim, ClaimOutcome, DueOrder, OrderRecord, UnknownOrderError
+from worker.ledger.base import (
+    Attempt,
+    Claim,
+    ClaimOutcome,
+    DueKind,
+    DueOrder,
+    OrderRecord,
+    UnknownOrderError,
+)
 from worker.ledger.engine import Part, Session
 from worker.ledger.held import release
 from worker.ledger.outbox import enqueue
@@ -29,6 +37,7 @@ from worker.ledger.rows import (
 )
 from worker.messages import CreateOrderCommand, EventError, OrderEvent, Source
 from worker.partners.base import PartnerOrder
+from worker.status import Status
 
 _PARKED = ", ".join(f"'{status.value}'" for status in sorted(rules.PARKED))
 
@@ -37,10 +46,23 @@ class Orders(Part):
     def _prepare_orders(self) -> None:
         dialect = self._db.dialect
         self._lock_order = f"{SELECT_ORDER} WHERE command_id = ?{dialect.lock_row}"
-        self._take_due = (
+        due = (
             "SELECT command_id, provider, status, command FROM orders"
-            f" WHERE next_action_at <= ? AND status NOT IN ({_PARKED})"
-            f" ORDER BY next_action_at LIMIT ?{dialect.skip_locked}"
+            " WHERE provider = ? AND next_action_at <= ? AND status {}"
+        )
+        by_due = f" ORDER BY next_action_at LIMIT ?{dialect.skip_locked}"
+        submitting = f"'{Status.SUBMITTING.value}'"
+        self._take_due = {
+            DueKind.ANY: due.format(f"NOT IN ({_PARKED})") + by_due,
+            DueKind.CREATES: due.format(f"= {submitting}") + by_due,
+            DueKind.POLLS: due.format(f"NOT IN ({_PARKED}, {submitting})") + by_due,
+            # Served by the deadline index: only live orders near a deadline, however many are due.
+            DueKind.NEAR_DEADLINE: due.format(f"NOT IN ({_PARKED}, {submitting})")
+            + f" AND deadline_at < ? ORDER BY deadline_at LIMIT ?{dialect.skip_locked}",
+        }
+        self._oldest_due_poll = (
+            "SELECT status, next_action_at FROM orders WHERE provider = ? AND next_action_at <= ?"
+            f" AND status NOT IN ({_PARKED}, {submitting}) ORDER BY next_action_at LIMIT 1"
         )
         self._hold_due = f"UPDATE orders SET next_action_at = ? WHERE {dialect.any_of('command_id')}"
 
@@ -249,13 +271,31 @@ class Orders(Part):
             row = s.one(sql, params)
         return None if row is None else record_of(row)
 
-    def take_due(self, now: float, limit: int, hold_seconds: float) -> list[DueOrder]:
+    def take_due(
+        self,
+        provider: str,
+        now: float,
+        limit: int,
+        hold_seconds: float,
+        kind: DueKind = DueKind.ANY,
+        deadline_before: float | None = None,
+    ) -> list[DueOrder]:
         now = float(now)
-        rows = self._take(self._take_due, self._hold_due, now, limit, now + hold_seconds)
+        params: tuple[object, ...] = (provider, now, limit)
+        if kind == DueKind.NEAR_DEADLINE:
+            if deadline_before is None:
+                raise ValueError("DueKind.NEAR_DEADLINE needs deadline_before")
+            params = (provider, now, float(deadline_before), limit)
+        rows = self._take(self._take_due[kind], params, self._hold_due, now + hold_seconds)
         return [
             DueOrder(command_id=cid, provider=provider, status=status, command=json.loads(command))
             for cid, provider, status, command in rows
         ]
+
+    def oldest_due_poll(self, provider: str, now: float) -> tuple[str, float] | None:
+        with self._db.read() as s:
+            row = s.one(self._oldest_due_poll, (provider, float(now)))
+        return None if row is None else (str(row[0]), float(row[1]))
 
     def count_by_status(self) -> dict[tuple[str, str], int]:
         with self._db.read() as s:

@@ -71,7 +71,7 @@ class Outbox(Part):
 
     def claim_outbox(self, now: float, limit: int, lease_seconds: float) -> list[OutboxRow]:
         now = float(now)
-        rows = self._take(self._take_outbox, self._lease_outbox, now, limit, now + lease_seconds)
+        rows = self._take(self._take_outbox, (now, limit), self._lease_outbox, now + lease_seconds)
         return [outbox_row(row) for row in rows]
 
     def mark_published(self, event_ids: list[str], now: float) -> None:

@@ -57,6 +57,8 @@ class OrderRecord:
     next_action_at: float | None
     partner_updated_at: float | None
     last_push_at: float | None
+    deadline_at: float | None
+    """The partner's deadline for the order while one applies (``PartnerOrder.deadline``)."""
     last_error: EventError | None
     event_seq: int
     created_at: float
@@ -98,6 +100,20 @@ class Attempt:
     previous_unresolved: bool
     """An earlier attempt began and never recorded an outcome (the worker died mid-call): the request may
     have reached the partner. A non-idempotent partner must not be called again."""
+
+
+class DueKind(StrEnum):
+    """Which of a partner's due orders to take: the scheduler paces polls to the partner's budget and
+    hands out creates to re-drive regardless, so it asks for them apart."""
+
+    ANY = "any"
+    """Every due order, oldest due first (a partner whose calls cost no budget)."""
+    CREATES = "creates"
+    """Creates to re-drive (submitting orders), oldest due first."""
+    POLLS = "polls"
+    """Polls, oldest due first: an order polled goes to the back, so the least recently seen is next."""
+    NEAR_DEADLINE = "near_deadline"
+    """Polls of orders whose deadline comes before ``deadline_before``, nearest deadline first."""
 
 
 @dataclass(frozen=True)

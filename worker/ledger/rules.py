@@ -52,9 +52,10 @@ def later(stored: float | None, observed: float | None) -> float | None:
     return max(stored, observed)
 
 
-def settled(status: str, next_action_at: float | None) -> float | None:
-    """Terminal orders never have a next action: the due index then holds only live work."""
-    return None if status in TERMINAL else next_action_at
+def settled(status: str, moment: float | None) -> float | None:
+    """Terminal orders have neither a next action nor a deadline: the due and deadline indexes then hold
+    only live work."""
+    return None if status in TERMINAL else moment
 
 
 # --- create path -----------------------------------------------------------------------------------------
@@ -186,6 +187,7 @@ def _found(
         attempt_open=False,
         lease_until=None,
         next_action_at=settled(status, next_action_at),
+        deadline_at=settled(status, order.deadline),
         partner_updated_at=later(before.partner_updated_at, order.updated_at),
         updated_at=now,
         **extra,
@@ -222,6 +224,7 @@ def _closed(
         attempt_open=False,
         lease_until=None,
         next_action_at=None,
+        deadline_at=None,
         last_error=error,
         updated_at=now,
     )
@@ -258,6 +261,7 @@ def observed(
         order=observation.order,
         order_id=before.order_id or observation.order_id,
         partner_updated_at=later(stored_at, seen_at),
+        deadline_at=observation.deadline,
     )
     new_status = observation.status
     if new_status is None or new_status == before.status:
@@ -267,7 +271,12 @@ def observed(
     provably_newer = seen_at is not None and (stored_at is None or seen_at > stored_at)
     if not provably_newer and progress(new_status) < progress(before.status):
         return Change(kept)
-    after = replace(refreshed, status=new_status.value, next_action_at=settled(new_status, next_action_at))
+    after = replace(
+        refreshed,
+        status=new_status.value,
+        next_action_at=settled(new_status, next_action_at),
+        deadline_at=settled(new_status, observation.deadline),
+    )
     if before.status in OPEN_CREATE:
         # The partner's own signal settles the create (an itrx callback naming our out_trade_no).
         after = replace(after, order_id=observation.order_id, attempt_open=False, lease_until=None)

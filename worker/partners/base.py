@@ -26,6 +26,9 @@ class PartnerOrder:
     sun as decimal integers), addresses, tx ids and expiry. It never holds a token.
     ``updated_at`` is the partner's own change time (unix seconds) when it reports one, used to ignore
     observations older than what the ledger already holds.
+    ``deadline`` (unix seconds) is when the order changes on its own unless something happens first (0trace:
+    the deposit window closes while it awaits the deposit): the scheduler polls such orders more often as
+    it nears, because what happens then is what the customer is waiting to hear.
     ``status`` is None for a raw status this version does not know; the raw value is kept either way.
     """
 
@@ -34,6 +37,7 @@ class PartnerOrder:
     status: Status | None
     order: dict[str, Any]
     updated_at: float | None = None
+    deadline: float | None = None
 
 
 @dataclass(frozen=True)

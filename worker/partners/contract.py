@@ -50,6 +50,13 @@ class PartnerSettings(BaseSettings):
     weight_max_wait: float = Field(
         5.0, ge=0, description="Seconds a call waits for budget in its thread before it is deferred."
     )
+    weight_create_reserve: float = Field(
+        0.2,
+        ge=0,
+        lt=1,
+        description="Share of the usable weight budget that reads (polls, quotes, reads a push asks for) "
+        "leave to creates and operator actions, so a create never waits behind polls.",
+    )
     connect_timeout: float | None = Field(
         None,
         gt=0,

@@ -16,7 +16,7 @@ from worker.bus.topology import declare_work_queues
 from worker.observability import all_of, serve_http
 from worker.roles import log, stop_on_signals
 from worker.runtime import get_runtime
-from worker.scheduler import Scheduler
+from worker.scheduler import Scheduler, poll_paces
 from worker.settings import Settings
 from worker.settings_metrics import export_settings
 
@@ -52,7 +52,11 @@ def run(settings: Settings, *, relay: bool = True, scheduler: bool = True) -> No
     if scheduler:
         commands = CommandBatchPublisher(settings.bus.broker_url.get_secret_value(), queues, declare_queues)
         closers.insert(0, commands.close)
-        due = Scheduler(settings, runtime.ledger, commands.publish)
+        pipeline = runtime.pipeline
+        paces = poll_paces(pipeline.partners.values(), pipeline.budgets)
+        due = Scheduler(
+            settings, runtime.ledger, commands.publish, paces=paces, providers=list(pipeline.partners)
+        )
         threads.append(threading.Thread(target=due.run, args=(stop,), name="scheduler"))
         rescuer = DeadLetterRescuer(
             runtime.ledger, settings.bus.broker_url.get_secret_value(), list(queues.values())

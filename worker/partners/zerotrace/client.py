@@ -24,6 +24,7 @@ from worker.partners.zerotrace.params import ZeroTraceParams, ZeroTraceQuotePara
 from worker.partners.zerotrace.quotes import parse_price
 from worker.partners.zerotrace.signing import body_signer
 from worker.partners.zerotrace.statuses import map_status
+from worker.status import Status
 from worker.transport import (
     CallResult,
     HttpAnswer,
@@ -271,12 +272,15 @@ def parse_order(dto: Mapping[str, Any]) -> PartnerOrder:
     if not isinstance(order_id, str) or not order_id or not isinstance(raw_status, str) or not raw_status:
         raise ValueError("order DTO without id or status")
     times = _obj(dto.get("time"))
+    status = map_status(raw_status)
     return PartnerOrder(
         order_id=order_id,
         provider_status=raw_status,
-        status=map_status(raw_status),
+        status=status,
         order=_normalised(order_id, dto, times),
         updated_at=_seconds(times.get("update")),
+        # Only an order still waiting for its deposit expires when the window closes.
+        deadline=_seconds(times.get("expiration")) if status == Status.AWAITING_DEPOSIT else None,
     )
 
 

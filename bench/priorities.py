@@ -1,0 +1,415 @@
+"""Priorities: where a 0trace account's budget goes when open orders want more polls than it allows.
+
+The sandbox runs the partner's real budget (2,500 weight in any 60 s; create 50, order read 1) and holds
+orders seeded as ``NEW`` (``bench.seeded_sandbox``); the PostgreSQL ledger holds the same orders, every
+one due for a poll. The real ``order-worker scheduler`` and ``order-worker worker`` (1 x 8) run with the
+service's default budget settings. Two phases, each with its own sandbox, ledger and queues:
+
+* **saturation** — ORDERS open orders (default 100,000) and creates published at CREATES a minute (Poisson
+  arrivals, default 30) for MINUTES. Creates: the wait for budget (``order_worker_budget_wait_seconds``,
+  priority ``first``, scraped from the worker), claim-to-``created`` time from the ledger (the create's
+  claim to its ``created`` event), deferrals (an attempt that ended unsent is one), and 429 answers from
+  the sandbox's counters. Polls: how many went, per second, against what the budget leaves them.
+* **staleness** — STALE_ORDERS open orders (default 5,000), all last seen at the start and due, of which
+  DEADLINE_ORDERS have a deposit window closing 1 to 4 minutes after the start. Every second the ledger
+  is read: the age of the oldest open order's last sight (``updated_at``, written by every poll), and the
+  last poll of each near-deadline order. The ideal cycle is open orders / the budget's read rate (its
+  usable weight less the create reserve, per window plus its margin); the target is the oldest last
+  sight <= 1.25 x that, and every near-deadline order polled at least every 60 s within 5 minutes of its
+  deadline.
+
+    .venv/bin/python -m bench.priorities                 # both phases, about 11 minutes
+    .venv/bin/python -m bench.priorities --minutes 2 --stale-minutes 3 --orders 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import re
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import urllib3
+from pydantic import SecretStr
+
+from bench.common import ledger_url, libpq_url, log, percentile, uid
+from bench.contenders import SandboxProc, Stack, launch_sandbox
+from bench.seeded_sandbox import ZEROTRACE_TOKEN, zerotrace_id
+from worker.bus.envelope import envelope
+from worker.ledger import open_ledger
+from worker.ledger.rows import COLUMNS
+from worker.sealing import TokenSealer
+from worker.settings import SANDBOX_TOKEN_KEY
+
+BUDGET = 2500
+ZT_PARAMS = {
+    "fromCcy": "btc",
+    "toCcy": "usdt_trc20",
+    "direction": "from",
+    "amount": "0.01",
+    "toAddress": "TXyzExampleRecipientAddress0001",
+    "refundAddress": "bc1qexamplerefundaddress0000001",
+}
+
+
+def _rows(
+    tag: str, count: int, t0: float, spread: float, deadlines: dict[int, float]
+) -> Iterator[tuple[Any, ...]]:
+    """Open 0trace orders as the ledger holds them after their create: due at ``t0 - spread`` .. ``t0``
+    (oldest first), last seen a poll cadence before that."""
+    sealer = TokenSealer.from_settings([SecretStr(SANDBOX_TOKEN_KEY)])
+    snapshot = json.dumps({"id": None, "status": "NEW"})
+    for index in range(count):
+        cid = f"prio-{tag}-{index:06d}"
+        order_id = zerotrace_id(tag, index)
+        due = t0 - spread + spread * index / max(1, count)
+        command = {"command_id": cid, "provider": "0trace", "params": ZT_PARAMS, "metadata": {}}
+        row = dict.fromkeys(COLUMNS)
+        row.update(
+            command_id=cid,
+            provider="0trace",
+            fingerprint=cid,
+            command=json.dumps(command),
+            partner_ref=f"ref-{cid}",
+            status="awaiting_deposit",
+            provider_status="NEW",
+            order_id=order_id,
+            snapshot=snapshot,
+            sealed_token=sealer.seal(ZEROTRACE_TOKEN, order_id),
+            token_key_id=sealer.active_key_id,
+            untrackable=False,
+            attempts=1,
+            attempt_open=False,
+            next_action_at=due,
+            deadline_at=deadlines.get(index),
+            event_seq=1,
+            created_at=t0 - 3600,
+            updated_at=min(due, t0),
+        )
+        yield tuple(row[column] for column in COLUMNS)
+
+
+def _seed(url: str, tag: str, count: int, t0: float, spread: float, deadlines: dict[int, float]) -> float:
+    started = time.perf_counter()
+    ledger = open_ledger(url)
+    ledger.migrate()
+    ledger.close()
+    with psycopg.connect(libpq_url(url)) as conn, conn.cursor() as cur:
+        with cur.copy(f"COPY orders ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+            for row in _rows(tag, count, t0, spread, deadlines):
+                copy.write_row(row)
+        conn.commit()
+        cur.execute("ANALYZE orders")
+    return time.perf_counter() - started
+
+
+def _histogram(text: str, name: str, labels: str) -> list[tuple[float, float]]:
+    """(upper bound, cumulative count) of one histogram child in a /metrics page."""
+    buckets = []
+    for line in text.splitlines():
+        if line.startswith(f"{name}_bucket{{") and labels in line:
+            bound = re.search(r'le="([^"]+)"', line)
+            assert bound is not None
+            buckets.append(
+                (math.inf if bound[1] == "+Inf" else float(bound[1]), float(line.rsplit(" ", 1)[1]))
+            )
+    return sorted(buckets)
+
+
+def _quantile_bound(buckets: list[tuple[float, float]], q: float) -> float | None:
+    """The bucket bound at or under which a share ``q`` of the observations fell."""
+    if not buckets or buckets[-1][1] == 0:
+        return None
+    total = buckets[-1][1]
+    return next(bound for bound, count in buckets if count >= q * total)
+
+
+def _counter(text: str, name: str, labels: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(f"{name}{{") and labels in line
+    )
+
+
+def _rate_limited(sandbox: SandboxProc) -> int:
+    counters = sandbox.stats().get("rate_limited", {})
+    return int(counters["total"]) if "total" in counters else int(sum(counters.values()))
+
+
+def _stack(sandbox: SandboxProc, url: str, log_dir: Path) -> Stack:
+    return Stack(sandbox, url, log_dir, {"ORDER_WORKER_SCHEDULER_INTERVAL": "1.0", "ORDER_WORKER_LOG_LEVEL": "INFO"})
+
+
+def saturation(
+    log_dir: Path, tmp: Path, orders: int, creates_per_min: float, minutes: float
+) -> dict[str, Any]:
+    tag = uid()[:8]
+    log(f"priorities/saturation: seeding {orders} open 0trace orders")
+    sandbox = launch_sandbox(
+        log_dir,
+        "--zerotrace-orders",
+        str(orders),
+        "--rate-limit-weight",
+        str(BUDGET),
+        "--tag",
+        tag,
+        name="sandbox-priorities",
+        module="bench.seeded_sandbox",
+    )
+    result: dict[str, Any] = {"open_orders": orders, "creates_per_min": creates_per_min, "minutes": minutes}
+    try:
+        with ledger_url("postgres", tmp, pool_size=10) as url:
+            t0 = time.time()
+            result["seed_s"] = round(_seed(url, tag, orders, t0, 3600.0, {}), 1)
+            stack = _stack(sandbox, url, log_dir)
+            try:
+                stack.declare_queues()
+                stack.start("scheduler", name="priorities-scheduler")
+                _, port = stack.start(
+                    "worker", "--processes", "1", "--threads", "8", name="priorities-worker"
+                )
+                started = time.time()
+                sent = _publish_creates(stack, creates_per_min, minutes, tag)
+                ended = time.time()
+                time.sleep(5.0)  # the last create's answer
+                page = urllib3.PoolManager().request("GET", f"http://127.0.0.1:{port}/metrics").data.decode()
+                result.update(_creates(url, sent, page))
+                result["answers_429"] = _rate_limited(sandbox)
+                result.update(_polls(url, tag, started, ended))
+            finally:
+                stack.stop()
+    finally:
+        sandbox.group.stop()
+    return result
+
+
+def _publish_creates(stack: Stack, per_min: float, minutes: float, tag: str) -> list[str]:
+    """Creates at Poisson arrivals of ``per_min`` a minute (a fixed seed: the same run every time)."""
+    from bench.common import Broker
+
+    broker = Broker()
+    arrivals = random.Random(7)
+    sent: list[str] = []
+    end = time.time() + minutes * 60
+    next_at = time.time()
+    try:
+        while True:
+            next_at += arrivals.expovariate(per_min / 60)
+            if next_at >= end:
+                break
+            time.sleep(max(0.0, next_at - time.time()))
+            cid = f"prio-{tag}-create-{len(sent):04d}"
+            kwargs = {"command_id": cid, "provider": "0trace", "params": ZT_PARAMS}
+            broker.publish(stack.create_queue, [envelope(stack.create_queue, "create_order", kwargs)])
+            broker.connection.process_data_events(0)
+            sent.append(cid)
+    finally:
+        broker.close()
+    return sent
+
+
+def _creates(url: str, sent: list[str], page: str) -> dict[str, Any]:
+    with psycopg.connect(libpq_url(url)) as conn:
+        rows = conn.execute(
+            "SELECT o.command_id, o.status, o.attempts, e.created_at - o.created_at FROM orders o"
+            " LEFT JOIN outbox e ON e.command_id = o.command_id AND e.event_type = 'created'"
+            " WHERE o.command_id = ANY(%s)",
+            (sent,),
+        ).fetchall()
+    latencies = [float(seconds) for _, _, _, seconds in rows if seconds is not None]
+    deferred = [attempts - 1 for _, status, attempts, _ in rows if status != "submitting"]
+    waits = _histogram(page, "order_worker_budget_wait_seconds", 'priority="first"')
+    return {
+        "creates_sent": len(sent),
+        "creates_created": len(latencies),
+        "create_budget_wait_p50_s_at_most": _quantile_bound(waits, 0.50),
+        "create_budget_wait_p99_s_at_most": _quantile_bound(waits, 0.99),
+        "create_budget_waits_counted": int(waits[-1][1]) if waits else 0,
+        "create_claim_to_created_p50_s": round(percentile(latencies, 50), 3) if latencies else None,
+        "create_claim_to_created_p99_s": round(percentile(latencies, 99), 3) if latencies else None,
+        "create_claim_to_created_max_s": round(max(latencies), 3) if latencies else None,
+        "creates_deferred_once": sum(1 for d in deferred if d == 1),
+        "creates_deferred_more_than_once": sum(1 for d in deferred if d > 1),
+        "create_deferrals_metric": _counter(page, "order_worker_budget_deferred_total", 'priority="first"'),
+        "read_deferrals_metric": _counter(page, "order_worker_budget_deferred_total", 'priority="read"'),
+    }
+
+
+def _polls(url: str, tag: str, started: float, ended: float) -> dict[str, Any]:
+    with psycopg.connect(libpq_url(url)) as conn:
+        row = conn.execute(
+            "SELECT COUNT(*) FROM orders WHERE command_id LIKE %s AND command_id NOT LIKE %s"
+            " AND updated_at BETWEEN %s AND %s",
+            (f"prio-{tag}-%", f"prio-{tag}-create-%", started, ended),
+        ).fetchone()
+    polled = int(row[0]) if row else 0
+    return {"polls": polled, "polls_per_s": round(polled / (ended - started), 2)}
+
+
+def staleness(
+    log_dir: Path, tmp: Path, orders: int, deadline_orders: int, minutes: float, reserve: float
+) -> dict[str, Any]:
+    tag = uid()[:8]
+    log(f"priorities/staleness: {orders} open orders, {deadline_orders} near their deadline")
+    sandbox = launch_sandbox(
+        log_dir,
+        "--zerotrace-orders",
+        str(orders),
+        "--rate-limit-weight",
+        str(BUDGET),
+        "--tag",
+        tag,
+        "--deadline-orders",
+        str(deadline_orders),
+        "--deadline-from",
+        "90",
+        "--deadline-to",
+        "270",
+        name="sandbox-staleness",
+        module="bench.seeded_sandbox",
+    )
+    reads = math.floor(math.floor(BUDGET * 0.9) * (1 - reserve))
+    per_s = reads / 61.0
+    ideal = orders / per_s
+    result: dict[str, Any] = {
+        "open_orders": orders,
+        "read_budget_per_min": round(per_s * 60, 1),
+        "ideal_cycle_s": round(ideal, 1),
+        "minutes": minutes,
+    }
+    try:
+        with ledger_url("postgres", tmp, pool_size=10) as url:
+            t0 = time.time()
+            closes = {i: t0 + 90 + 180 * i / max(1, deadline_orders - 1) for i in range(deadline_orders)}
+            result["seed_s"] = round(_seed(url, tag, orders, t0, 0.0, closes), 1)
+            stack = _stack(sandbox, url, log_dir)
+            try:
+                stack.declare_queues()
+                stack.start("scheduler", name="staleness-scheduler")
+                stack.start("worker", "--processes", "1", "--threads", "8", name="staleness-worker")
+                result.update(_watch(url, tag, t0, minutes * 60, closes, ideal))
+                result["answers_429"] = _rate_limited(sandbox)
+            finally:
+                stack.stop()
+    finally:
+        sandbox.group.stop()
+    return result
+
+
+def _watch(
+    url: str, tag: str, t0: float, seconds: float, closes: dict[int, float], ideal: float
+) -> dict[str, Any]:
+    """Every second: the oldest open order's last sight, and each near-deadline order's last poll."""
+    ids = {f"prio-{tag}-{i:06d}": at for i, at in closes.items()}
+    last_seen = dict.fromkeys(ids, t0)
+    worst_gap = dict.fromkeys(ids, 0.0)
+    oldest: list[tuple[float, float]] = []
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+        while (now := time.time()) < t0 + seconds:
+            row = conn.execute(
+                "SELECT MIN(updated_at) FROM orders WHERE status = 'awaiting_deposit'"
+            ).fetchone()
+            if row and row[0] is not None:
+                oldest.append((now - t0, now - float(row[0])))
+            for cid, at in conn.execute(
+                "SELECT command_id, updated_at FROM orders WHERE command_id = ANY(%s)", (list(ids),)
+            ).fetchall():
+                deadline = ids[cid]
+                if deadline - now <= 300 and now <= deadline:
+                    previous = max(last_seen[cid], deadline - 300)
+                    worst_gap[cid] = max(
+                        worst_gap[cid], (float(at) if float(at) > previous else now) - previous
+                    )
+                last_seen[cid] = max(last_seen[cid], float(at))
+            time.sleep(1.0)
+    worst = max(age for _, age in oldest) if oldest else None
+    return {
+        "oldest_last_sight_max_s": round(worst, 1) if worst is not None else None,
+        "oldest_over_ideal": round(worst / ideal, 3) if worst is not None else None,
+        "near_deadline_orders": len(ids),
+        "near_deadline_longest_gap_s": round(max(worst_gap.values()), 1) if worst_gap else None,
+        "oldest_series": [(round(t), round(age, 1)) for t, age in oldest[:: max(1, len(oldest) // 40)]],
+    }
+
+
+def _yes(met: bool) -> str:
+    return "yes" if met else "no"
+
+
+def report(sat: dict[str, Any] | None, stale: dict[str, Any] | None) -> str:
+    lines = ["## Priorities (0trace budget 2,500 / 60 s)", "", "| target | measured | met |", "|---|---|---|"]
+    if sat:
+        p99 = sat["create_budget_wait_p99_s_at_most"]
+        twice = sat["creates_deferred_more_than_once"]
+        lines += [
+            f"| create wait for budget p99 <= 3 s ({sat['open_orders']} open orders, "
+            f"{sat['creates_per_min']:g} creates/min) | <= {p99} s (its histogram bucket); claim to created "
+            f"p99 {sat['create_claim_to_created_p99_s']} s, max {sat['create_claim_to_created_max_s']} s "
+            f"| {_yes(p99 is not None and p99 <= 3)} |",
+            f"| 0 creates deferred more than once | {twice} (once: {sat['creates_deferred_once']}) "
+            f"| {_yes(twice == 0)} |",
+            f"| 0 x 429 | {sat['answers_429']} | {_yes(sat['answers_429'] == 0)} |",
+            f"| (polls while saturated) | {sat['polls']} polls, {sat['polls_per_s']}/s | |",
+        ]
+    if stale:
+        ratio = stale["oldest_over_ideal"]
+        gap = stale["near_deadline_longest_gap_s"]
+        lines += [
+            f"| oldest last poll <= 1.25 x ideal ({stale['open_orders']} orders, ideal "
+            f"{stale['ideal_cycle_s']} s) | {stale['oldest_last_sight_max_s']} s = {ratio} x "
+            f"| {_yes(ratio is not None and ratio <= 1.25)} |",
+            f"| near-deadline orders polled at least every 60 s | longest gap {gap} s over "
+            f"{stale['near_deadline_orders']} orders | {_yes(gap is not None and gap <= 60)} |",
+            f"| 0 x 429 (staleness phase) | {stale['answers_429']} | {_yes(stale['answers_429'] == 0)} |",
+        ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--orders", type=int, default=100_000, help="open orders in the saturation phase")
+    parser.add_argument("--creates", type=float, default=30.0, help="creates a minute (Poisson arrivals)")
+    parser.add_argument("--minutes", type=float, default=4.0, help="length of the saturation phase")
+    parser.add_argument("--stale-orders", type=int, default=5_000, help="open orders in the staleness phase")
+    parser.add_argument("--deadline-orders", type=int, default=30, help="of those, near their deadline")
+    parser.add_argument("--stale-minutes", type=float, default=6.0, help="length of the staleness phase")
+    parser.add_argument("--reserve", type=float, default=0.2, help="the service's WEIGHT_CREATE_RESERVE")
+    parser.add_argument("--only", choices=["saturation", "staleness"], help="run one phase")
+    parser.add_argument("--logs", type=Path, help="keep the processes' output here (default: discarded)")
+    args = parser.parse_args()
+    out = Path("bench/results")
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        logs = args.logs or tmp
+        logs.mkdir(parents=True, exist_ok=True)
+        sat = stale = None
+        if args.only != "staleness":
+            sat = saturation(logs, tmp, args.orders, args.creates, args.minutes)
+        if args.only != "saturation":
+            stale = staleness(
+                logs, tmp, args.stale_orders, args.deadline_orders, args.stale_minutes, args.reserve
+            )
+    text = report(sat, stale)
+    print(text)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (out / f"priorities-{stamp}.json").write_text(
+        json.dumps({"saturation": sat, "staleness": stale}, indent=2)
+    )
+    (out / f"priorities-{stamp}.md").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
