@@ -110,6 +110,32 @@ class CpuMeter:
         return total
 
 
+class ChangingCpuMeter:
+    """CPU seconds spent since this meter was made by a set of processes that changes: PostgreSQL starts a
+    backend per connection and autovacuum workers that come and go, which a :class:`CpuMeter` taken once
+    would miss or, when one exits, count backwards. Each reading lists the processes again; a process
+    started after the meter counts in full, and one that exited keeps its last reading, so read it often
+    (every second or so) for the CPU of short-lived processes to be counted."""
+
+    def __init__(self, select: Callable[[], list[psutil.Process]]) -> None:
+        self._select = select
+        self._since = time.time()
+        self._first: dict[tuple[int, float], float] = {}
+        self._last: dict[tuple[int, float], float] = {}
+        self()
+
+    def __call__(self) -> float:
+        for proc in self._select():
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                created = proc.create_time()
+                times = proc.cpu_times()
+                key = (proc.pid, created)
+                if key not in self._first:
+                    self._first[key] = times.user + times.system if created < self._since else 0.0
+                self._last[key] = times.user + times.system
+        return sum(last - self._first[key] for key, last in self._last.items())
+
+
 def _processes_named(*names: str) -> list[psutil.Process]:
     return [p for p in psutil.process_iter(["name"]) if p.info["name"] in names]
 

@@ -7,8 +7,9 @@ import json
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -187,7 +188,18 @@ def dramatiq_noop(sandbox: SandboxProc, log_dir: Path, kind: str, procs: int, th
         broker.close()
 
 
+def _resumer(groups: list[Group]) -> Callable[[], None]:
+    """Releases every paused group at once (``measure_drain``'s release)."""
+
+    def release() -> None:
+        for group in groups:
+            group.resume()
+
+    return release
+
+
 def _declare_dramatiq_queue(kind: str, queue: str) -> None:
+    qb: Any
     if kind == "order-worker":
         from worker.bus.rabbitmq import QuorumRabbitmqBroker
 
@@ -279,9 +291,7 @@ def celery_noop(
             w.pause()
         _send_celery(app, "peer.noop", queue, iter([args] * n))
         total = broker.wait_ready_count(queue, n, slack=procs * threads * 4)
-        drain = measure_drain(
-            broker, queue, total, _meters(workers, sandbox), lambda: [w.resume() for w in workers]
-        )
+        drain = measure_drain(broker, queue, total, _meters(workers, sandbox), _resumer(workers))
         row = Row(
             "Celery no-op",
             "noop_celery",
@@ -330,9 +340,7 @@ def celery_peer(
             w.pause()
         _send_celery(app, "peer.create", create_q, ((f"peer-{tag}-{i:07d}", ZT_PARAMS) for i in range(n)))
         total = broker.wait_ready_count(create_q, n, slack=procs * threads * 4)
-        drain = measure_drain(
-            broker, create_q, total, _meters(workers, sandbox), lambda: [w.resume() for w in workers]
-        )
+        drain = measure_drain(broker, create_q, total, _meters(workers, sandbox), _resumer(workers))
         row.phases["create"] = drain.as_dict()
         wait_for(lambda: sandbox.requests("0trace.create") >= n + 40, 120, "celery creates done")
         wait_for(lambda: broker.ready(poll_q) >= n + 40, 60, "celery poll backlog")
@@ -483,6 +491,18 @@ def _count(ledger: Any, sql: str) -> int:
     return int(row[0]) if row else 0
 
 
+def _create_kwargs(command_id: str) -> dict[str, Any]:
+    return {"command_id": command_id, "provider": "0trace", "params": ZT_PARAMS}
+
+
+def _poll_kwargs(command_id: str) -> dict[str, Any]:
+    return {"command_id": command_id}
+
+
+def _done(ledger: Any, sql: str, target: int) -> bool:
+    return _count(ledger, sql) >= target
+
+
 def pipeline(
     sandbox: SandboxProc,
     log_dir: Path,
@@ -559,11 +579,11 @@ def pipeline(
                         "create",
                         stack.create_queue,
                         "create_order",
-                        lambda c: {"command_id": c, "provider": "0trace", "params": ZT_PARAMS},
+                        _create_kwargs,
                         not_submitting,
                         warm + n,
                     ),
-                    ("poll", stack.poll_queue, "poll_order", lambda c: {"command_id": c}, polled, n),
+                    ("poll", stack.poll_queue, "poll_order", _poll_kwargs, polled, n),
                 ):
                     done_sql = done_sql.format(since=time.time())
                     worker.pause()
@@ -571,9 +591,7 @@ def pipeline(
                     total = broker.wait_ready_count(queue, n, slack=procs * threads * 4)
                     released = time.perf_counter()
                     drain = measure_drain(broker, queue, total, meters, worker.resume, timeout=900)
-                    wait_for(
-                        lambda sql=done_sql, t=target: _count(ledger, sql) >= t, 300, f"{phase} phase done"
-                    )  # type: ignore[misc]
+                    wait_for(partial(_done, ledger, done_sql, target), 300, f"{phase} phase done")
                     done_at = time.perf_counter()
                     wait_for(
                         lambda: _count(ledger, published) >= _count(ledger, "SELECT COUNT(*) FROM outbox"),

@@ -101,7 +101,7 @@ def _instrument() -> None:
     PartnerHttp._request = timed_request  # type: ignore[method-assign]
 
     class TimedConnection(sqlite_adapter._Connection):
-        def execute(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        def execute(self, *args: Any, **kwargs: Any) -> Any:
             started = _clock()
             try:
                 return super().execute(*args, **kwargs)

@@ -145,7 +145,9 @@ def _rate_limited(sandbox: SandboxProc) -> int:
 
 
 def _stack(sandbox: SandboxProc, url: str, log_dir: Path) -> Stack:
-    return Stack(sandbox, url, log_dir, {"ORDER_WORKER_SCHEDULER_INTERVAL": "1.0", "ORDER_WORKER_LOG_LEVEL": "INFO"})
+    return Stack(
+        sandbox, url, log_dir, {"ORDER_WORKER_SCHEDULER_INTERVAL": "1.0", "ORDER_WORKER_LOG_LEVEL": "INFO"}
+    )
 
 
 def saturation(

@@ -149,7 +149,7 @@ def seed(url: str, count: int, updated: int) -> list[str]:
         for n in range(count):
             command = CreateOrderCommand(
                 command_id=f"bench-{n:06d}-{uuid.uuid4().hex[:8]}",
-                provider="0trace",  # type: ignore[arg-type]
+                provider="0trace",
                 params=PARAMS,
             )
             ledger.claim(command, partner_ref("bench", command.command_id), now)

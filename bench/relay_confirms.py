@@ -18,9 +18,10 @@ import time
 import uuid
 from typing import Any
 
+from order_worker_client.topology import UNROUTED_SUFFIX
+
 from bench.common import BROKER_URL, Broker, CpuMeter, rabbitmq_processes
 from worker.bus.relay import EventPublisher
-from worker.bus.topology import UNROUTED_SUFFIX
 from worker.ledger.base import OutboxRow
 
 

@@ -24,6 +24,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,7 @@ def _environment() -> dict[str, Any]:
                 )
         except psutil.Error:
             continue
-    versions = {}
+    versions: dict[str, str | None] = {}
     for package in ("dramatiq", "celery", "kombu", "requests", "urllib3", "pika", "pydantic", "psycopg"):
         try:
             versions[package] = metadata.version(package)
@@ -176,8 +177,14 @@ class Runner:
                 self.add(
                     self.section(
                         f"table:noop-stock-{pt}",
-                        lambda p=procs, t=threads: contenders.dramatiq_noop(
-                            sandbox, self.logs, "stock", p, t, sizes["noop"]
+                        partial(
+                            contenders.dramatiq_noop,
+                            sandbox,
+                            self.logs,
+                            "stock",
+                            procs,
+                            threads,
+                            sizes["noop"],
                         ),
                     )
                 )
@@ -207,22 +214,29 @@ class Runner:
                 self.add(
                     self.section(
                         f"table:peer-on-{pt}",
-                        lambda p=procs, t=threads: contenders.celery_peer(
-                            sandbox, self.logs, p, t, sizes["peer"], True
+                        partial(
+                            contenders.celery_peer, sandbox, self.logs, procs, threads, sizes["peer"], True
                         ),
                     )
                 )
                 self.add(
                     self.section(
                         f"table:floor-{pt}",
-                        lambda p=procs, t=threads: contenders.floor(sandbox, p, t, sizes["floor_s"]),
+                        partial(contenders.floor, sandbox, procs, threads, sizes["floor_s"]),
                     )
                 )
                 self.add(
                     self.section(
                         f"table:pipeline-sqlite-{pt}",
-                        lambda p=procs, t=threads: contenders.pipeline(
-                            sandbox, self.logs, "sqlite", p, t, sizes["pipeline"], tmp=self.tmp
+                        partial(
+                            contenders.pipeline,
+                            sandbox,
+                            self.logs,
+                            "sqlite",
+                            procs,
+                            threads,
+                            sizes["pipeline"],
+                            tmp=self.tmp,
                         ),
                     )
                 )
@@ -230,8 +244,15 @@ class Runner:
                     self.add(
                         self.section(
                             f"table:pipeline-postgres-{pt}",
-                            lambda p=procs, t=threads: contenders.pipeline(
-                                sandbox, self.logs, "postgres", p, t, sizes["pipeline"], tmp=self.tmp
+                            partial(
+                                contenders.pipeline,
+                                sandbox,
+                                self.logs,
+                                "postgres",
+                                procs,
+                                threads,
+                                sizes["pipeline"],
+                                tmp=self.tmp,
                             ),
                         )
                     )
@@ -350,7 +371,7 @@ class Runner:
 
     def _push(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        runs = [("sqlite", [])]
+        runs: list[tuple[str, list[str]]] = [("sqlite", [])]
         if self.sizes["push_pg"]:
             runs.append(("postgres", ["--ledger", POSTGRES_URL, "--throwaway-schema"]))
         for kind, extra in runs:
@@ -398,7 +419,8 @@ class Runner:
 
 
 def _row(result: dict[str, Any], key: str, procs: int, threads: int) -> dict[str, Any] | None:
-    for row in result.get("rows", []):
+    rows: list[dict[str, Any]] = result.get("rows", [])
+    for row in rows:
         if (
             row["key"].startswith(key)
             and row["processes"] == procs

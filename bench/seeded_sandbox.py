@@ -1,19 +1,22 @@
 """The partner sandbox with orders already placed (manual scenario: they stay where they are put), for the
 scale and priorities runs.
 
-Placing 100,000 orders through the API would take minutes of the benchmark's budget; this builds the same
-order objects the API would, directly in the sandbox's books, then serves as usual:
+Placing 100,000 orders through the API would take minutes of the benchmark's budget, and holding a million
+``ItrxOrder`` objects (with their history) would take about a gigabyte of the benchmark machine's memory.
+So the seeded itrx orders are not built up front: the book answers a seeded serial by building, on its
+first read, the same ``ItrxOrder`` the API would have placed, and keeps only the ones read. Serials are
+``<tag><index as 24 hex digits>`` so the bench can seed its ledger with the same ids.
 
-* itrx (``--itrx-orders``): status 20; serials are ``<tag><index as 24 hex digits>``;
-* 0trace (``--zerotrace-orders``): ``NEW``, awaiting a deposit, ids from :func:`zerotrace_id`, all read
-  with :data:`ZEROTRACE_TOKEN`; their deposit windows close ``--zerotrace-expiry`` seconds from now, except
-  the first ``--deadline-orders``, whose windows close evenly between ``--deadline-from`` and
-  ``--deadline-to`` seconds from now (they stay ``NEW`` after it: the run watches the approach).
+0trace orders (``--zerotrace-orders``, at most some hundred thousand) are built up front: ``NEW``, awaiting
+a deposit, ids from :func:`zerotrace_id`, all read with :data:`ZEROTRACE_TOKEN`. Their deposit windows
+close ``--zerotrace-expiry`` seconds from now, except the first ``--deadline-orders``, whose windows close
+evenly between ``--deadline-from`` and ``--deadline-to`` seconds from now (they stay ``NEW`` after it).
+The 0trace budget is ``--rate-limit-weight`` (default: raised out of the way; the partner's is 2,500).
 
-The sandbox's 0trace budget is the partner's real one (``--rate-limit-weight``, default 2,500 a minute)
-unless raised. The bench seeds its ledger with the same ids.
+Every read of a seeded order is counted per serial; with ``--reads-out FILE`` the counts are written there
+when the sandbox stops, which is how the scale run tells an order polled twice from one polled once.
 
-    .venv/bin/python -m bench.seeded_sandbox --port PORT --itrx-orders 100000 --tag 0123abcd
+    .venv/bin/python -m bench.seeded_sandbox --port PORT --itrx-orders 1000000 --tag 0123abcd
 """
 
 from __future__ import annotations
@@ -21,8 +24,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import json
 import signal
 import time
+from collections import Counter
+from typing import Any
 
 from order_worker_sandbox.config import from_env
 from order_worker_sandbox.itrx_orders import ItrxOrder
@@ -46,6 +52,59 @@ def zerotrace_id(tag: str, index: int) -> str:
     return f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-a{digits[17:20]}-{digits[20:32]}"
 
 
+class SeededOrders(dict[str, ItrxOrder]):
+    """The book's order dictionary, answering seeded serials it has not built yet.
+
+    The sandbox reads its orders with ``get`` (queries) and iterates them only for the rare lookups by
+    ``out_trade_no``, which seeded orders never carry, so building on ``get`` is enough."""
+
+    def __init__(self, tag: str, count: int, created: float) -> None:
+        super().__init__()
+        self.tag = tag
+        self.count = count
+        self.created = created
+        self.reads: Counter[str] = Counter()
+
+    def _index(self, key: str) -> int | None:
+        if len(key) != len(self.tag) + 24 or not key.startswith(self.tag):
+            return None
+        try:
+            index = int(key[len(self.tag) :], 16)
+        except ValueError:
+            return None
+        return index if index < self.count else None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        order = super().get(key)
+        if order is None and self._index(key) is not None:
+            order = _seeded(key, self.created)
+            self[key] = order
+        if order is not None and self._index(key) is not None:
+            self.reads[key] += 1
+        return default if order is None else order
+
+    def __contains__(self, key: object) -> bool:
+        return super().__contains__(key) or (isinstance(key, str) and self._index(key) is not None)
+
+
+def _seeded(key: str, created: float) -> ItrxOrder:
+    order = ItrxOrder(
+        serial=key,
+        receive_address=TRON,
+        energy_amount=65_000,
+        period=0,
+        amount=3_900_000,
+        status=20,
+        created=created,
+        callback_url=None,
+        out_trade_no=None,
+        scenario="manual",
+        created_at=time.time(),
+    )
+    order.history.append((20, created))
+    return order
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, required=True)
@@ -57,6 +116,7 @@ def main() -> None:
     parser.add_argument("--deadline-to", type=float, default=600.0)
     parser.add_argument("--rate-limit-weight", type=int, default=1_000_000_000)
     parser.add_argument("--tag", required=True)
+    parser.add_argument("--reads-out", help="write {serial: reads} of the seeded orders here on exit")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
     config = from_env(
@@ -68,23 +128,8 @@ def main() -> None:
     server = SandboxServer(config)
     _seed_zerotrace(server, args.tag, args.zerotrace_orders, args)
     book = server.sandbox.itrx
-    now = server.sandbox.clock.now()
-    for index in range(args.itrx_orders):
-        order = ItrxOrder(
-            serial=serial(args.tag, index),
-            receive_address=TRON,
-            energy_amount=65_000,
-            period=0,
-            amount=3_900_000,
-            status=20,
-            created=now,
-            callback_url=None,
-            out_trade_no=None,
-            scenario="manual",
-            created_at=time.time(),
-        )
-        order.history.append((20, now))
-        book.orders[order.serial] = order
+    orders = SeededOrders(args.tag, args.itrx_orders, server.sandbox.clock.now())
+    book.orders = orders
 
     async def serve() -> None:
         await server.start()
@@ -97,6 +142,9 @@ def main() -> None:
         await server.stop()
 
     asyncio.run(serve())
+    if args.reads_out:
+        with open(args.reads_out, "w", encoding="utf-8") as out:
+            json.dump(dict(orders.reads), out)
 
 
 def _seed_zerotrace(server: SandboxServer, tag: str, count: int, args: argparse.Namespace) -> None:
