@@ -84,7 +84,7 @@ def test_the_alerts_the_issue_asks_for_exist() -> None:
 def test_alert_rule_shape(rule: dict[str, Any]) -> None:
     assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}
     assert DURATION.match(rule["for"])
-    assert rule["labels"]["severity"] in {"warning", "critical"}
+    assert rule["labels"]["severity"] in {"info", "warning", "critical"}
     assert {"summary", "description", "runbook_url"} <= set(rule["annotations"])
     assert rule["annotations"]["runbook_url"] == f"RUNBOOK.md#{rule['alert'].lower()}"
     names = metric_names(rule["expr"])
