@@ -319,7 +319,18 @@ class Ledger(ABC):
         ``window`` seconds, this one included, stay within ``limit``; otherwise charge nothing and return
         the seconds until enough weight has left the window (``window`` for a weight above ``limit``,
         the time left when the budget is blocked). Takers of one budget serialise, so concurrent replicas
-        never overspend it together."""
+        never overspend it together.
+
+        Charges may be counted a second at a time (:mod:`worker.ledger.budget`): then a charge counts
+        until the window has passed the latest charge of its second, so the count is never below what the
+        partner's own sliding window holds and above it by at most one second's charges. A take refused
+        with a wait fits at ``now + wait`` if nothing else was charged meanwhile."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no shared budget (shares_budget is False)")
+
+    def used_weight(self, name: str, now: float, window: float) -> int:
+        """The weight ``take_weight`` counts in budget ``name``'s window at ``now``, read without queueing
+        behind its takers: a figure for pacing work (the scheduler's polls), stale by the time it is
+        used, so never a promise that a take will fit."""
         raise NotImplementedError(f"{type(self).__name__} keeps no shared budget (shares_budget is False)")
 
     def block_weight(self, name: str, until: float) -> None:
