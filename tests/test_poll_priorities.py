@@ -21,8 +21,10 @@ from worker.scheduler import PollPace, Scheduler
 from worker.settings import Settings
 from worker.status import Status
 
-# 100 weight per 10 s window, no headroom: reads may use 80, creates all 100.
-SETTINGS = BudgetSettings(weight_budget=100, weight_window=10, weight_headroom=0.0, weight_max_wait=0)
+# 100 weight per 10 s window (11 s with the margin), no headroom; reads always leave creates 20.
+SETTINGS = BudgetSettings(
+    weight_budget=100, weight_window=10, weight_headroom=0.0, weight_max_wait=0, weight_create_reserve=0.2
+)
 
 
 @pytest.fixture
@@ -51,6 +53,17 @@ def test_reads_leave_the_create_reserve_free(sqlite: Ledger) -> None:
     assert budget.room(Priority.READ) == 80
 
 
+def test_the_read_share_is_what_the_reserve_and_the_last_windows_creates_leave(sqlite: Ledger) -> None:
+    clock = [T0]
+    budget = budget_at(sqlite, clock)
+    assert budget.read_share() == 80
+    budget.acquire(50, priority=Priority.FIRST)  # creates at this pace spend 50 a window
+    assert budget.read_share() == 30
+    assert budget.room(Priority.READ) == 30  # and that is what reads can have now
+    clock[0] += budget.window + 0.01
+    assert budget.read_share() == 80
+
+
 def test_a_429_leaves_no_room_to_hand_out(sqlite: Ledger) -> None:
     clock = [T0]
     budget = budget_at(sqlite, clock)
@@ -77,7 +90,7 @@ def test_pace_hands_out_what_the_budget_has_room_for_and_no_faster_than_its_rate
     assert pace.allowance(1.0) == 4  # rate-bound: 3.6 polls a second, rounded up
     assert pace.allowance(100.0) == 40  # room-bound: 80 weight / 2
     pace.budget.acquire(75, priority=Priority.FIRST)
-    assert pace.allowance(100.0) == 2  # 5 weight of room left for reads: two polls
+    assert pace.allowance(100.0) == 2  # 80 - 75 = 5 weight of room left for reads: two polls
     pace.budget.acquire(10, priority=Priority.FIRST)
     assert pace.allowance(100.0) == 0
 

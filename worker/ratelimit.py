@@ -5,9 +5,9 @@ Some partners limit each account to a weight budget over a sliding window (0trac
 beyond it. The budget belongs to the account, not to a process,
 so a limiter in worker memory would let N replicas spend N budgets. This one keeps the account's recent
 charges in the ledger (``Ledger.take_weight``), where takers in every replica serialise: a call is sent
-only once its weight fits in what the window has left, measured exactly as the partner does (a sliding
-log, not a token bucket, so the whole budget is usable without ever exceeding it). This module is the
-policy around it: how long a call may wait, when it is deferred instead, and how a 429 is honoured.
+only once its weight fits in what the window has left, counted as the partner counts (a sliding window,
+not a token bucket, so the whole budget is usable without ever exceeding it). This module is the policy
+around it: how long a call may wait, when it is deferred instead, and how a 429 is honoured.
 
 Margins, because the partner counts arrivals on its clock and we count departures on ours: a share of the
 budget is left unused (the headroom, default 10%, also room for other clients of the account), and
@@ -17,9 +17,11 @@ for all replicas until then.
 
 Priorities, because the budget is worth most where someone waits: a create (and an operator's action)
 may use the whole budget, while reads (polls, quotes, reads a push asks for) stop short of it by the
-create reserve (``WEIGHT_CREATE_RESERVE``, a share). However hard polls press, the reserve is free
-for creates, and as charges leave the window the room above the reads' ceiling goes to creates alone. The
-scheduler reads the reads' room (:meth:`WeightBudget.room`) to hand out no more polls than can be sent.
+create reserve (``WEIGHT_CREATE_RESERVE``, a share of the usable budget). However hard polls press, the
+reserve is free for creates, and once creates dip into it every weight that leaves the window is theirs
+until they are back above it: creates never race reads for room, and reads get everything creates do
+not use. The scheduler reads the reads' room (:meth:`WeightBudget.room`) to hand out no more polls than
+can be sent.
 
 Settings come from the partner's group (``ORDER_WORKER_<PARTNER>_WEIGHT_BUDGET``, ``_WINDOW``,
 ``_HEADROOM``, ``_MAX_WAIT``, ``_CREATE_RESERVE``); a budget of 0 disables the limiter, e.g. against a
@@ -66,7 +68,7 @@ class BudgetSettings(BaseModel):
     weight_headroom: float = Field(0.1, ge=0, lt=1, description="Share of the budget never used.")
     weight_max_wait: float = Field(5.0, ge=0, description="Seconds a call waits for budget before deferral.")
     weight_create_reserve: float = Field(
-        0.2, ge=0, lt=1, description="Share of the usable budget reads leave to creates."
+        0.1, ge=0, lt=1, description="Share of the usable budget reads always leave to creates."
     )
 
 
@@ -88,10 +90,7 @@ class WeightBudget:
         self.waiter = LedgerWaiter()
         self.window = settings.weight_window + WINDOW_MARGIN_SECONDS
         self.limit = math.floor(settings.weight_budget * (1.0 - settings.weight_headroom))
-        self.limits = {
-            Priority.FIRST: self.limit,
-            Priority.READ: math.floor(self.limit * (1.0 - settings.weight_create_reserve)),
-        }
+        self.reserve = math.floor(self.limit * settings.weight_create_reserve)
         self.max_wait = settings.weight_max_wait
         # A budget kept where other replicas cannot see it would multiply the account's budget: off.
         shared = ledger is not None and ledger.shares_budget and self.limit > 0
@@ -158,7 +157,8 @@ class WeightBudget:
     def take(self, weight: int, priority: Priority = Priority.READ) -> float:
         """Charge ``weight`` now and return 0, or charge nothing and return the seconds until it fits."""
         assert self._ledger is not None
-        return self._ledger.take_weight(self.name, weight, self.clock(), self.window, self.limits[priority])
+        reserve = None if priority == Priority.FIRST else self.reserve
+        return self._ledger.take_weight(self.name, weight, self.clock(), self.window, self.limit, reserve)
 
     def room(self, priority: Priority = Priority.READ) -> int:
         """Weight that calls of ``priority`` could charge now (0 while a 429 blocks the budget), read
@@ -166,9 +166,19 @@ class WeightBudget:
         if self._ledger is None:
             return 0
         now = self.clock()
-        if self._ledger.weight_blocked_until(self.name) > now:
+        use = self._ledger.budget_use(self.name, now, self.window)
+        if use.blocked_until > now:
             return 0
-        return max(0, self.limits[priority] - self._ledger.used_weight(self.name, now, self.window))
+        kept = 0 if priority == Priority.FIRST else self.reserve
+        return max(0, self.limit - kept - use.used)
+
+    def read_share(self) -> int:
+        """The weight per window reads get at the creates' pace of the last window: what neither the
+        reserve nor those creates take."""
+        if self._ledger is None:
+            return 0
+        use = self._ledger.budget_use(self.name, self.clock(), self.window)
+        return max(0, self.limit - self.reserve - use.first)
 
     def block(self, seconds: float) -> None:
         """The partner said 429: nobody calls it again for ``seconds``."""

@@ -50,8 +50,12 @@ class PollPace:
 
     @property
     def per_second(self) -> float:
-        """Polls per second the reads' share of the budget sustains."""
-        return self.budget.limits[Priority.READ] / self.budget.window / self.weight
+        """Polls per second the budget sustains at most (no creates lately: all but the reserve)."""
+        return (self.budget.limit - self.budget.reserve) / self.budget.window / self.weight
+
+    def per_second_now(self) -> float:
+        """Polls per second the budget sustains beside the creates of the last window."""
+        return self.budget.read_share() / self.budget.window / self.weight
 
     def allowance(self, seconds: float) -> int:
         """Polls to hand out now, ``seconds`` after the last hand-out: what the budget has room for, and
@@ -174,7 +178,8 @@ class Scheduler:
                 if name == provider and status != UNTRACKABLE and tracking.poll_interval(status) is not None
             )
             polled -= counts.get((provider, UNTRACKABLE), 0)
-            metrics.POLL_CYCLE.labels(provider).set(0.0 if pace is None else max(0, polled) / pace.per_second)
+            rate = 0.0 if pace is None else pace.per_second_now()
+            metrics.POLL_CYCLE.labels(provider).set(max(0, polled) / rate if rate > 0 else 0.0)
             oldest = self.ledger.oldest_due_poll(provider, now)
             staleness = 0.0
             if oldest is not None:

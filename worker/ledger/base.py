@@ -18,6 +18,7 @@ from worker.ledger.records import (
     ActionStart,
     ActionState,
     Attempt,
+    BudgetUse,
     Claim,
     ClaimOutcome,
     DueKind,
@@ -46,6 +47,7 @@ __all__ = [
     "ActionStart",
     "ActionState",
     "Attempt",
+    "BudgetUse",
     "Claim",
     "ClaimOutcome",
     "DueKind",
@@ -330,25 +332,34 @@ class Ledger(ABC):
         budget kept there would let each replica spend the partner account's whole budget."""
         return False
 
-    def take_weight(self, name: str, weight: int, now: float, window: float, limit: int) -> float:
+    def take_weight(
+        self, name: str, weight: int, now: float, window: float, limit: int, reserve: int | None = None
+    ) -> float:
         """Charge ``weight`` to budget ``name`` at ``now`` and return 0 when the charges of the last
         ``window`` seconds, this one included, stay within ``limit``; otherwise charge nothing and return
-        the seconds until enough weight has left the window (``window`` for a weight above ``limit``,
-        the time left when the budget is blocked). Takers of one budget serialise, so concurrent replicas
-        never overspend it together."""
+        the seconds until it would fit (``window`` for a weight that never fits, the time left when the
+        budget is blocked). Takers of one budget serialise, so concurrent replicas never overspend it
+        together.
+
+        ``reserve`` None makes the take a first one (a create, an operator action), counted apart in
+        ``budget_use``. Any other take is a read: it must also leave ``reserve`` of ``limit`` free, which
+        only first takes may use.
+
+        Charges may be counted a second at a time (:mod:`worker.ledger.budget`): then a charge counts
+        until the window has passed the latest charge of its second, so the count is never below what the
+        partner's own sliding window holds and above it by at most one second's charges. A take refused
+        with a wait fits at ``now + wait`` if nothing else was charged meanwhile."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no shared budget (shares_budget is False)")
+
+    def budget_use(self, name: str, now: float, window: float) -> BudgetUse:
+        """What ``take_weight`` counts in budget ``name``'s window at ``now``, and its block, read without
+        queueing behind its takers: a figure for pacing work (the scheduler's polls), stale by the time it
+        is used, so never a promise that a take will fit."""
         raise NotImplementedError(f"{type(self).__name__} keeps no shared budget (shares_budget is False)")
 
     def block_weight(self, name: str, until: float) -> None:
         """The partner refused a call for its budget (HTTP 429): every taker of ``name`` waits until
         ``until``. A block only ever grows; an earlier ``until`` than the stored one changes nothing."""
-        raise NotImplementedError(f"{type(self).__name__} keeps no shared budget (shares_budget is False)")
-
-    def weight_blocked_until(self, name: str) -> float:
-        """Until when a 429 blocks budget ``name`` (0 or a past moment: not blocked), read without a lock."""
-        raise NotImplementedError(f"{type(self).__name__} keeps no shared budget (shares_budget is False)")
-
-    def used_weight(self, name: str, now: float, window: float) -> int:
-        """TEMP"""
         raise NotImplementedError(f"{type(self).__name__} keeps no shared budget (shares_budget is False)")
 
     # --- gauges --------------------------------------------------------------------------------

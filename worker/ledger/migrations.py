@@ -173,6 +173,34 @@ MIGRATIONS: tuple[Migration, ...] = (
         ("ALTER TABLE outbox ADD COLUMN command_id TEXT",),
     ),
     Migration(
+        7,
+        "the shared weight budget counted per second (worker.ledger.budget)",
+        (
+            # A budget's charges added up per second: a take reads about window + 2 rows however much of
+            # the budget is in use. last_at (the bucket's latest charge) says until when it counts;
+            # first_weight is the part charged by creates and operator actions, which reads leave room for.
+            """CREATE TABLE rate_buckets (
+                name TEXT NOT NULL,
+                second BIGINT NOT NULL,
+                weight INTEGER NOT NULL,
+                first_weight INTEGER NOT NULL DEFAULT 0,
+                last_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (name, second)
+            )""",
+            # The charges still in the window when a replica upgrades are carried over, so the account's
+            # window is not forgotten while the partner still counts them. The cast truncates on SQLite and
+            # rounds on PostgreSQL; either way a bucket's second is at most one above its charges', which
+            # only makes the next taker delete it a second later.
+            """INSERT INTO rate_buckets (name, second, weight, last_at)
+                SELECT name, CAST(at AS BIGINT), SUM(weight), MAX(at) FROM rate_charges
+                GROUP BY name, CAST(at AS BIGINT)""",
+            # Dropped rather than left behind: during a rolling upgrade a replica of the previous release
+            # would go on charging a log that upgraded replicas no longer read, and the two releases would
+            # each spend the account's whole budget. Without the table its takes fail and it calls nothing.
+            "DROP TABLE rate_charges",
+        ),
+    ),
+    Migration(
         8,
         "due orders by partner, and partner deadlines (worker.scheduler)",
         (

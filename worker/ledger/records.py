@@ -102,6 +102,18 @@ class Attempt:
     have reached the partner. A non-idempotent partner must not be called again."""
 
 
+@dataclass(frozen=True)
+class BudgetUse:
+    """A shared budget's state at one moment (``Ledger.budget_use``)."""
+
+    used: int
+    """Weight counted in the window."""
+    first: int
+    """Of it, weight charged by first takes (creates, operator actions)."""
+    blocked_until: float
+    """Until when a 429 blocks the budget (a past moment: not blocked)."""
+
+
 class DueKind(StrEnum):
     """Which of a partner's due orders to take: the scheduler paces polls to the partner's budget and
     hands out creates to re-drive regardless, so it asks for them apart."""

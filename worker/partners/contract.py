@@ -51,11 +51,11 @@ class PartnerSettings(BaseSettings):
         5.0, ge=0, description="Seconds a call waits for budget in its thread before it is deferred."
     )
     weight_create_reserve: float = Field(
-        0.2,
+        0.1,
         ge=0,
         lt=1,
         description="Share of the usable weight budget that reads (polls, quotes, reads a push asks for) "
-        "leave to creates and operator actions, so a create never waits behind polls.",
+        "always leave free for creates and operator actions, so a create does not wait behind polls.",
     )
     connect_timeout: float | None = Field(
         None,
