@@ -5,11 +5,14 @@ orders seeded as ``NEW`` (``bench.seeded_sandbox``); the PostgreSQL ledger holds
 one due for a poll. The real ``order-worker scheduler`` and ``order-worker worker`` (1 x 8) run with the
 service's default budget settings. Two phases, each with its own sandbox, ledger and queues:
 
-* **saturation** — ORDERS open orders (default 100,000) and creates published at CREATES a minute (Poisson
-  arrivals, default 30) for MINUTES. Creates: the wait for budget (``order_worker_budget_wait_seconds``,
-  priority ``first``, scraped from the worker), claim-to-``created`` time from the ledger (the create's
-  claim to its ``created`` event), deferrals (an attempt that ended unsent is one), and 429 answers from
-  the sandbox's counters. Polls: how many went, per second, against what the budget leaves them.
+* **saturation** — ORDERS open orders (default 100,000) and creates published at CREATES a minute (default
+  30, evenly spaced; ``--poisson`` for Poisson arrivals, whose bursts can exceed the 45 creates a minute the
+  budget allows). The first WARMUP seconds (the budget's first window: polls and creates start
+  together from an empty budget, which a running service meets only once) are reported apart; then, for
+  MINUTES: the creates' wait for budget (``order_worker_budget_wait_seconds``, priority ``first``, from the
+  worker's metrics before and after), claim-to-``created`` time from the ledger (the create's claim to its
+  ``created`` event), deferrals (an attempt that ended unsent is one), 429 answers from the sandbox's
+  counters, and how many polls went.
 * **staleness** — STALE_ORDERS open orders (default 5,000), all last seen at the start and due, of which
   DEADLINE_ORDERS have a deposit window closing 1 to 4 minutes after the start. Every second the ledger
   is read: the age of the oldest open order's last sight (``updated_at``, written by every poll), and the
@@ -31,6 +34,7 @@ import random
 import re
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -123,6 +127,14 @@ def _histogram(text: str, name: str, labels: str) -> list[tuple[float, float]]:
     return sorted(buckets)
 
 
+def _difference(
+    after: list[tuple[float, float]], before: list[tuple[float, float]]
+) -> list[tuple[float, float]]:
+    """The observations between two scrapes of one histogram."""
+    earlier = dict(before)
+    return [(bound, count - earlier.get(bound, 0.0)) for bound, count in after]
+
+
 def _quantile_bound(buckets: list[tuple[float, float]], q: float) -> float | None:
     """The bucket bound at or under which a share ``q`` of the observations fell."""
     if not buckets or buckets[-1][1] == 0:
@@ -151,7 +163,13 @@ def _stack(sandbox: SandboxProc, url: str, log_dir: Path) -> Stack:
 
 
 def saturation(
-    log_dir: Path, tmp: Path, orders: int, creates_per_min: float, minutes: float
+    log_dir: Path,
+    tmp: Path,
+    orders: int,
+    creates_per_min: float,
+    minutes: float,
+    warmup: float,
+    poisson: bool = False,
 ) -> dict[str, Any]:
     tag = uid()[:8]
     log(f"priorities/saturation: seeding {orders} open 0trace orders")
@@ -166,7 +184,13 @@ def saturation(
         name="sandbox-priorities",
         module="bench.seeded_sandbox",
     )
-    result: dict[str, Any] = {"open_orders": orders, "creates_per_min": creates_per_min, "minutes": minutes}
+    result: dict[str, Any] = {
+        "open_orders": orders,
+        "creates_per_min": creates_per_min,
+        "minutes": minutes,
+        "warmup_s": warmup,
+        "arrivals": "poisson" if poisson else "even",
+    }
     try:
         with ledger_url("postgres", tmp, pool_size=10) as url:
             t0 = time.time()
@@ -178,14 +202,22 @@ def saturation(
                 _, port = stack.start(
                     "worker", "--processes", "1", "--threads", "8", name="priorities-worker"
                 )
+                metrics = f"http://127.0.0.1:{port}/metrics"
+                # The budget's first window: polls and creates start together from an empty budget.
+                early = _publish_creates(stack, creates_per_min, warmup / 60, tag, "warmup", poisson)
+                before = urllib3.PoolManager().request("GET", metrics).data.decode()
+                reads_before = _reads(sandbox)
                 started = time.time()
-                sent = _publish_creates(stack, creates_per_min, minutes, tag)
+                sent = _publish_creates(stack, creates_per_min, minutes, tag, "create", poisson)
                 ended = time.time()
                 time.sleep(5.0)  # the last create's answer
-                page = urllib3.PoolManager().request("GET", f"http://127.0.0.1:{port}/metrics").data.decode()
-                result.update(_creates(url, sent, page))
+                after = urllib3.PoolManager().request("GET", metrics).data.decode()
+                deferrals = _deferrals(log_dir)
+                result.update(_creates(url, sent, before, after, deferrals))
+                result["warmup"] = _creates(url, early, "", before, deferrals)
                 result["answers_429"] = _rate_limited(sandbox)
-                result.update(_polls(url, tag, started, ended))
+                polls = _reads(sandbox) - reads_before
+                result.update(polls=polls, polls_per_s=round(polls / (ended - started), 2))
             finally:
                 stack.stop()
     finally:
@@ -193,8 +225,11 @@ def saturation(
     return result
 
 
-def _publish_creates(stack: Stack, per_min: float, minutes: float, tag: str) -> list[str]:
-    """Creates at Poisson arrivals of ``per_min`` a minute (a fixed seed: the same run every time)."""
+def _publish_creates(
+    stack: Stack, per_min: float, minutes: float, tag: str, label: str, poisson: bool
+) -> list[str]:
+    """Creates at ``per_min`` a minute: evenly spaced, or at Poisson arrivals (a fixed seed: the same
+    run every time; its bursts may exceed what the budget allows creates, 45 a minute)."""
     from bench.common import Broker
 
     broker = Broker()
@@ -204,11 +239,11 @@ def _publish_creates(stack: Stack, per_min: float, minutes: float, tag: str) -> 
     next_at = time.time()
     try:
         while True:
-            next_at += arrivals.expovariate(per_min / 60)
+            next_at += arrivals.expovariate(per_min / 60) if poisson else 60 / per_min
             if next_at >= end:
                 break
             time.sleep(max(0.0, next_at - time.time()))
-            cid = f"prio-{tag}-create-{len(sent):04d}"
+            cid = f"prio-{tag}-{label}-{len(sent):04d}"
             kwargs = {"command_id": cid, "provider": "0trace", "params": ZT_PARAMS}
             broker.publish(stack.create_queue, [envelope(stack.create_queue, "create_order", kwargs)])
             broker.connection.process_data_events(0)
@@ -218,7 +253,18 @@ def _publish_creates(stack: Stack, per_min: float, minutes: float, tag: str) -> 
     return sent
 
 
-def _creates(url: str, sent: list[str], page: str) -> dict[str, Any]:
+def _deferrals(log_dir: Path) -> Counter[str]:
+    """How often each create was deferred, from the worker's ``create_deferred`` log lines."""
+    counts: Counter[str] = Counter()
+    for path in log_dir.glob("priorities-worker*"):
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if '"create_deferred"' in line:
+                counts[json.loads(line).get("command_id", "")] += 1
+    return counts
+
+
+def _creates(url: str, sent: list[str], before: str, after: str, deferrals: Counter[str]) -> dict[str, Any]:
+    """The creates in ``sent``: from the ledger, the worker's log, and its metrics between two scrapes."""
     with psycopg.connect(libpq_url(url)) as conn:
         rows = conn.execute(
             "SELECT o.command_id, o.status, o.attempts, e.created_at - o.created_at FROM orders o"
@@ -227,8 +273,10 @@ def _creates(url: str, sent: list[str], page: str) -> dict[str, Any]:
             (sent,),
         ).fetchall()
     latencies = [float(seconds) for _, _, _, seconds in rows if seconds is not None]
-    deferred = [attempts - 1 for _, status, attempts, _ in rows if status != "submitting"]
-    waits = _histogram(page, "order_worker_budget_wait_seconds", 'priority="first"')
+    waits = _difference(
+        _histogram(after, "order_worker_budget_wait_seconds", 'priority="first"'),
+        _histogram(before, "order_worker_budget_wait_seconds", 'priority="first"'),
+    )
     return {
         "creates_sent": len(sent),
         "creates_created": len(latencies),
@@ -238,22 +286,20 @@ def _creates(url: str, sent: list[str], page: str) -> dict[str, Any]:
         "create_claim_to_created_p50_s": round(percentile(latencies, 50), 3) if latencies else None,
         "create_claim_to_created_p99_s": round(percentile(latencies, 99), 3) if latencies else None,
         "create_claim_to_created_max_s": round(max(latencies), 3) if latencies else None,
-        "creates_deferred_once": sum(1 for d in deferred if d == 1),
-        "creates_deferred_more_than_once": sum(1 for d in deferred if d > 1),
-        "create_deferrals_metric": _counter(page, "order_worker_budget_deferred_total", 'priority="first"'),
-        "read_deferrals_metric": _counter(page, "order_worker_budget_deferred_total", 'priority="read"'),
+        "creates_deferred_once": sum(1 for cid in sent if deferrals[cid] == 1),
+        "creates_deferred_more_than_once": sum(1 for cid in sent if deferrals[cid] > 1),
+        "creates_still_submitting": sum(1 for _, status, _, _ in rows if status == "submitting"),
+        "create_deferrals_metric": _counter(after, "order_worker_budget_deferred_total", 'priority="first"')
+        - _counter(before, "order_worker_budget_deferred_total", 'priority="first"'),
+        "read_deferrals_metric": _counter(after, "order_worker_budget_deferred_total", 'priority="read"')
+        - _counter(before, "order_worker_budget_deferred_total", 'priority="read"'),
     }
 
 
-def _polls(url: str, tag: str, started: float, ended: float) -> dict[str, Any]:
-    with psycopg.connect(libpq_url(url)) as conn:
-        row = conn.execute(
-            "SELECT COUNT(*) FROM orders WHERE command_id LIKE %s AND command_id NOT LIKE %s"
-            " AND updated_at BETWEEN %s AND %s",
-            (f"prio-{tag}-%", f"prio-{tag}-create-%", started, ended),
-        ).fetchone()
-    polled = int(row[0]) if row else 0
-    return {"polls": polled, "polls_per_s": round(polled / (ended - started), 2)}
+def _reads(sandbox: SandboxProc) -> int:
+    """0trace order reads the sandbox answered (not 429)."""
+    answers = sandbox.stats()["responses"].get("0trace.order", {})
+    return sum(count for status, count in answers.items() if str(status) != "429")
 
 
 def staleness(
@@ -278,7 +324,8 @@ def staleness(
         name="sandbox-staleness",
         module="bench.seeded_sandbox",
     )
-    reads = math.floor(math.floor(BUDGET * 0.9) * (1 - reserve))
+    usable = math.floor(BUDGET * 0.9)
+    reads = usable - math.floor(usable * reserve)
     per_s = reads / 61.0
     ideal = orders / per_s
     result: dict[str, Any] = {
@@ -299,6 +346,7 @@ def staleness(
                 stack.start("worker", "--processes", "1", "--threads", "8", name="staleness-worker")
                 result.update(_watch(url, tag, t0, minutes * 60, closes, ideal))
                 result["answers_429"] = _rate_limited(sandbox)
+                result["sandbox"] = sandbox.stats().get("responses")
             finally:
                 stack.stop()
     finally:
@@ -353,13 +401,19 @@ def report(sat: dict[str, Any] | None, stale: dict[str, Any] | None) -> str:
         twice = sat["creates_deferred_more_than_once"]
         lines += [
             f"| create wait for budget p99 <= 3 s ({sat['open_orders']} open orders, "
-            f"{sat['creates_per_min']:g} creates/min) | <= {p99} s (its histogram bucket); claim to created "
+            f"{sat['creates_per_min']:g} creates/min, {sat['arrivals']}) "
+            f"| <= {p99} s (its histogram bucket); claim to created "
             f"p99 {sat['create_claim_to_created_p99_s']} s, max {sat['create_claim_to_created_max_s']} s "
             f"| {_yes(p99 is not None and p99 <= 3)} |",
             f"| 0 creates deferred more than once | {twice} (once: {sat['creates_deferred_once']}) "
             f"| {_yes(twice == 0)} |",
             f"| 0 x 429 | {sat['answers_429']} | {_yes(sat['answers_429'] == 0)} |",
             f"| (polls while saturated) | {sat['polls']} polls, {sat['polls_per_s']}/s | |",
+            f"| (the first window, {sat['warmup_s']:g} s from an empty budget: apart) | claim to created p99 "
+            f"{sat['warmup']['create_claim_to_created_p99_s']} s, deferred once "
+            f"{sat['warmup']['creates_deferred_once']}, more "
+            f"{sat['warmup']['creates_deferred_more_than_once']}"
+            " | |",
         ]
     if stale:
         ratio = stale["oldest_over_ideal"]
@@ -382,12 +436,19 @@ def main() -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--orders", type=int, default=100_000, help="open orders in the saturation phase")
-    parser.add_argument("--creates", type=float, default=30.0, help="creates a minute (Poisson arrivals)")
+    parser.add_argument("--creates", type=float, default=30.0, help="creates a minute")
+    parser.add_argument("--poisson", action="store_true", help="Poisson arrivals instead of evenly spaced")
     parser.add_argument("--minutes", type=float, default=4.0, help="length of the saturation phase")
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=70.0,
+        help="seconds before it (the budget's first window), reported apart",
+    )
     parser.add_argument("--stale-orders", type=int, default=5_000, help="open orders in the staleness phase")
     parser.add_argument("--deadline-orders", type=int, default=30, help="of those, near their deadline")
     parser.add_argument("--stale-minutes", type=float, default=6.0, help="length of the staleness phase")
-    parser.add_argument("--reserve", type=float, default=0.2, help="the service's WEIGHT_CREATE_RESERVE")
+    parser.add_argument("--reserve", type=float, default=0.1, help="the service's WEIGHT_CREATE_RESERVE")
     parser.add_argument("--only", choices=["saturation", "staleness"], help="run one phase")
     parser.add_argument("--logs", type=Path, help="keep the processes' output here (default: discarded)")
     args = parser.parse_args()
@@ -399,7 +460,7 @@ def main() -> None:
         logs.mkdir(parents=True, exist_ok=True)
         sat = stale = None
         if args.only != "staleness":
-            sat = saturation(logs, tmp, args.orders, args.creates, args.minutes)
+            sat = saturation(logs, tmp, args.orders, args.creates, args.minutes, args.warmup, args.poisson)
         if args.only != "saturation":
             stale = staleness(
                 logs, tmp, args.stale_orders, args.deadline_orders, args.stale_minutes, args.reserve

@@ -53,14 +53,20 @@ def test_reads_leave_the_create_reserve_free(sqlite: Ledger) -> None:
     assert budget.room(Priority.READ) == 80
 
 
-def test_the_read_share_is_what_the_reserve_and_the_last_windows_creates_leave(sqlite: Ledger) -> None:
+def test_the_read_share_leaves_the_reserve_and_a_windows_worth_of_creates(sqlite: Ledger) -> None:
     clock = [T0]
     budget = budget_at(sqlite, clock)
-    assert budget.read_share() == 80
-    budget.acquire(50, priority=Priority.FIRST)  # creates at this pace spend 50 a window
-    assert budget.read_share() == 30
-    assert budget.room(Priority.READ) == 30  # and that is what reads can have now
-    clock[0] += budget.window + 0.01
+    assert budget.read_share() == 80  # no creates lately: all but the reserve
+    budget.acquire(10, priority=Priority.FIRST)
+    # The window is young: 10 of creates in its first quarter (2.75 s counted at least) are 40 a window.
+    assert budget.read_share() == 40
+    clock[0] += 5.5  # half a window in: 20 a window
+    assert budget.read_share() == 60
+    budget.acquire(1, priority=Priority.READ)
+    clock[0] += 5.0  # nearly a whole window counted: creates at this pace need about the 10 they spent
+    assert budget.read_share() == 69  # 100 - 20 - 10 * 11 / 10.5
+    assert budget.room(Priority.READ) == 100 - 20 - 11
+    clock[0] = T0 + budget.window + 0.01  # the creates' charge left the window
     assert budget.read_share() == 80
 
 
@@ -89,10 +95,14 @@ def test_pace_hands_out_what_the_budget_has_room_for_and_no_faster_than_its_rate
     assert pace.per_second == pytest.approx(80 / (10 + 1) / 2)  # the window has a 1 s margin
     assert pace.allowance(1.0) == 4  # rate-bound: 3.6 polls a second, rounded up
     assert pace.allowance(100.0) == 40  # room-bound: 80 weight / 2
-    pace.budget.acquire(75, priority=Priority.FIRST)
+    pace.budget.acquire(75, priority=Priority.READ)
     assert pace.allowance(100.0) == 2  # 80 - 75 = 5 weight of room left for reads: two polls
-    pace.budget.acquire(10, priority=Priority.FIRST)
+    pace.budget.acquire(5, priority=Priority.READ)
     assert pace.allowance(100.0) == 0
+    clock[0] += pace.budget.window + 0.01
+    pace.budget.acquire(10, priority=Priority.FIRST)  # creates at a pace of 40 a window (it is young)
+    assert pace.per_second_now() == pytest.approx(40 / 11 / 2)
+    assert pace.allowance(1.0) == 2 and pace.allowance(100.0) == 35  # rate-bound, then room-bound
 
 
 def _open_order(ledger: Ledger, cid: str, due: float, deadline: float | None = None) -> None:

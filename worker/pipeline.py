@@ -309,6 +309,7 @@ class OrderPipeline:
             if not self.ledger.end_attempt_unsent(command.command_id, now + delay, reason, attempt=attempt):
                 return self._stale(record, attempt)
             metrics.CREATE_RETRIES.labels(provider, "not_sent").inc()
+            log.info("create_deferred", code=error.code, again_in_seconds=round(delay, 1))
             return Outcome("retry", [])
         safe_to_resend = error.fate is Fate.REFUSED or connected.partner.capabilities.idempotent_create
         if error.retryable and safe_to_resend:

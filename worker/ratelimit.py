@@ -173,12 +173,17 @@ class WeightBudget:
         return max(0, self.limit - kept - use.used)
 
     def read_share(self) -> int:
-        """The weight per window reads get at the creates' pace of the last window: what neither the
-        reserve nor those creates take."""
+        """The weight per window reads can expect beside creates at their recent pace: the usable
+        budget less the reserve and the creates' weight over a whole window. While the window is young
+        (a budget used for the first time, or after a quiet spell) the creates' weight so far is scaled up
+        to a whole window, so reads do not fill a window that creates will need before any of it frees."""
         if self._ledger is None:
             return 0
-        use = self._ledger.budget_use(self.name, self.clock(), self.window)
-        return max(0, self.limit - self.reserve - use.first)
+        now = self.clock()
+        use = self._ledger.budget_use(self.name, now, self.window)
+        counted = self.window if use.oldest_at is None else now - use.oldest_at
+        creates = use.first * self.window / min(self.window, max(counted, self.window / 4))
+        return max(0, math.floor(self.limit - self.reserve - creates))
 
     def block(self, seconds: float) -> None:
         """The partner said 429: nobody calls it again for ``seconds``."""

@@ -59,9 +59,10 @@ class PollPace:
 
     def allowance(self, seconds: float) -> int:
         """Polls to hand out now, ``seconds`` after the last hand-out: what the budget has room for, and
-        never more than its rate over that time (polls handed out a moment ago may not be charged yet)."""
+        never more than the reads' share over that time (polls handed out a moment ago may not be charged
+        yet, and a young window's room is the creates' before long)."""
         room = self.budget.room(Priority.READ) // self.weight
-        return max(0, min(room, math.ceil(self.per_second * seconds)))
+        return max(0, min(room, math.ceil(self.per_second_now() * seconds)))
 
 
 def poll_paces(partners: Iterable[Any], budgets: Mapping[str, WeightBudget]) -> dict[str, PollPace]:

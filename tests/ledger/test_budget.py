@@ -109,14 +109,15 @@ def test_a_second_counts_until_the_window_has_passed_its_latest_charge(ledger: L
 def test_reads_leave_the_reserve_to_first_takes(ledger: Ledger) -> None:
     limit = 100
     assert ledger.take_weight("acct", 30, T0, WINDOW, limit) == 0  # a first take
-    assert ledger.budget_use("acct", T0, WINDOW) == BudgetUse(used=30, first=30, blocked_until=0.0)
+    assert ledger.budget_use("acct", T0, WINDOW) == BudgetUse(30, 30, blocked_until=0.0, oldest_at=T0)
     # Reads leave 10 free: 60 fit beside the 30 charged, the 61st does not...
     assert ledger.take_weight("acct", 60, T0 + 1, WINDOW, limit, reserve=10) == 0
     wait = ledger.take_weight("acct", 1, T0 + 1, WINDOW, limit, reserve=10)
     assert wait == pytest.approx(WINDOW - 1)  # ...until the first take's 30 leave the window
     assert ledger.take_weight("acct", 10, T0 + 1, WINDOW, limit) == 0  # the reserve is the first takes'
     assert ledger.take_weight("acct", 1, T0 + 1, WINDOW, limit) > 0  # and then the budget is full
-    assert ledger.budget_use("acct", T0 + 1, WINDOW) == BudgetUse(used=100, first=40, blocked_until=0.0)
+    assert ledger.budget_use("acct", T0 + 1, WINDOW) == BudgetUse(100, 40, blocked_until=0.0, oldest_at=T0)
+    assert ledger.budget_use("acct", T0 + 2 + WINDOW, WINDOW) == BudgetUse(0, 0, 0.0, oldest_at=None)
     assert ledger.take_weight("acct", 91, T0, WINDOW, limit, reserve=10) == pytest.approx(WINDOW)  # never
 
 

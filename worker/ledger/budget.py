@@ -52,7 +52,7 @@ _COUNTED = (
 # Every counted bucket has ``second >= floor(last_at) >= floor(now - window)``: the bound keeps the read on
 # the key's range.
 _PEEK = (
-    "SELECT COALESCE(SUM(weight), 0), COALESCE(SUM(first_weight), 0) FROM rate_buckets"
+    "SELECT COALESCE(SUM(weight), 0), COALESCE(SUM(first_weight), 0), MIN(second) FROM rate_buckets"
     " WHERE name = ? AND second >= ? AND last_at > ?"
 )
 _BLOCKED = "SELECT blocked_until FROM rate_budgets WHERE name = ?"
@@ -103,8 +103,10 @@ class RateBudget(Part):
         with self._db.read() as s:
             row = s.one(_PEEK, (name, math.floor(start), start))
             blocked = s.one(_BLOCKED, (name,))
-        used, first = (int(row[0]), int(row[1])) if row else (0, 0)
-        return BudgetUse(used, first, float(blocked[0]) if blocked else 0.0)
+        if row is None:
+            return BudgetUse(0, 0, float(blocked[0]) if blocked else 0.0)
+        oldest = None if row[2] is None else float(row[2])
+        return BudgetUse(int(row[0]), int(row[1]), float(blocked[0]) if blocked else 0.0, oldest)
 
     def block_weight(self, name: str, until: float) -> None:
         with self._db.write(durable=False) as s:

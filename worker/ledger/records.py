@@ -112,6 +112,8 @@ class BudgetUse:
     """Of it, weight charged by first takes (creates, operator actions)."""
     blocked_until: float
     """Until when a 429 blocks the budget (a past moment: not blocked)."""
+    oldest_at: float | None = None
+    """When the oldest charge still counted was made, to the second (None: the window is empty)."""
 
 
 class DueKind(StrEnum):
