@@ -92,7 +92,7 @@ def test_a_deferred_read_is_counted_by_priority(sqlite: Ledger) -> None:
 def test_pace_hands_out_what_the_budget_has_room_for_and_no_faster_than_its_rate(sqlite: Ledger) -> None:
     clock = [T0]
     pace = PollPace(budget_at(sqlite, clock), weight=2)
-    assert pace.per_second == pytest.approx(80 / (10 + 1) / 2)  # the window has a 1 s margin
+    assert pace.per_second_now() == pytest.approx(80 / (10 + 1) / 2)  # the window has a 1 s margin
     assert pace.allowance(1.0) == 4  # rate-bound: 3.6 polls a second, rounded up
     assert pace.allowance(100.0) == 40  # room-bound: 80 weight / 2
     pace.budget.acquire(75, priority=Priority.READ)
@@ -160,7 +160,9 @@ def test_staleness_and_cycle_gauges(sqlite: Ledger) -> None:
     scheduler.sample_gauges()
     cadence = Settings().tracking.poll_awaiting_deposit
     assert sample("order_worker_poll_staleness_seconds", provider="0trace") == pytest.approx(100 + cadence)
-    assert sample("order_worker_poll_cycle_seconds", provider="0trace") == pytest.approx(8 / pace.per_second)
+    assert sample("order_worker_poll_cycle_seconds", provider="0trace") == pytest.approx(
+        8 / pace.per_second_now()
+    )
     assert sample("order_worker_poll_staleness_seconds", provider="itrx") == 0  # nothing due
     assert sample("order_worker_poll_cycle_seconds", provider="itrx") == 0  # not paced
 

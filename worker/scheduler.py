@@ -48,11 +48,6 @@ class PollPace:
     budget: WeightBudget
     weight: int
 
-    @property
-    def per_second(self) -> float:
-        """Polls per second the budget sustains at most (no creates lately: all but the reserve)."""
-        return (self.budget.limit - self.budget.reserve) / self.budget.window / self.weight
-
     def per_second_now(self) -> float:
         """Polls per second the budget sustains beside the creates of the last window."""
         return self.budget.read_share() / self.budget.window / self.weight
@@ -65,8 +60,10 @@ class PollPace:
         return max(0, min(room, math.ceil(self.per_second_now() * seconds)))
 
 
-def poll_paces(partners: Iterable[Any], budgets: Mapping[str, WeightBudget]) -> dict[str, PollPace]:
-    """The pace of every partner (``registry.Connected``) whose polls cost weight in a shared budget.
+def poll_paces(
+    partners: Iterable[registry.Connected], budgets: Mapping[str, WeightBudget]
+) -> dict[str, PollPace]:
+    """The pace of every partner whose polls cost weight in a shared budget.
 
     A partner's orders of every account are paced by its default account's budget: the scheduler reads
     due rows by partner, and the account is inside the stored command."""
