@@ -346,7 +346,6 @@ def staleness(
                 stack.start("worker", "--processes", "1", "--threads", "8", name="staleness-worker")
                 result.update(_watch(url, tag, t0, minutes * 60, closes, ideal))
                 result["answers_429"] = _rate_limited(sandbox)
-                result["sandbox"] = sandbox.stats().get("responses")
             finally:
                 stack.stop()
     finally:
