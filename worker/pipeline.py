@@ -35,8 +35,6 @@ log = get_logger(__name__)
 T = TypeVar("T")
 
 LEASE_MARGIN_SECONDS = 5.0
-FIRST_OPERATIONS = frozenset({"create", "action"})
-"""Operations someone waits on (a customer's create, an operator's choice): first in the partner budget."""
 """A partner's answer waiting for the ledger is given up this long before its attempt's lease ends."""
 
 
@@ -252,15 +250,13 @@ class OrderPipeline:
         """``call()`` once its weight fits in the partner account's shared budget (if it keeps one).
 
         ``hold_until``: how long to wait for a ledger that is out to charge the budget (a create holds
-        its attempt's lease, and must not find the order taken over afterwards). ``priority``: by default
-        creates and operator actions come first, and everything else is a read."""
+        its attempt's lease, and must not find the order taken over afterwards). ``priority``: the
+        operation's own by default (:meth:`Priority.of`)."""
         budget = self.budgets.get(connected.key)
         weight = connected.partner.capabilities.weights.get(operation, 0)
         if budget is None or not weight:
             return call()
-        if priority is None:
-            priority = Priority.FIRST if operation in FIRST_OPERATIONS else Priority.READ
-        return budget.call(weight, call, hold_until=hold_until, priority=priority)
+        return budget.call(weight, call, hold_until=hold_until, priority=priority or Priority.of(operation))
 
     def _created(
         self, command: CreateOrderCommand, connected: Connected, result: CreateResult, attempt: int
@@ -418,14 +414,8 @@ class OrderPipeline:
         now = self.clock()
         status = observed.status or Status(record.status)
         last_push = now if push else record.last_push_at
-        events = self.ledger.apply_observation(
-            record.command_id,
-            observed,
-            source,
-            now,
-            self._next_poll(status, now, last_push, observed.deadline),
-            push=push,
-        )
+        next_at = self._next_poll(status, now, last_push, observed.deadline)
+        events = self.ledger.apply_observation(record.command_id, observed, source, now, next_at, push=push)
         return Outcome("changed" if events else "unchanged", events)
 
     def follow_signal(self, record: OrderRecord, order_id: str) -> Outcome:

@@ -57,6 +57,12 @@ class Priority(StrEnum):
     READ = "read"
     """Polls, quotes and reads a push asks for: everything but the create reserve."""
 
+    @classmethod
+    def of(cls, operation: str) -> Priority:
+        """The priority of a partner operation (a key of ``Capabilities.weights``): a customer's create
+        and an operator's choice come first, every read after them."""
+        return cls.FIRST if operation in ("create", "action") else cls.READ
+
 
 class BudgetSettings(BaseModel):
     """The budget's numbers, taken from the partner's settings group."""

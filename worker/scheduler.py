@@ -36,6 +36,8 @@ log = get_logger(__name__)
 UNTRACKABLE = "untrackable"
 """The pseudo-status under which ``Ledger.count_by_status`` counts orders that cannot be polled."""
 
+NOT_POLLED = frozenset({UNTRACKABLE, Status.IN_DOUBT.value})
+
 Dispatch = Callable[[Sequence[tuple[str, dict[str, Any]]]], list[bool]]
 """dispatch([(actor_name, kwargs), ...]) -> per command, whether the broker took it; raises when that is
 unknown (``worker.bus.publishing.CommandBatchPublisher.publish``)."""
@@ -170,10 +172,14 @@ class Scheduler:
         now = self.clock()
         for provider in self.providers:
             pace = self.paces.get(provider)
+            # Orders polled at a cadence: open ones, not parked in_doubt, less the untrackable (counted
+            # besides their status, and never polled).
             polled = sum(
                 count
                 for (name, status), count in counts.items()
-                if name == provider and status != UNTRACKABLE and tracking.poll_interval(status) is not None
+                if name == provider
+                and status not in NOT_POLLED
+                and tracking.poll_interval(status) is not None
             )
             polled -= counts.get((provider, UNTRACKABLE), 0)
             rate = 0.0 if pace is None else pace.per_second_now()
