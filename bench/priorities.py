@@ -156,6 +156,16 @@ def _rate_limited(sandbox: SandboxProc) -> int:
     return int(counters["total"]) if "total" in counters else int(sum(counters.values()))
 
 
+def _sandbox(log_dir: Path, tag: str, orders: int, name: str, *extra: str) -> SandboxProc:
+    """The sandbox with ``orders`` open 0trace orders seeded and the partner's real budget."""
+    return launch_sandbox(
+        log_dir,
+        *("--zerotrace-orders", str(orders), "--rate-limit-weight", str(BUDGET), "--tag", tag, *extra),
+        name=name,
+        module="bench.seeded_sandbox",
+    )
+
+
 def _stack(sandbox: SandboxProc, url: str, log_dir: Path) -> Stack:
     return Stack(
         sandbox, url, log_dir, {"ORDER_WORKER_SCHEDULER_INTERVAL": "1.0", "ORDER_WORKER_LOG_LEVEL": "INFO"}
@@ -173,17 +183,7 @@ def saturation(
 ) -> dict[str, Any]:
     tag = uid()[:8]
     log(f"priorities/saturation: seeding {orders} open 0trace orders")
-    sandbox = launch_sandbox(
-        log_dir,
-        "--zerotrace-orders",
-        str(orders),
-        "--rate-limit-weight",
-        str(BUDGET),
-        "--tag",
-        tag,
-        name="sandbox-priorities",
-        module="bench.seeded_sandbox",
-    )
+    sandbox = _sandbox(log_dir, tag, orders, "sandbox-priorities")
     result: dict[str, Any] = {
         "open_orders": orders,
         "creates_per_min": creates_per_min,
@@ -307,22 +307,12 @@ def staleness(
 ) -> dict[str, Any]:
     tag = uid()[:8]
     log(f"priorities/staleness: {orders} open orders, {deadline_orders} near their deadline")
-    sandbox = launch_sandbox(
+    sandbox = _sandbox(
         log_dir,
-        "--zerotrace-orders",
-        str(orders),
-        "--rate-limit-weight",
-        str(BUDGET),
-        "--tag",
         tag,
-        "--deadline-orders",
-        str(deadline_orders),
-        "--deadline-from",
-        "90",
-        "--deadline-to",
-        "270",
-        name="sandbox-staleness",
-        module="bench.seeded_sandbox",
+        orders,
+        "sandbox-staleness",
+        *("--deadline-orders", str(deadline_orders), "--deadline-from", "90", "--deadline-to", "270"),
     )
     usable = math.floor(BUDGET * 0.9)
     reads = usable - math.floor(usable * reserve)
