@@ -43,7 +43,7 @@ import psycopg
 import urllib3
 from pydantic import SecretStr
 
-from bench.common import ledger_url, libpq_url, log, percentile, uid
+from bench.common import ZT_PARAMS, ledger_url, libpq_url, log, percentile, uid
 from bench.contenders import SandboxProc, Stack, launch_sandbox
 from bench.seeded_sandbox import ZEROTRACE_TOKEN, zerotrace_id
 from worker.bus.envelope import envelope
@@ -53,14 +53,6 @@ from worker.sealing import TokenSealer
 from worker.settings import SANDBOX_TOKEN_KEY
 
 BUDGET = 2500
-ZT_PARAMS = {
-    "fromCcy": "btc",
-    "toCcy": "usdt_trc20",
-    "direction": "from",
-    "amount": "0.01",
-    "toAddress": "TXyzExampleRecipientAddress0001",
-    "refundAddress": "bc1qexamplerefundaddress0000001",
-}
 
 
 def _rows(
