@@ -46,24 +46,30 @@ def _dropped(request: web.Request) -> web.Response:
 
 
 class _ConnectionUse:
-    """How many requests each client connection has carried, known by the client's address and port: a
-    closed connection's port is not reused by the client while it lingers in TIME_WAIT, and the table is
-    dropped whole when it grows (a forgotten connection then looks new, which only spares it a fault)."""
+    """How many requests each client connection has carried.
+
+    A connection is known by its transport object, looked up by the client's address and port. The port
+    alone is not enough: on loopback Linux hands a client a port still in TIME_WAIT for its next
+    connection (``tcp_tw_reuse``), so a new connection can arrive from the port of an old one; the
+    transport tells them apart. The table is dropped whole when it grows (a forgotten connection then
+    looks new, which only spares it a fault)."""
 
     _LIMIT = 50_000
 
     def __init__(self) -> None:
-        self._requests: dict[object, int] = {}
+        self._requests: dict[object, tuple[object, int]] = {}
 
     def reused(self, request: web.Request) -> bool:
         transport = request.transport
         peer = transport.get_extra_info("peername") if transport is not None else None
         if peer is None:
             return False
-        seen = self._requests.get(peer, 0)
-        if seen == 0 and len(self._requests) >= self._LIMIT:
-            self._requests.clear()
-        self._requests[peer] = seen + 1
+        known, seen = self._requests.get(peer, (None, 0))
+        if known is not transport:
+            seen = 0
+            if len(self._requests) >= self._LIMIT:
+                self._requests.clear()
+        self._requests[peer] = (transport, seen + 1)
         return seen > 0
 
 

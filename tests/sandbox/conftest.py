@@ -131,14 +131,19 @@ class Itrx:
             if isinstance(data, bytes)
             else json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
         )
+        h = self.signed_headers(body, ts=ts, secret=secret, sign_body=sign_body)
+        for name in omit:
+            h.pop(name, None)
+        return self.http.post(self.base_url + path, data=body, headers=h, timeout=timeout)
+
+    def signed_headers(
+        self, body: bytes, *, ts: int | None = None, secret: str | None = None, sign_body: bytes | None = None
+    ) -> dict[str, str]:
         stamp = str(int(time.time()) if ts is None else ts)
         sig = hmac_hex(
             secret or self.secret, stamp.encode() + b"&" + (body if sign_body is None else sign_body)
         )
-        h = {"Content-Type": "application/json", "API-KEY": self.key, "TIMESTAMP": stamp, "SIGNATURE": sig}
-        for name in omit:
-            h.pop(name, None)
-        return self.http.post(self.base_url + path, data=body, headers=h, timeout=timeout)
+        return {"Content-Type": "application/json", "API-KEY": self.key, "TIMESTAMP": stamp, "SIGNATURE": sig}
 
     def order(self, **fields: Any) -> requests.Response:
         data = {"energy_amount": 65000, "period": "1H", "receive_address": TRON_OK, **fields}

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import time
+from urllib.parse import urlsplit
 
 import pytest
 import requests
 from order_worker_sandbox.testing import ControlError, RunningSandbox
 
-from tests.sandbox.conftest import CREATE, Itrx, ZeroTrace
+from tests.sandbox.conftest import CREATE, TRON_OK, Itrx, ZeroTrace
 
 
 def test_lose_response_commits_then_drops_0trace(zt: ZeroTrace, sb: RunningSandbox) -> None:
@@ -133,3 +136,48 @@ def test_idle_close_spares_a_new_connection_and_drops_a_reused_one_unread(sb: Ru
         "a request closed unread commits nothing"
     )
     assert sb.control.stats()["faults_triggered"] == {"itrx.order:idle_close": 1}
+
+
+def test_idle_close_knows_a_new_connection_from_the_port_of_a_closed_one(sb: RunningSandbox) -> None:
+    """On loopback a client's next connection may leave from the port its last one used (Linux reuses a
+    port still in TIME_WAIT there), so the sandbox must not take the port's history for the connection's."""
+    sb.control.add_fault("itrx.order", "idle_close", probability=1.0)
+    itrx = Itrx(sb.base_url)
+    address = urlsplit(itrx.base_url)
+    host, port = address.hostname or "127.0.0.1", address.port or 80
+
+    def order_on(local_port: int, out_trade_no: str) -> tuple[int, bytes]:
+        body = json.dumps(
+            {
+                "energy_amount": 65000,
+                "period": "1H",
+                "receive_address": TRON_OK,
+                "out_trade_no": out_trade_no,
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        ).encode()
+        head = {**itrx.signed_headers(body), "Host": f"{host}:{port}", "Content-Length": str(len(body))}
+        head["Connection"] = "close"  # the sandbox closes first, so its side holds the TIME_WAIT
+        request = f"POST {address.path}/order HTTP/1.1\r\n".encode()
+        request += b"".join(f"{name}: {value}\r\n".encode() for name, value in head.items()) + b"\r\n" + body
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as conn:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            conn.bind((host, local_port))
+            conn.settimeout(10)
+            conn.connect((host, port))
+            conn.sendall(request)
+            answer = b""
+            while chunk := conn.recv(65536):
+                answer += chunk
+            return conn.getsockname()[1], answer
+
+    local_port, first = order_on(0, "first-from-this-port")
+    again, second = order_on(local_port, "second-from-this-port")
+    assert again == local_port
+    assert first.startswith(b"HTTP/1.1 200") and second.startswith(b"HTTP/1.1 200"), second[:200]
+    assert [o["out_trade_no"] for o in sb.control.orders("itrx")] == [
+        "first-from-this-port",
+        "second-from-this-port",
+    ]
+    assert sb.control.stats()["faults_triggered"] == {}
