@@ -130,5 +130,7 @@ def hold_sqlite_writer_lock(path: str, ready_path: str) -> None:
         time.sleep(120)
         os._exit(0)
     database._gate.lock_file()
-    Path(ready_path).write_text(str(child))
+    written = Path(ready_path + ".part")
+    written.write_text(str(child))
+    written.rename(ready_path)  # whole or absent: the waiting test polls for the file and reads it at once
     time.sleep(120)
