@@ -42,41 +42,41 @@ def budget_at(ledger: Ledger, clock: list[float]) -> WeightBudget:
 def test_reads_leave_the_create_reserve_free(sqlite: Ledger) -> None:
     clock = [T0]
     budget = budget_at(sqlite, clock)
-    assert budget.room(Priority.READ) == 80 and budget.room(Priority.FIRST) == 100
+    assert budget.standing().room(Priority.READ) == 80 and budget.standing().room(Priority.FIRST) == 100
     for _ in range(80):
         assert budget.take(1, Priority.READ) == 0
     assert budget.take(1, Priority.READ) > 0  # reads stop at their ceiling...
-    assert budget.room(Priority.READ) == 0 and budget.room(Priority.FIRST) == 20
+    assert budget.standing().room(Priority.READ) == 0 and budget.standing().room(Priority.FIRST) == 20
     assert budget.take(20, Priority.FIRST) == 0  # ...so a create finds its reserve however reads press
     assert budget.take(1, Priority.FIRST) > 0  # and nobody exceeds the budget
     clock[0] += budget.window + 0.01  # the window empties
-    assert budget.room(Priority.READ) == 80
+    assert budget.standing().room(Priority.READ) == 80
 
 
 def test_the_read_share_leaves_the_reserve_and_a_windows_worth_of_creates(sqlite: Ledger) -> None:
     clock = [T0]
     budget = budget_at(sqlite, clock)
-    assert budget.read_share() == 80  # no creates lately: all but the reserve
+    assert budget.standing().read_share == 80  # no creates lately: all but the reserve
     budget.acquire(10, priority=Priority.FIRST)
     # The window is young: 10 of creates in its first quarter (2.75 s counted at least) are 40 a window.
-    assert budget.read_share() == 40
+    assert budget.standing().read_share == 40
     clock[0] += 5.5  # half a window in: 20 a window
-    assert budget.read_share() == 60
+    assert budget.standing().read_share == 60
     budget.acquire(1, priority=Priority.READ)
     clock[0] += 5.0  # nearly a whole window counted: creates at this pace need about the 10 they spent
-    assert budget.read_share() == 69  # 100 - 20 - 10 * 11 / 10.5
-    assert budget.room(Priority.READ) == 100 - 20 - 11
+    assert budget.standing().read_share == 69  # 100 - 20 - 10 * 11 / 10.5
+    assert budget.standing().room(Priority.READ) == 100 - 20 - 11
     clock[0] = T0 + budget.window + 0.01  # the creates' charge left the window
-    assert budget.read_share() == 80
+    assert budget.standing().read_share == 80
 
 
 def test_a_429_leaves_no_room_to_hand_out(sqlite: Ledger) -> None:
     clock = [T0]
     budget = budget_at(sqlite, clock)
     budget.block(5.0)
-    assert budget.room(Priority.READ) == 0 and budget.room(Priority.FIRST) == 0
+    assert budget.standing().room(Priority.READ) == 0 and budget.standing().room(Priority.FIRST) == 0
     clock[0] += 5.01
-    assert budget.room(Priority.READ) == 80
+    assert budget.standing().room(Priority.READ) == 80
 
 
 def test_a_deferred_read_is_counted_by_priority(sqlite: Ledger) -> None:

@@ -20,7 +20,7 @@ may use the whole budget, while reads (polls, quotes, reads a push asks for) sto
 create reserve (``WEIGHT_CREATE_RESERVE``, a share of the usable budget). However hard polls press, the
 reserve is free for creates, and once creates dip into it every weight that leaves the window is theirs
 until they are back above it: creates never race reads for room, and reads get everything creates do
-not use. The scheduler reads the reads' room (:meth:`WeightBudget.room`) to hand out no more polls than
+not use. The scheduler reads the reads' room (:meth:`WeightBudget.standing`) to hand out no more polls than
 can be sent.
 
 Settings come from the partner's group (``ORDER_WORKER_<PARTNER>_WEIGHT_BUDGET``, ``_WINDOW``,
@@ -34,6 +34,7 @@ import math
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import TypeVar
 
@@ -76,6 +77,21 @@ class BudgetSettings(BaseModel):
     weight_create_reserve: float = Field(
         0.1, ge=0, lt=1, description="Share of the usable budget reads always leave to creates."
     )
+
+
+@dataclass(frozen=True)
+class BudgetStanding:
+    """A shared budget at one moment (:meth:`WeightBudget.standing`)."""
+
+    first_room: int
+    """Weight creates could charge now (0 while a 429 blocks the budget)."""
+    read_room: int
+    """Weight reads could charge now: the room less the create reserve."""
+    read_share: int
+    """Weight per window reads can expect beside the creates' recent pace."""
+
+    def room(self, priority: Priority) -> int:
+        return self.first_room if priority == Priority.FIRST else self.read_room
 
 
 class WeightBudget:
@@ -166,30 +182,26 @@ class WeightBudget:
         reserve = None if priority == Priority.FIRST else self.reserve
         return self._ledger.take_weight(self.name, weight, self.clock(), self.window, self.limit, reserve)
 
-    def room(self, priority: Priority = Priority.READ) -> int:
-        """Weight that calls of ``priority`` could charge now (0 while a 429 blocks the budget), read
-        without charging: what the scheduler may hand out."""
-        if self._ledger is None:
-            return 0
-        now = self.clock()
-        use = self._ledger.budget_use(self.name, now, self.window)
-        if use.blocked_until > now:
-            return 0
-        kept = 0 if priority == Priority.FIRST else self.reserve
-        return max(0, self.limit - kept - use.used)
+    def standing(self) -> BudgetStanding:
+        """The room and the reads' share now, from one read of the budget and without charging: what the
+        scheduler may hand out.
 
-    def read_share(self) -> int:
-        """The weight per window reads can expect beside creates at their recent pace: the usable
-        budget less the reserve and the creates' weight over a whole window. While the window is young
-        (a budget used for the first time, or after a quiet spell) the creates' weight so far is scaled up
-        to a whole window, so reads do not fill a window that creates will need before any of it frees."""
+        The reads' share is the weight per window reads can expect beside creates at their recent pace:
+        the usable budget less the reserve and the creates' weight over a whole window. While the window is
+        young (a budget used for the first time, or after a quiet spell) the creates' weight so far is
+        scaled up to a whole window, so reads do not fill a window that creates will need before any of it
+        frees."""
         if self._ledger is None:
-            return 0
+            return BudgetStanding(0, 0, 0)
         now = self.clock()
         use = self._ledger.budget_use(self.name, now, self.window)
         counted = self.window if use.oldest_at is None else now - use.oldest_at
         creates = use.first * self.window / min(self.window, max(counted, self.window / 4))
-        return max(0, math.floor(self.limit - self.reserve - creates))
+        share = max(0, math.floor(self.limit - self.reserve - creates))
+        if use.blocked_until > now:
+            return BudgetStanding(0, 0, share)
+        free = self.limit - use.used
+        return BudgetStanding(max(0, free), max(0, free - self.reserve), share)
 
     def block(self, seconds: float) -> None:
         """The partner said 429: nobody calls it again for ``seconds``."""

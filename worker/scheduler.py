@@ -27,7 +27,7 @@ from worker.ledger.base import DueKind, DueOrder, Ledger
 from worker.ledger.outage import LedgerWaiter
 from worker.logs import get_logger
 from worker.partners import registry
-from worker.ratelimit import Priority, WeightBudget
+from worker.ratelimit import BudgetStanding, Priority, WeightBudget
 from worker.settings import Settings
 from worker.status import Status
 
@@ -52,14 +52,18 @@ class PollPace:
 
     def per_second_now(self) -> float:
         """Polls per second the budget sustains beside the creates of the last window."""
-        return self.budget.read_share() / self.budget.window / self.weight
+        return self._per_second(self.budget.standing())
 
     def allowance(self, seconds: float) -> int:
         """Polls to hand out now, ``seconds`` after the last hand-out: what the budget has room for, and
         never more than the reads' share over that time (polls handed out a moment ago may not be charged
         yet, and a young window's room is the creates' before long)."""
-        room = self.budget.room(Priority.READ) // self.weight
-        return max(0, min(room, math.ceil(self.per_second_now() * seconds)))
+        standing = self.budget.standing()
+        room = standing.room(Priority.READ) // self.weight
+        return max(0, min(room, math.ceil(self._per_second(standing) * seconds)))
+
+    def _per_second(self, standing: BudgetStanding) -> float:
+        return standing.read_share / self.budget.window / self.weight
 
 
 def poll_paces(

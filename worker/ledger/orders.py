@@ -52,17 +52,18 @@ class Orders(Part):
         )
         by_due = f" ORDER BY next_action_at LIMIT ?{dialect.skip_locked}"
         submitting = f"'{Status.SUBMITTING.value}'"
+        polled = f"NOT IN ({_PARKED}, {submitting})"  # live orders a poll is for
         self._take_due = {
             DueKind.ANY: due.format(f"NOT IN ({_PARKED})") + by_due,
             DueKind.CREATES: due.format(f"= {submitting}") + by_due,
-            DueKind.POLLS: due.format(f"NOT IN ({_PARKED}, {submitting})") + by_due,
+            DueKind.POLLS: due.format(polled) + by_due,
             # Served by the deadline index: only live orders near a deadline, however many are due.
-            DueKind.NEAR_DEADLINE: due.format(f"NOT IN ({_PARKED}, {submitting})")
+            DueKind.NEAR_DEADLINE: due.format(polled)
             + f" AND deadline_at < ? ORDER BY deadline_at LIMIT ?{dialect.skip_locked}",
         }
         self._oldest_due_poll = (
             "SELECT status, next_action_at FROM orders WHERE provider = ? AND next_action_at <= ?"
-            f" AND status NOT IN ({_PARKED}, {submitting}) ORDER BY next_action_at LIMIT 1"
+            f" AND status {polled} ORDER BY next_action_at LIMIT 1"
         )
         self._hold_due = f"UPDATE orders SET next_action_at = ? WHERE {dialect.any_of('command_id')}"
 
