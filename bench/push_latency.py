@@ -40,6 +40,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import urllib3
 from pydantic import SecretStr
 
+from bench.common import ZT_PARAMS
+from tests.support.partners import zerotrace_order_dto
 from worker.ledger import open_ledger
 from worker.messages import CreateOrderCommand
 from worker.partners.zerotrace.client import parse_order
@@ -47,51 +49,8 @@ from worker.partners.zerotrace.signing import sign_body
 from worker.pipeline import partner_ref
 from worker.settings import Settings
 
-PARAMS = {
-    "fromCcy": "btc",
-    "toCcy": "usdt_trc20",
-    "direction": "from",
-    "amount": "0.01",
-    "toAddress": "TXyzExampleRecipientAddress0001",
-    "refundAddress": "bc1qexamplerefundaddress0000001",
-}
 HEALTH = "/healthz"
 WEBHOOK = "/webhooks/0trace"
-
-
-def dto(order_id: str, status: str, updated: int) -> dict[str, Any]:
-    """A full 0trace order DTO (spec §9), the size a real webhook carries (~700 bytes)."""
-    return {
-        "id": order_id,
-        "type": "float",
-        "status": status,
-        "time": {
-            "reg": updated - 60,
-            "expiration": updated + 1740,
-            "left": 1740,
-            "update": updated,
-            "finish": None,
-        },
-        "from": {
-            "code": "btc",
-            "network": "Bitcoin",
-            "amount": "0.01000000",
-            "address": "bc1qexamplepayinaddress00000001",
-            "tx": {"id": "abcdef0123456789", "amount": "0.01000000"},
-        },
-        "to": {
-            "code": "usdt_trc20",
-            "network": "Tron",
-            "amount": "619.987654",
-            "address": "TXyzExampleRecipientAddress0001",
-            "tx": {"id": None, "amount": None},
-        },
-        "back": {"address": "bc1qexamplerefundaddress0000001", "tx": {"id": None}},
-        "emergency": {"status": [], "choice": "NONE"},
-        "rate": "62450.12345678",
-        "networkFee": "1.20",
-        "markupBps": 50,
-    }
 
 
 def make_settings(url: str, webhook_secret: str) -> Settings:
@@ -150,12 +109,14 @@ def seed(url: str, count: int, updated: int) -> list[str]:
             command = CreateOrderCommand(
                 command_id=f"bench-{n:06d}-{uuid.uuid4().hex[:8]}",
                 provider="0trace",
-                params=PARAMS,
+                params=ZT_PARAMS,
             )
             ledger.claim(command, partner_ref("bench", command.command_id), now)
             ledger.begin_attempt(command.command_id, now, lease_seconds)
             order_id = str(uuid.uuid4())
-            created = parse_order(dto(order_id, "NEW", updated - 30))
+            created = parse_order(
+                zerotrace_order_dto(order_id, "NEW", registered=updated - 90, updated=updated - 30, left=1740)
+            )
             ledger.record_created(command.command_id, created, None, None, False, now + 45, now)
             order_ids.append(order_id)
     finally:
@@ -179,7 +140,9 @@ def webhook_requests(order_ids: list[str], secret: str, updated: int) -> list[Re
     for order_id in order_ids:
         body = {
             "event": "order.status_changed",
-            "order": dto(order_id, "PENDING", updated),
+            "order": zerotrace_order_dto(
+                order_id, "PENDING", registered=updated - 60, updated=updated, left=1740
+            ),
             "ts": updated * 1000,
         }
         raw = json.dumps(body, separators=(",", ":")).encode()

@@ -64,3 +64,44 @@ def commands_mix(count: int, seed: int, prefix: str) -> list[dict[str, Any]]:
     ]
     rng.shuffle(commands)
     return commands
+
+
+def zerotrace_order_dto(
+    order_id: str, status: str, *, registered: int, updated: int, left: int, token: str | None = None
+) -> dict[str, Any]:
+    """A full 0trace order DTO (spec §9), the size a real answer or webhook carries (~700 bytes); its
+    deposit window is the partner's 30 minutes from ``registered``."""
+    dto: dict[str, Any] = {
+        "id": order_id,
+        "type": "float",
+        "status": status,
+        "time": {
+            "reg": registered,
+            "expiration": registered + 1800,
+            "left": left,
+            "update": updated,
+            "finish": None,
+        },
+        "from": {
+            "code": "btc",
+            "network": "Bitcoin",
+            "amount": "0.01000000",
+            "address": "bc1qexamplepayinaddress00000001",
+            "tx": {"id": "abcdef0123456789", "amount": "0.01000000"},
+        },
+        "to": {
+            "code": "usdt_trc20",
+            "network": "Tron",
+            "amount": "619.987654",
+            "address": "TXyzExampleRecipientAddress0001",
+            "tx": {"id": None, "amount": None},
+        },
+        "back": {"address": "bc1qexamplerefundaddress0000001", "tx": {"id": None}},
+        "emergency": {"status": [], "choice": "NONE"},
+        "rate": "62450.12345678",
+        "networkFee": "1.20",
+        "markupBps": 50,
+    }
+    if token is not None:
+        dto["token"] = token
+    return dto

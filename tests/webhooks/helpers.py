@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 from aiohttp import web
 from pydantic import SecretStr
 
+from tests.support.partners import zerotrace_order_dto
 from tests.support.settings import settings_of
 from worker.ledger import open_ledger
 from worker.ledger.base import Ledger
@@ -191,38 +192,9 @@ def itrx_query_answer(serial: str, status: int, **extra: Any) -> dict[str, Any]:
 
 def zt_dto(order_id: str, status: str, updated_at: float, **extra: Any) -> dict[str, Any]:
     """A 0trace order DTO (spec §9), carrying a (canary) token a webhook should never contain anyway."""
-    dto: dict[str, Any] = {
-        "id": order_id,
-        "type": "float",
-        "status": status,
-        "time": {
-            "reg": int(T0),
-            "expiration": int(T0) + 1800,
-            "left": 1200,
-            "update": int(updated_at),
-            "finish": None,
-        },
-        "from": {
-            "code": "btc",
-            "network": "Bitcoin",
-            "amount": "0.01000000",
-            "address": "bc1qexamplepayinaddress00000001",
-            "tx": {"id": "abcdef0123456789", "amount": "0.01000000"},
-        },
-        "to": {
-            "code": "usdt_trc20",
-            "network": "Tron",
-            "amount": "619.987654",
-            "address": "TXyzExampleRecipientAddress0001",
-            "tx": {"id": None, "amount": None},
-        },
-        "back": {"address": "bc1qexamplerefundaddress0000001", "tx": {"id": None}},
-        "emergency": {"status": [], "choice": "NONE"},
-        "rate": "62450.12345678",
-        "networkFee": "1.20",
-        "markupBps": 50,
-        "token": CANARY_TOKEN,
-    }
+    dto = zerotrace_order_dto(
+        order_id, status, registered=int(T0), updated=int(updated_at), left=1200, token=CANARY_TOKEN
+    )
     dto.update(extra)
     return dto
 
