@@ -28,6 +28,7 @@ HEADLINE = (
 FIGURES = (
     "crash_points",
     "worker_restarts",
+    "in_doubt_without_cause",
     "broker_kill9",
     "broker_stop_start",
     "longest_publish_pause_s",
@@ -56,6 +57,7 @@ FIGURES = (
     "polls",
     "pushes_answered",
     "held_left",
+    "idle_closes_by_endpoint",
 )
 
 
