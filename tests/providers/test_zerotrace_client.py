@@ -19,6 +19,7 @@ from tests.providers.partner_stubs import (
     json_reply,
     truncate_response,
 )
+from tests.support.partners import TV10_ORDER
 from worker.partners.base import Fate, PartnerError
 from worker.partners.zerotrace.client import ZeroTraceClient, compact_json, parse_order
 from worker.partners.zerotrace.params import ZeroTraceParams
@@ -365,32 +366,6 @@ def test_bad_configuration_fails_fast(http: PartnerHttp, base_url: str, api_key:
 
 
 # --- DTO normalisation ----------------------------------------------------------------------------------
-
-TV10_ORDER: dict[str, Any] = {
-    "id": "1f8c5e0b-9c92-4d6a-b0a8-3c5f8d6e7a4b",
-    "type": "float",
-    "status": "PENDING",
-    "time": {"reg": 1716800000, "expiration": 1716801800, "left": 1677, "update": 1716800123, "finish": None},
-    "from": {
-        "code": "btc",
-        "network": "Bitcoin",
-        "amount": "0.01000000",
-        "address": "bc1qexamplepayinaddress00000001",
-        "tx": {"id": "abcdef0123456789", "amount": "0.01000000"},
-    },
-    "to": {
-        "code": "usdt_trc20",
-        "network": "Tron",
-        "amount": "619.987654",
-        "address": "TXyzExampleRecipientAddress0001",
-        "tx": {"id": None, "amount": None},
-    },
-    "back": {"address": "bc1qexamplerefundaddress0000001", "tx": {"id": None}},
-    "emergency": {"status": [], "choice": "NONE"},
-    "rate": "62450.12345678",
-    "networkFee": "1.20",
-    "markupBps": 50,
-}
 
 
 def test_parse_order_normalises_the_tv10_webhook_order() -> None:

@@ -3,6 +3,7 @@ a stub), and orders built from the example params each partner plug-in documents
 
 from __future__ import annotations
 
+import copy
 import random
 import uuid
 from typing import Any
@@ -66,41 +67,47 @@ def commands_mix(count: int, seed: int, prefix: str) -> list[dict[str, Any]]:
     return commands
 
 
+TV10_ORDER: dict[str, Any] = {
+    "id": "1f8c5e0b-9c92-4d6a-b0a8-3c5f8d6e7a4b",
+    "type": "float",
+    "status": "PENDING",
+    "time": {"reg": 1716800000, "expiration": 1716801800, "left": 1677, "update": 1716800123, "finish": None},
+    "from": {
+        "code": "btc",
+        "network": "Bitcoin",
+        "amount": "0.01000000",
+        "address": "bc1qexamplepayinaddress00000001",
+        "tx": {"id": "abcdef0123456789", "amount": "0.01000000"},
+    },
+    "to": {
+        "code": "usdt_trc20",
+        "network": "Tron",
+        "amount": "619.987654",
+        "address": "TXyzExampleRecipientAddress0001",
+        "tx": {"id": None, "amount": None},
+    },
+    "back": {"address": "bc1qexamplerefundaddress0000001", "tx": {"id": None}},
+    "emergency": {"status": [], "choice": "NONE"},
+    "rate": "62450.12345678",
+    "networkFee": "1.20",
+    "markupBps": 50,
+}
+"""The order inside the 0trace spec's webhook test vector TV10 (a full DTO, spec §9)."""
+
+
 def zerotrace_order_dto(
     order_id: str, status: str, *, registered: int, updated: int, left: int, token: str | None = None
 ) -> dict[str, Any]:
-    """A full 0trace order DTO (spec §9), the size a real answer or webhook carries (~700 bytes); its
-    deposit window is the partner's 30 minutes from ``registered``."""
-    dto: dict[str, Any] = {
-        "id": order_id,
-        "type": "float",
-        "status": status,
-        "time": {
-            "reg": registered,
-            "expiration": registered + 1800,
-            "left": left,
-            "update": updated,
-            "finish": None,
-        },
-        "from": {
-            "code": "btc",
-            "network": "Bitcoin",
-            "amount": "0.01000000",
-            "address": "bc1qexamplepayinaddress00000001",
-            "tx": {"id": "abcdef0123456789", "amount": "0.01000000"},
-        },
-        "to": {
-            "code": "usdt_trc20",
-            "network": "Tron",
-            "amount": "619.987654",
-            "address": "TXyzExampleRecipientAddress0001",
-            "tx": {"id": None, "amount": None},
-        },
-        "back": {"address": "bc1qexamplerefundaddress0000001", "tx": {"id": None}},
-        "emergency": {"status": [], "choice": "NONE"},
-        "rate": "62450.12345678",
-        "networkFee": "1.20",
-        "markupBps": 50,
+    """TV10's order as another order, the size a real answer or webhook carries (~700 bytes); its deposit
+    window is the partner's 30 minutes from ``registered``."""
+    dto = copy.deepcopy(TV10_ORDER)
+    dto.update(id=order_id, status=status)
+    dto["time"] = {
+        "reg": registered,
+        "expiration": registered + 1800,
+        "left": left,
+        "update": updated,
+        "finish": None,
     }
     if token is not None:
         dto["token"] = token
