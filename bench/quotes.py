@@ -28,7 +28,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import pika
 from order_worker_client.quoting import QuoteClient, QuoteFailed
 
 from tests.support.stack import Sandbox, Stack, spawn_sandbox, wait_until
@@ -39,16 +38,6 @@ PAIR = {"fromCcy": "btc", "toCcy": "usdt_trc20", "direction": "from"}
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))]
-
-
-def _consumers(stack: Stack) -> int:
-    with pika.BlockingConnection(pika.URLParameters(stack.broker_url)) as connection:
-        try:
-            return int(
-                connection.channel().queue_declare(stack.quotes_queue, passive=True).method.consumer_count
-            )
-        except pika.exceptions.ChannelClosedByBroker:
-            return 0
 
 
 def _price_calls(sandbox: Sandbox) -> int:
@@ -158,7 +147,7 @@ def main() -> None:
                 {"zerotrace_rate_limit_weight": args.budget, "zerotrace_rate_limit_window": args.window},
             )
             stack.start_worker(threads=2)
-            wait_until(lambda: _consumers(stack) >= 1, 60, "the quote consumer")
+            wait_until(lambda: stack.quote_consumers() >= 1, 60, "the quote consumer")
             figures = {
                 "warm": warm(stack, args.requests, args.timeout),
                 "cold": cold(stack, args.clients, args.cold_seconds, args.timeout, args.budget),

@@ -16,16 +16,6 @@ from worker.bus.topology import declare_quotes_queue
 BTC_USDT = {"fromCcy": "btc", "toCcy": "usdt_trc20", "direction": "from", "amount": "0.01"}
 
 
-def _consumers(stack: Stack) -> int:
-    with pika.BlockingConnection(pika.URLParameters(stack.broker_url)) as connection:
-        try:
-            return int(
-                connection.channel().queue_declare(stack.quotes_queue, passive=True).method.consumer_count
-            )
-        except pika.exceptions.ChannelClosedByBroker:
-            return 0
-
-
 def _price_calls(stack: Stack, endpoint: str) -> int:
     return int(stack.sandbox.stats()["requests"].get(endpoint, 0))
 
@@ -33,7 +23,7 @@ def _price_calls(stack: Stack, endpoint: str) -> int:
 @pytest.mark.parametrize("ledger_url", ["sqlite"], indirect=True)
 def test_quotes_for_both_partners_errors_and_the_cache(stack: Stack) -> None:
     worker = stack.start_worker(threads=2, ORDER_WORKER_QUOTE_CACHE_SECONDS="30")
-    wait_until(lambda: _consumers(stack) >= 1, 60, "the quote consumer")
+    wait_until(lambda: stack.quote_consumers() >= 1, 60, "the quote consumer")
     zerotrace_before, itrx_before = (
         _price_calls(stack, "0trace.price"),
         _price_calls(stack, "itrx.order_price"),

@@ -233,6 +233,15 @@ class Stack:
         with pika.BlockingConnection(connection_parameters(self.broker_url)) as connection:
             declare_work_queues(connection.channel(), (self.create_queue, self.poll_queue), 5)
 
+    def quote_consumers(self) -> int:
+        """Consumers on the quotes queue (0 while it does not exist): a worker serves quotes once it is 1."""
+        with pika.BlockingConnection(connection_parameters(self.broker_url)) as connection:
+            try:
+                declared = connection.channel().queue_declare(self.quotes_queue, passive=True)
+            except pika.exceptions.ChannelClosedByBroker:
+                return 0
+            return int(declared.method.consumer_count)
+
     def queue_depths(self) -> dict[str, int]:
         """Ready messages per work queue (main, delay and dead-letter queue), via passive declares."""
         depths: dict[str, int] = {}
