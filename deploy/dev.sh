@@ -79,9 +79,9 @@ postgres() {
 
 lint() {
   say "ruff"
-  "$VENV/bin/ruff" check worker client sandbox tests bench
-  say "mypy --strict worker/ client/ sandbox/"
-  "$VENV/bin/mypy" worker client/order_worker_client sandbox/order_worker_sandbox
+  "$VENV/bin/ruff" check worker client sandbox tests bench deploy/tools
+  say "mypy --strict worker/ client/ sandbox/ deploy/tools/"
+  "$VENV/bin/mypy" worker client/order_worker_client sandbox/order_worker_sandbox deploy/tools
   say "import-linter (layering contracts in pyproject.toml)"
   "$VENV/bin/lint-imports"
 }

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from image_roles import TERMINAL, Failed, Verdicts, Witness, example_commands, wait_until
+from image_roles import Failed, Verdicts, Witness, example_commands, wait_until
 from order_worker_client.producer import CommandProducer
 
 from worker.pipeline import partner_ref
+from worker.status import TERMINAL
 
 ROLES = ("worker", "scheduler", "webhooks")
 
@@ -45,7 +46,9 @@ def orders(args: argparse.Namespace, v: Verdicts) -> None:
 
         def statuses() -> Counter[str]:
             with psycopg.connect(args.ledger) as connection:
-                rows = dict(connection.execute("SELECT command_id, status FROM orders").fetchall())
+                rows: dict[str, str] = dict(
+                    connection.execute("SELECT command_id, status FROM orders").fetchall()
+                )
             return Counter(rows.get(c, "missing") for c in ids)
 
         def done() -> bool:

@@ -23,7 +23,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,7 +42,7 @@ from order_worker_client.producer import CommandProducer
 from worker.bus.topology import declare_events_exchange
 from worker.partners import registry
 from worker.pipeline import partner_ref
-from worker.processes import poll
+from worker.processes import free_port, poll
 from worker.status import TERMINAL
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,12 +87,6 @@ def docker(*args: str, check: bool = True, timeout: float = 300) -> str:
     if check and done.returncode != 0:
         raise Failed(f"docker {' '.join(args[:3])}... exited {done.returncode}: {done.stderr.strip()[-800:]}")
     return done.stdout.strip()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def example_commands(prefix: str, count: int) -> list[dict[str, Any]]:
