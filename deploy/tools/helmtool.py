@@ -13,16 +13,23 @@ Used by deploy/check.sh and tests/deploy (``render`` below).
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-helm: Any
-try:
-    import helm_python as helm
-except ImportError:  # pragma: no cover - reported by the callers with the install hint
-    helm = None
+
+def _helm_sdk() -> Any:
+    """The SDK's module, or None when it is not installed (the callers say how to install it). Imported by
+    name so that type checking does not depend on whether the deployment-check tools are installed."""
+    try:
+        return importlib.import_module("helm_python")
+    except ImportError:  # pragma: no cover - reported by the callers with the install hint
+        return None
+
+
+helm: Any = _helm_sdk()
 
 INSTALL_HINT = (
     "run 'bash deploy/check.sh --install' (installs the pinned deployment-check tools into the venv)"
