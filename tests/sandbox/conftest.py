@@ -126,15 +126,16 @@ class Itrx:
         sign_body: bytes | None = None,
         timeout: float = 10,
     ) -> requests.Response:
-        body = (
-            data
-            if isinstance(data, bytes)
-            else json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
-        )
+        body = data if isinstance(data, bytes) else self.encode(data)
         h = self.signed_headers(body, ts=ts, secret=secret, sign_body=sign_body)
         for name in omit:
             h.pop(name, None)
         return self.http.post(self.base_url + path, data=body, headers=h, timeout=timeout)
+
+    @staticmethod
+    def encode(data: dict[str, Any]) -> bytes:
+        """itrx's canonical JSON (sorted keys, no spaces): what its signature covers."""
+        return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
     def signed_headers(
         self, body: bytes, *, ts: int | None = None, secret: str | None = None, sign_body: bytes | None = None
@@ -146,8 +147,12 @@ class Itrx:
         return {"Content-Type": "application/json", "API-KEY": self.key, "TIMESTAMP": stamp, "SIGNATURE": sig}
 
     def order(self, **fields: Any) -> requests.Response:
-        data = {"energy_amount": 65000, "period": "1H", "receive_address": TRON_OK, **fields}
-        return self.post("/order", data)
+        return self.post("/order", self.order_data(**fields))
+
+    @staticmethod
+    def order_data(**fields: Any) -> dict[str, Any]:
+        """A valid energy order, ``fields`` overriding or adding to it."""
+        return {"energy_amount": 65000, "period": "1H", "receive_address": TRON_OK, **fields}
 
     def get(
         self, path: str, params: dict[str, Any] | None = None, key: str | None = None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 from urllib.parse import urlsplit
@@ -11,7 +10,7 @@ import pytest
 import requests
 from order_worker_sandbox.testing import ControlError, RunningSandbox
 
-from tests.sandbox.conftest import CREATE, TRON_OK, Itrx, ZeroTrace
+from tests.sandbox.conftest import CREATE, Itrx, ZeroTrace
 
 
 def test_lose_response_commits_then_drops_0trace(zt: ZeroTrace, sb: RunningSandbox) -> None:
@@ -147,16 +146,7 @@ def test_idle_close_knows_a_new_connection_from_the_port_of_a_closed_one(sb: Run
     host, port = address.hostname or "127.0.0.1", address.port or 80
 
     def order_on(local_port: int, out_trade_no: str) -> tuple[int, bytes]:
-        body = json.dumps(
-            {
-                "energy_amount": 65000,
-                "period": "1H",
-                "receive_address": TRON_OK,
-                "out_trade_no": out_trade_no,
-            },
-            sort_keys=True,
-            separators=(",", ":"),
-        ).encode()
+        body = itrx.encode(itrx.order_data(out_trade_no=out_trade_no))
         head = {**itrx.signed_headers(body), "Host": f"{host}:{port}", "Content-Length": str(len(body))}
         head["Connection"] = "close"  # the sandbox closes first, so its side holds the TIME_WAIT
         request = f"POST {address.path}/order HTTP/1.1\r\n".encode()
